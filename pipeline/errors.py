@@ -1,0 +1,245 @@
+"""The library's exceptions.
+
+Inside a running pipeline, errors are *values* stored on records (one bad row never ends the
+stream); at the API edge (bad arguments, a missing file) they are raised. Either way they are
+instances of this tree::
+
+    PipelineError
+    ├── ConfigError(ValueError)              bad arguments to a library object
+    ├── LimiterError
+    │   └── RequestTooLarge(ValueError)      asks for more than the bucket can ever hold
+    ├── PayloadError(ValueError)             a row that cannot become a request payload
+    │   └── TemplateKeyError(KeyError)       a template names a key missing from the row
+    ├── InputError                           unreadable input: missing file/column, bad line
+    ├── CacheError                           the response cache could not be read or written
+    └── APIError                             one HTTP call failed (``retryable`` says what to do)
+        ├── TransportError                   nothing usable came back           [retryable]
+        │   ├── APITimeoutError
+        │   └── APIConnectionError
+        ├── MalformedResponseError           a body that is not the JSON promised [retryable]
+        └── APIStatusError                   the server answered with an error status
+            ├── RateLimitError               429 rate_limit_exceeded            [retryable]
+            ├── QuotaExceededError           429 insufficient_quota
+            ├── ServerError                  5xx                                [retryable]
+            ├── RequestTimeoutError          408                                [retryable]
+            ├── ConflictError                409                                [retryable]
+            ├── BadRequestError              400, 422
+            │   └── ContextLengthExceededError
+            ├── AuthenticationError          401
+            ├── PermissionDeniedError        403
+            └── NotFoundError                404
+
+``retryable`` is a class attribute, so ``isinstance`` checks and ``err.retryable`` agree.
+Messages never contain API keys: the service redacts them before an error is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CacheError",
+    "ConfigError",
+    "ConflictError",
+    "ContextLengthExceededError",
+    "InputError",
+    "LimiterError",
+    "MalformedResponseError",
+    "NotFoundError",
+    "PayloadError",
+    "PermissionDeniedError",
+    "PipelineError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "RequestTooLarge",
+    "ServerError",
+    "TemplateKeyError",
+    "TransportError",
+]
+
+
+class PipelineError(Exception):
+    """Base class of every exception this library raises or stores on a record."""
+
+
+class ConfigError(PipelineError, ValueError):
+    """An argument to a library object is invalid (a negative rate, NaN, an unknown option)."""
+
+
+class LimiterError(PipelineError):
+    """A rate limiter cannot serve a request."""
+
+
+class RequestTooLarge(LimiterError, ValueError):
+    """The request asks for more than the limiter's bucket can ever hold, so it would wait forever.
+
+    Example: a limiter with ``tpm=10_000`` asked for 12,000 tokens in one request.
+    """
+
+    def __init__(self, message: str, *, requested: float = 0.0, capacity: float = 0.0) -> None:
+        super().__init__(message)
+        self.requested = requested
+        self.capacity = capacity
+
+
+class PayloadError(PipelineError, ValueError):
+    """A row cannot be turned into a request payload; the message names the field."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class TemplateKeyError(PayloadError, KeyError):
+    """A prompt template names a key the row does not have."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class InputError(PipelineError):
+    """Input that cannot be read: a missing file or column, an unknown format, a bad line."""
+
+
+class CacheError(PipelineError):
+    """The response cache could not be read or written."""
+
+
+class APIError(PipelineError):
+    """One HTTP call failed.
+
+    Attributes:
+        retryable: whether sending the same request again may succeed.
+        status: the HTTP status code, or ``None`` when no response arrived.
+        code: the provider's error code (``"rate_limit_exceeded"``...), when it gave one.
+        retry_after: seconds the server asked us to wait, when it said so.
+    """
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.body = body
+        self.headers = dict(headers) if headers is not None else {}
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        parts = [repr(self.message)]
+        if self.status is not None:
+            parts.append(f"status={self.status}")
+        if self.code:
+            parts.append(f"code={self.code!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep keyword-only attributes across pickling (multiprocessing, diskcache).
+        return (
+            _rebuild_api_error,
+            (type(self), self.message, self.status, self.code, self.body, self.headers,
+             self.retry_after),
+        )
+
+
+def _rebuild_api_error(
+    cls: type[APIError],
+    message: str,
+    status: int | None,
+    code: str | None,
+    body: Any,
+    headers: Mapping[str, str],
+    retry_after: float | None,
+) -> APIError:
+    return cls(message, status=status, code=code, body=body, headers=headers,
+               retry_after=retry_after)
+
+
+class TransportError(APIError):
+    """No usable response arrived (timeout, refused or reset connection)."""
+
+    retryable = True
+
+
+class APITimeoutError(TransportError):
+    """The request timed out (connect, write, read or pool)."""
+
+
+class APIConnectionError(TransportError):
+    """The connection failed or was reset before a complete response arrived."""
+
+
+class MalformedResponseError(APIError):
+    """The server answered 2xx but the body is not the JSON it promised (truncated, garbage)."""
+
+    retryable = True
+
+
+class APIStatusError(APIError):
+    """The server answered with an error status code."""
+
+
+class RateLimitError(APIStatusError):
+    """429 because a rate limit was exceeded; wait (``retry_after``) and try again."""
+
+    retryable = True
+
+
+class QuotaExceededError(APIStatusError):
+    """429 ``insufficient_quota``: the account is out of credit. Retrying will not help."""
+
+
+class ServerError(APIStatusError):
+    """A 5xx answer: the provider failed; usually transient."""
+
+    retryable = True
+
+
+class RequestTimeoutError(APIStatusError):
+    """408 from the server."""
+
+    retryable = True
+
+
+class ConflictError(APIStatusError):
+    """409 from the server (OpenAI documents it as retryable)."""
+
+    retryable = True
+
+
+class BadRequestError(APIStatusError):
+    """400 or 422: the request itself is wrong; sending it again gives the same answer."""
+
+
+class ContextLengthExceededError(BadRequestError):
+    """400 ``context_length_exceeded``: the prompt plus ``max_tokens`` exceed the model's window."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: missing or wrong API key."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not use this resource."""
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown path, model or object."""
