@@ -13,10 +13,11 @@ is why falsy values survive: only ``UNSET`` is dropped on encoding.
     >>> request = validate(body, ChatCompletionRequest)
     >>> to_body(request)["temperature"]
     0.0
-    >>> validate({**body, "temperature": "hot"}, ChatCompletionRequest)
-    Traceback (most recent call last):
-    ...
-    pipeline.errors.PayloadError: invalid chat completion request: `temperature`: expected `float`, got `str`
+    >>> try:
+    ...     validate({**body, "temperature": "hot"}, ChatCompletionRequest)
+    ... except PayloadError as exc:
+    ...     print(exc.field, "|", exc)
+    temperature | invalid chat completion request: `temperature`: expected `float`, got `str`
 
 Only the fields a batch job plausibly sends are modelled; streaming is not (``stream`` must be
 ``False`` or absent, since the library reads whole responses).
@@ -163,10 +164,10 @@ class ToolCall(_Base, tag_field="type", tag="function"):
 class AssistantMessage(_Base, tag_field="role", tag="assistant"):
     """An earlier assistant turn (few-shot examples, tool-call round trips)."""
 
-    content: str | Annotated[list[TextPart | RefusalPart], Meta(min_length=1)] | None | UnsetType = (
-        UNSET
-    )
-    refusal: str | None | UnsetType = UNSET
+    content: (
+        str | Annotated[list[TextPart | RefusalPart], Meta(min_length=1)] | UnsetType | None
+    ) = UNSET
+    refusal: str | UnsetType | None = UNSET
     name: str | UnsetType = UNSET
     tool_calls: list[ToolCall] | UnsetType = UNSET
 
@@ -189,7 +190,7 @@ class FunctionDefinition(_Base):
     name: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")]
     description: str | UnsetType = UNSET
     parameters: dict[str, Any] | UnsetType = UNSET
-    strict: bool | None | UnsetType = UNSET
+    strict: bool | UnsetType | None = UNSET
 
 
 class FunctionTool(_Base, tag_field="type", tag="function"):
@@ -237,7 +238,7 @@ class JsonSchemaFormat(_Base):
     name: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")]
     description: str | UnsetType = UNSET
     schema: dict[str, Any] | UnsetType = UNSET
-    strict: bool | None | UnsetType = UNSET
+    strict: bool | UnsetType | None = UNSET
 
 
 class ResponseFormatJsonSchema(_Base, tag_field="type", tag="json_schema"):
@@ -277,9 +278,9 @@ class ChatCompletionRequest(_Base):
     metadata: Metadata | UnsetType = UNSET
     store: bool | UnsetType = UNSET
     service_tier: Literal["auto", "default", "flex", "scale", "priority"] | UnsetType = UNSET
-    reasoning_effort: (
-        Literal["none", "minimal", "low", "medium", "high", "xhigh"] | UnsetType
-    ) = UNSET
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | UnsetType = (
+        UNSET
+    )
     verbosity: Literal["low", "medium", "high"] | UnsetType = UNSET
     modalities: list[Literal["text", "audio"]] | UnsetType = UNSET
     safety_identifier: Annotated[str, Meta(max_length=64)] | UnsetType = UNSET
@@ -385,8 +386,8 @@ class WandbSettings(_Base):
     """Where a fine-tuning job reports to Weights and Biases."""
 
     project: str
-    name: str | None | UnsetType = UNSET
-    entity: str | None | UnsetType = UNSET
+    name: str | UnsetType | None = UNSET
+    entity: str | UnsetType | None = UNSET
     tags: list[str] | UnsetType = UNSET
 
 
