@@ -1,0 +1,415 @@
+"""The simulated provider: routing, auth, validation, quota, rate limits, faults, answers.
+
+Every API request goes through the same steps, in the order a provider's front door would:
+
+1. route (404/405), 2. bearer key (401 when keys are configured), 3. body validation and the
+context-window check (400), 4. the total token quota (429 ``insufficient_quota``), 5. the
+key's rpm/tpm buckets (429 ``rate_limit_exceeded`` + ``retry-after``), 6. one seeded fault
+draw, 7. the answer, sent after the sampled latency.
+
+Steps 1-5 answer at once; only requests that pass step 5 are charged to the buckets and quota.
+Admin endpoints under ``/_sim/`` (``log``, ``stats``, ``reset``, ``health``) skip all of it
+and are not logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from pipeline.simulator._config import FAULT_KINDS, SimulatorConfig
+from pipeline.simulator._files import FileStore
+from pipeline.simulator._http import Connection, HTTPRequest
+from pipeline.simulator._log import LogEntry, RequestLog
+from pipeline.simulator._ratelimit import KeyLimits
+from pipeline.simulator._schemas import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    FineTuningJobRequest,
+    RequestError,
+    check_input,
+    decode_body,
+)
+from pipeline.simulator._tokens import (
+    answer_length,
+    count_chat_tokens,
+    count_input_tokens,
+    count_text_tokens,
+    default_answer,
+    fake_embedding,
+)
+
+__all__ = ["Responder", "SimulatorApp"]
+
+#: ``responder(endpoint, body) -> text``: the assistant text for a chat or completion request
+#: (``endpoint`` is ``"chat/completions"`` or ``"completions"``, ``body`` the decoded JSON).
+Responder = Callable[[str, dict[str, Any]], str]
+
+_encode = msgspec.json.encode
+_COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # the legacy completions API's own default
+_MODEL_ROUTES = {"/chat/completions": "chat", "/completions": "completion",
+                 "/embeddings": "embedding"}
+_FAULT_STATUS = {"server_error": (500, "The server had an error while processing your request. "
+                                       "Sorry about that!"),
+                 "bad_gateway": (502, "Bad gateway."),
+                 "unavailable": (503, "The engine is currently overloaded, please try again "
+                                      "later.")}
+
+
+def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> bytes:
+    """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
+    return _encode({"error": {"message": message, "type": type, "param": param, "code": code}})
+
+
+def _redact(key: str) -> str:
+    return f"{key[:3]}****{key[-4:]}" if len(key) > 8 else "****"
+
+
+class _Prepared:
+    """A validated generation request: its costs and how to build its answer."""
+
+    __slots__ = ("cost", "kind", "max_tokens", "n", "prompt_tokens", "request")
+
+    def __init__(self, kind: str, request: Any, prompt_tokens: int, max_tokens: int | None,
+                 n: int, cost: int) -> None:
+        self.kind = kind
+        self.request = request
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.n = n
+        self.cost = cost
+
+
+class SimulatorApp:
+    """The request handler behind :class:`~pipeline.simulator.Simulator` (one per server)."""
+
+    def __init__(self, config: SimulatorConfig, responder: Responder | None = None) -> None:
+        self.config = config
+        self.responder = responder
+        self.log = RequestLog(config.log_limit)
+        self.files = FileStore(config.fine_tune_seconds)
+        self.rng = random.Random(config.seed)
+        self.started = time.monotonic()
+        self.quota_used = 0
+        self._limits: dict[str, KeyLimits] = {}
+        self._counter = 0
+
+    # -- state ------------------------------------------------------------------------------
+    def limits_for(self, key: str, now: float) -> KeyLimits:
+        """The buckets of one API key, created full on first use."""
+        limits = self._limits.get(key)
+        if limits is None:
+            cfg = self.config
+            limits = self._limits[key] = KeyLimits(cfg.rpm, cfg.tpm, cfg.burst, now)
+        return limits
+
+    def reset(self, limits: bool = False) -> None:
+        """Clear the log and counters; with ``limits``, also refill buckets and the quota."""
+        self.log.clear()
+        if limits:
+            self._limits.clear()
+            self.quota_used = 0
+
+    def set_limits(self, rpm: float | None, tpm: float | None, burst: float | None) -> None:
+        """Change the rate limits at runtime (buckets restart full)."""
+        self.config = msgspec.structs.replace(self.config, rpm=rpm, tpm=tpm, burst=burst)
+        self._limits.clear()
+
+    # -- entry point ------------------------------------------------------------------------
+    def __call__(self, req: HTTPRequest, conn: Connection) -> None:
+        path = req.path
+        if path.startswith("/_sim/"):
+            self._admin(req, conn)
+            return
+        if path.startswith("/v1/"):
+            path = path[3:]
+        now = time.monotonic()
+        log = self.log
+        log.in_flight += 1
+        if log.in_flight > log.max_in_flight:
+            log.max_in_flight = log.in_flight
+        conn.on_close = self._done
+        entry = dict(arrival=now - self.started, method=req.method, path=req.path,
+                     body_hash=hashlib.sha256(req.body).hexdigest())
+        try:
+            self._serve(req, conn, path, now, entry)
+        except RequestError as exc:  # unknown route: no key, no rate-limit headers
+            self._reject(conn, entry, exc, None)
+        except Exception as exc:  # a bug here (or in a responder): answer 500, keep serving
+            traceback.print_exc()
+            self._log(entry, 500, "error", 0)
+            conn.respond(500, error_body(f"simulator error: {exc!r}", "server_error"))
+
+    def _reject(self, conn: Connection, entry: dict[str, Any], exc: RequestError,
+                headers: list[tuple[str, str]] | None) -> None:
+        """Answer a 400/404 (nothing is charged)."""
+        if exc.status == 404:
+            outcome = "not_found"
+        elif exc.code == "context_length_exceeded":
+            outcome = "context_length"
+        else:
+            outcome = "bad_request"
+        self._log(entry, exc.status, outcome, 0)
+        conn.respond(exc.status, error_body(exc.message, exc.type, exc.param, exc.code), headers)
+
+    def _done(self) -> None:
+        self.log.in_flight -= 1
+
+    def _log(self, entry: dict[str, Any], status: int, outcome: str, tokens: int,
+             usage: tuple[int, int] = (0, 0), admitted: int = 0) -> None:
+        self.log.add(LogEntry(status=status, outcome=outcome, tokens=tokens,
+                              prompt_tokens=usage[0], completion_tokens=usage[1], **entry),
+                     admitted)
+
+    def _serve(self, req: HTTPRequest, conn: Connection, path: str, now: float,
+               entry: dict[str, Any]) -> None:
+        kind = _MODEL_ROUTES.get(path)
+        method = req.method
+        if kind is None and not (path == "/files" or path.startswith(("/files/",
+                                                                      "/fine_tuning/jobs"))):
+            raise RequestError(f"Invalid URL ({method} {req.path})", None, None, 404)
+        expected = "GET" if path.startswith("/files/") or path.startswith("/fine_tuning/jobs/") \
+            else "POST"
+        if method != expected:
+            raise RequestError(f"Invalid method for URL ({method} {req.path})", None, None, 404)
+
+        key = self._authenticate(req, conn, entry)
+        if key is None:
+            return
+        limits = self.limits_for(key, now)
+        headers = limits.headers(now)
+        prepared = None
+        if kind is not None:
+            try:
+                prepared = self._prepare(kind, req.body)
+            except RequestError as exc:
+                self._reject(conn, entry, exc, headers)
+                return
+        cost = prepared.cost if prepared is not None else 0
+
+        quota = self.config.quota_tokens
+        if quota is not None and (self.quota_used >= quota or self.quota_used + cost > quota):
+            self._log(entry, 429, "insufficient_quota", cost)
+            conn.respond(429, error_body(
+                "You exceeded your current quota, please check your plan and billing details.",
+                "insufficient_quota", None, "insufficient_quota"), headers)
+            return
+        wait = limits.acquire(cost, now)
+        if wait > 0:
+            self._rate_limited(conn, entry, limits, cost, wait, now)
+            return
+        self.quota_used += cost
+        headers = limits.headers(now)
+        self._counter += 1
+        headers.append(("x-request-id", f"req_sim{self._counter:010d}"))
+
+        fault = self.config.faults.draw(self.rng) if self.config.faults.any else None
+        if fault in _FAULT_STATUS:
+            status, message = _FAULT_STATUS[fault]
+            self._log(entry, status, FAULT_KINDS[fault], cost, admitted=cost)
+            conn.respond(status, error_body(message, "server_error"), headers,
+                         delay=self.config.latency.sample(self.rng))
+            return
+        if fault == "context_length":
+            self._log(entry, 400, "fault:context_length", cost, admitted=cost)
+            conn.respond(400, error_body(
+                f"This model's maximum context length is {self.config.context_window} tokens. "
+                "Please reduce the length of the messages or completion.",
+                param="messages", code="context_length_exceeded"), headers)
+            return
+        if fault == "hang":
+            self._log(entry, 0, "hang", cost, admitted=cost)
+            conn.hang()
+            return
+
+        if prepared is not None:
+            body, usage = self._answer(prepared, req.body)
+        else:
+            try:
+                body, usage = self._files_answer(req, path), (0, 0)
+            except RequestError as exc:
+                self._reject(conn, entry, exc, headers)
+                return
+        delay = self.config.latency.sample(self.rng, usage[1])
+        if fault is None:
+            self._log(entry, 200, "ok", cost, usage, cost)
+            conn.respond(200, body, headers, delay=delay)
+        elif fault == "reset":
+            self._log(entry, 0, "reset", cost, admitted=cost)
+            data = conn.encode(200, body, headers, req.keep_alive)
+            conn.reset(data[: max(1, len(data) // 2)], delay=delay)
+        elif fault == "truncated":
+            self._log(entry, 200, "truncated", cost, usage, cost)
+            conn.respond(200, body[: max(1, len(body) // 2)], headers, delay=delay)
+        else:  # malformed
+            self._log(entry, 200, "malformed", cost, usage, cost)
+            conn.respond(200, b"<html><body>upstream sent garbage: \x00\xff{]</body></html>",
+                         headers, delay=delay)
+
+    def _authenticate(self, req: HTTPRequest, conn: Connection,
+                      entry: dict[str, Any]) -> str | None:
+        auth = req.headers.get("authorization", "")
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        keys = self.config.api_keys
+        if not keys or key in keys:
+            return key
+        if key:
+            message = (f"Incorrect API key provided: {_redact(key)}. You can find your API key "
+                       "at https://platform.openai.com/account/api-keys.")
+        else:
+            message = ("You didn't provide an API key. You need to provide your API key in an "
+                       "Authorization header using Bearer auth (i.e. Authorization: Bearer "
+                       "YOUR_KEY).")
+        self._log(entry, 401, "unauthorized", 0)
+        conn.respond(401, error_body(message, "invalid_request_error", None, "invalid_api_key"))
+        return None
+
+    def _rate_limited(self, conn: Connection, entry: dict[str, Any], limits: KeyLimits,
+                      cost: int, wait: float, now: float) -> None:
+        headers = limits.headers(now)
+        by_requests = limits.requests is not None and limits.requests.wait(1, now) > 0
+        bucket = limits.requests if by_requests else limits.tokens
+        assert bucket is not None
+        unit = "requests" if by_requests else "tokens"
+        name = "requests per min (RPM)" if by_requests else "tokens per min (TPM)"
+        if math.isinf(wait):
+            message = (f"Request too large for model on {name}: Limit {bucket.limit:g}, "
+                       f"Requested {cost}. The input or output tokens must be reduced in order "
+                       "to run successfully.")
+        else:
+            headers.append(("retry-after", str(max(1, math.ceil(wait)))))
+            headers.append(("retry-after-ms", str(max(1, math.ceil(wait * 1000)))))
+            message = (f"Rate limit reached for model in organization org-simulator on {name}: "
+                       f"Limit {bucket.limit:g}, Requested {1 if by_requests else cost}. "
+                       f"Please try again in {wait:.3g}s.")
+        self._log(entry, 429, "rate_limited", cost)
+        conn.respond(429, error_body(message, unit, None, "rate_limit_exceeded"), headers)
+
+    # -- generation endpoints ---------------------------------------------------------------
+    def _prepare(self, kind: str, body: bytes) -> _Prepared:
+        cfg = self.config
+        request: Any
+        if kind == "chat":
+            request = decode_body(body, ChatRequest)
+            prompt = count_chat_tokens(request.messages)
+            asked = request.max_completion_tokens or request.max_tokens
+            max_tokens = asked or cfg.default_max_tokens
+        elif kind == "completion":
+            request = decode_body(body, CompletionRequest)
+            check_input(request.prompt, "prompt")
+            prompt = count_input_tokens(request.prompt)
+            asked = request.max_tokens
+            max_tokens = asked or _COMPLETIONS_DEFAULT_MAX_TOKENS
+        else:
+            request = decode_body(body, EmbeddingRequest)
+            check_input(request.input, "input")
+            if request.input == "":
+                raise RequestError("'input' must not be empty.", "input", "invalid_value")
+            prompt = count_input_tokens(request.input)
+            return _Prepared(kind, request, prompt, None, 1, prompt)
+        if request.stream:
+            raise RequestError("The simulator does not stream: 'stream' must be false.",
+                               "stream", "unsupported_value")
+        n = request.n or 1
+        if prompt + (asked or 0) > cfg.context_window:
+            raise RequestError(
+                f"This model's maximum context length is {cfg.context_window} tokens. However, "
+                f"you requested {prompt + (asked or 0)} tokens ({prompt} in the messages, "
+                f"{asked or 0} in the completion). Please reduce the length of the messages or "
+                "completion.", "messages", "context_length_exceeded")
+        return _Prepared(kind, request, prompt, max_tokens, n, prompt + max_tokens * n)
+
+    def _text(self, prepared: _Prepared, body: bytes, index: int) -> tuple[str, str]:
+        """One choice's text and finish_reason."""
+        limit = prepared.max_tokens or 1
+        if self.responder is not None:
+            endpoint = "chat/completions" if prepared.kind == "chat" else "completions"
+            text = self.responder(endpoint, msgspec.json.decode(body))
+            if count_text_tokens(text) > limit:
+                return text[: limit * 4], "length"
+            return text, "stop"
+        digest = hashlib.sha256(body + index.to_bytes(2, "big")).digest()
+        low, high = self.config.answer_tokens
+        length = answer_length(digest, low, high)
+        if length > limit:
+            return default_answer(digest, limit), "length"
+        return default_answer(digest, length), "stop"
+
+    def _answer(self, prepared: _Prepared, body: bytes) -> tuple[bytes, tuple[int, int]]:
+        req = prepared.request
+        created = int(time.time())
+        self._counter += 1
+        if prepared.kind == "embedding":
+            inputs = [req.input] if isinstance(req.input, str) or (
+                req.input and isinstance(req.input[0], int)) else req.input
+            dims = req.dimensions or self.config.embedding_dimensions
+            fmt = req.encoding_format or "float"
+            data = [{"object": "embedding", "index": i,
+                     "embedding": fake_embedding(_encode([req.model, item]), dims, fmt)}
+                    for i, item in enumerate(inputs)]
+            usage = {"prompt_tokens": prepared.prompt_tokens,
+                     "total_tokens": prepared.prompt_tokens}
+            return _encode({"object": "list", "data": data, "model": req.model,
+                            "usage": usage}), (prepared.prompt_tokens, 0)
+        completion = 0
+        choices = []
+        for index in range(prepared.n):
+            text, finish = self._text(prepared, body, index)
+            completion += count_text_tokens(text)
+            if prepared.kind == "chat":
+                choices.append({"index": index, "message": {
+                    "role": "assistant", "content": text, "refusal": None, "annotations": []},
+                    "logprobs": None, "finish_reason": finish})
+            else:
+                choices.append({"index": index, "text": text, "logprobs": None,
+                                "finish_reason": finish})
+        usage = {"prompt_tokens": prepared.prompt_tokens, "completion_tokens": completion,
+                 "total_tokens": prepared.prompt_tokens + completion}
+        obj = "chat.completion" if prepared.kind == "chat" else "text_completion"
+        prefix = "chatcmpl" if prepared.kind == "chat" else "cmpl"
+        return _encode({"id": f"{prefix}-sim{self._counter:012d}", "object": obj,
+                        "created": created, "model": req.model, "choices": choices,
+                        "usage": usage, "system_fingerprint": "fp_simulator"}), (
+            prepared.prompt_tokens, completion)
+
+    # -- files and fine-tuning --------------------------------------------------------------
+    def _files_answer(self, req: HTTPRequest, path: str) -> bytes:
+        files = self.files
+        if path == "/files":
+            obj = files.upload(req.body, req.headers.get("content-type", ""))
+        elif path.startswith("/files/"):
+            obj = files.get_file(path[len("/files/"):])
+        elif path == "/fine_tuning/jobs":
+            obj = files.create_job(decode_body(req.body, FineTuningJobRequest))
+        else:
+            obj = files.get_job(path[len("/fine_tuning/jobs/"):])
+        return _encode(obj)
+
+    # -- admin ------------------------------------------------------------------------------
+    def _admin(self, req: HTTPRequest, conn: Connection) -> None:
+        conn.on_close = None
+        name = req.path[len("/_sim/"):]
+        if name == "log" and req.method == "GET":
+            conn.respond(200, _encode(self.log.entries()))
+        elif name == "stats" and req.method == "GET":
+            conn.respond(200, _encode(self.log.stats()))
+        elif name == "reset" and req.method == "POST":
+            self.reset(limits="limits=1" in req.query)
+            conn.respond(200, b'{"ok":true}')
+        elif name == "limits" and req.method == "POST":
+            data = msgspec.json.decode(req.body or b"{}")
+            self.set_limits(data.get("rpm"), data.get("tpm"), data.get("burst"))
+            conn.respond(200, b'{"ok":true}')
+        elif name == "health":
+            conn.respond(200, b'{"ok":true}')
+        else:
+            conn.respond(404, error_body(f"Unknown admin endpoint {req.method} {req.path}"))

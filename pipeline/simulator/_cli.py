@@ -1,0 +1,104 @@
+"""Serve a local OpenAI-compatible API with real rate limits, latency and faults.
+
+Prints its base URL, then serves on 127.0.0.1 until Ctrl-C or SIGTERM. Example:
+
+    pipeline serve --rpm 500 --tpm 200000 --latency 0.2 --fault 500=0.05 --port 8000
+
+    export OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=sk-anything
+
+Latency: SECONDS, uniform:LOW,HIGH or lognormal:MEDIAN,SIGMA (plus --latency-per-token).
+Faults (--fault NAME=PROBABILITY, repeatable): 500, 502, 503, context_length, hang, reset,
+truncated, malformed. The request log and counters: GET /_sim/log, GET /_sim/stats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import threading
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.simulator._app import SimulatorApp
+from pipeline.simulator._config import Faults, Latency, SimulatorConfig
+from pipeline.simulator._http import HTTPServer
+
+__all__ = ["configure", "main"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``pipeline serve`` options to ``parser``."""
+    add = parser.add_argument
+    add("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free one)")
+    add("--rpm", type=float, default=None, help="requests per minute per key (default: none)")
+    add("--tpm", type=float, default=None, help="tokens per minute per key (default: none)")
+    add("--burst", type=float, default=None,
+        help="fraction of the minute limit a bucket holds (default 1)")
+    add("--quota-tokens", type=int, default=None,
+        help="total tokens before every request gets 429 insufficient_quota")
+    add("--latency", default="0", help="SECONDS, uniform:LOW,HIGH or lognormal:MEDIAN,SIGMA")
+    add("--latency-per-token", type=float, default=0.0,
+        help="extra seconds per output token (default 0)")
+    add("--fault", action="append", default=[], metavar="NAME=P",
+        help="inject a fault with probability P (repeatable)")
+    add("--seed", type=int, default=0, help="seed of the latency and fault draws (default 0)")
+    add("--api-key", action="append", default=[],
+        help="accept only this bearer key (repeatable; default: any key)")
+    add("--context-window", type=int, default=128_000)
+    add("--default-max-tokens", type=int, default=256,
+        help="max_tokens assumed for the token cost of a chat request without one")
+    add("--config-stdin", action="store_true", help=argparse.SUPPRESS)
+
+
+def _config(args: argparse.Namespace) -> SimulatorConfig:
+    if args.config_stdin:  # process mode: the parent sends the config, then keeps stdin open
+        return SimulatorConfig.from_json(sys.stdin.buffer.readline())
+    return SimulatorConfig(
+        rpm=args.rpm, tpm=args.tpm, burst=args.burst, quota_tokens=args.quota_tokens,
+        latency=Latency.parse(args.latency, per_output_token=args.latency_per_token),
+        faults=Faults.parse(args.fault), seed=args.seed, api_keys=tuple(args.api_key),
+        context_window=args.context_window, default_max_tokens=args.default_max_tokens)
+
+
+async def _serve(config: SimulatorConfig, port: int, watch_stdin: bool) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if watch_stdin:  # the parent closed our stdin (or died): stop
+        def watch() -> None:
+            sys.stdin.buffer.read()
+            loop.call_soon_threadsafe(stop.set)
+
+        threading.Thread(target=watch, daemon=True).start()
+    server = HTTPServer(SimulatorApp(config))
+    bound = await server.start("127.0.0.1", port)
+    details: dict[str, Any] = config.describe()
+    summary = ", ".join(f"{k}={v!r}" for k, v in details.items() if v not in (None, False))
+    print(f"pipeline simulator listening on http://127.0.0.1:{bound}/v1", flush=True)
+    if not watch_stdin:
+        print(f"  {summary or 'no limits'}; Ctrl-C to stop", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``pipeline serve``; returns the exit code."""
+    try:
+        config = _config(args)
+    except ConfigError as exc:
+        print(f"pipeline serve: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(_serve(config, args.port, args.config_stdin))
+    return 0
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(prog="pipeline serve", description=__doc__,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure(_parser)
+    sys.exit(main(_parser.parse_args()))

@@ -1,0 +1,287 @@
+"""The simulator's configuration: :class:`Latency`, :class:`Faults`, :class:`SimulatorConfig`.
+
+All three are frozen msgspec Structs, so they compare by value, print readably, and cross a
+process boundary as JSON (process mode sends the whole :class:`SimulatorConfig` to the child).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import msgspec
+
+from pipeline.errors import ConfigError
+
+__all__ = ["FAULT_KINDS", "Faults", "Latency", "SimulatorConfig"]
+
+LatencyKind = Literal["fixed", "uniform", "lognormal"]
+
+
+class Latency(msgspec.Struct, frozen=True, kw_only=True):
+    """How long the simulator takes to answer a request that succeeds (or fails with a 5xx).
+
+    ``delay = base + per_output_token * completion_tokens``, where ``base`` is drawn (seeded) from
+    the distribution: ``fixed`` (always ``a``), ``uniform`` (between ``a`` and ``b``) or
+    ``lognormal`` (median ``a``, shape ``b``, the sigma of the underlying normal). 4xx and 429
+    answers are immediate, like a provider's front door.
+
+    >>> Latency.fixed(0.2)
+    Latency(fixed 0.2s)
+    >>> Latency.parse("uniform:0.1,0.3") == Latency.uniform(0.1, 0.3)
+    True
+    >>> Latency.parse(0.05, per_output_token=0.001)
+    Latency(fixed 0.05s + 0.001s/token)
+    """
+
+    kind: LatencyKind = "fixed"
+    a: float = 0.0
+    b: float = 0.0
+    per_output_token: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("a", "b", "per_output_token"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"Latency.{name} must be a finite number >= 0, got {value!r}")
+        if self.kind == "uniform" and self.b < self.a:
+            raise ConfigError(f"uniform latency needs low <= high, got {self.a} > {self.b}")
+
+    @classmethod
+    def fixed(cls, seconds: float, *, per_output_token: float = 0.0) -> Latency:
+        """Always ``seconds``."""
+        return cls(kind="fixed", a=float(seconds), per_output_token=per_output_token)
+
+    @classmethod
+    def uniform(cls, low: float, high: float, *, per_output_token: float = 0.0) -> Latency:
+        """Uniformly between ``low`` and ``high`` seconds."""
+        return cls(kind="uniform", a=float(low), b=float(high), per_output_token=per_output_token)
+
+    @classmethod
+    def lognormal(cls, median: float, sigma: float = 0.5, *,
+                  per_output_token: float = 0.0) -> Latency:
+        """Lognormal with the given median (seconds) and shape ``sigma``: a long right tail."""
+        return cls(kind="lognormal", a=float(median), b=float(sigma),
+                   per_output_token=per_output_token)
+
+    @classmethod
+    def parse(cls, value: Latency | float | str | None, *,
+              per_output_token: float | None = None) -> Latency:
+        """Accept a Latency, seconds (``0.2``), or text: ``"0.2"``, ``"uniform:0.1,0.3"``,
+        ``"lognormal:0.2,0.5"``, ``"fixed:0.2"``."""
+        if value is None:
+            latency = cls()
+        elif isinstance(value, Latency):
+            latency = value
+        elif isinstance(value, int | float):
+            latency = cls.fixed(float(value))
+        elif isinstance(value, str):
+            kind, _, args = value.partition(":")
+            if not args:
+                kind, args = "fixed", kind
+            try:
+                numbers = [float(x) for x in args.split(",")]
+            except ValueError:
+                raise ConfigError(f"bad latency {value!r}") from None
+            if kind == "fixed" and len(numbers) == 1:
+                latency = cls.fixed(*numbers)
+            elif kind == "uniform" and len(numbers) == 2:
+                latency = cls.uniform(*numbers)
+            elif kind == "lognormal" and len(numbers) in (1, 2):
+                latency = cls.lognormal(*numbers)
+            else:
+                raise ConfigError(
+                    f"bad latency {value!r}: use SECONDS, uniform:LOW,HIGH or "
+                    "lognormal:MEDIAN,SIGMA"
+                )
+        else:
+            raise ConfigError(f"latency must be a Latency, a number or a string, got {value!r}")
+        if per_output_token is not None:
+            latency = msgspec.structs.replace(latency, per_output_token=float(per_output_token))
+        return latency
+
+    def sample(self, rng: random.Random, completion_tokens: int = 0) -> float:
+        """One delay in seconds, drawn from ``rng``."""
+        if self.kind == "fixed":
+            base = self.a
+        elif self.kind == "uniform":
+            base = rng.uniform(self.a, self.b)
+        else:
+            base = self.a * math.exp(rng.gauss(0.0, self.b)) if self.a > 0 else 0.0
+        return base + self.per_output_token * completion_tokens
+
+    @property
+    def is_zero(self) -> bool:
+        """True when every request is answered at once."""
+        return self.a == 0 and self.per_output_token == 0 and (
+            self.kind != "uniform" or self.b == 0)
+
+    def __repr__(self) -> str:
+        if self.kind == "fixed":
+            text = f"fixed {self.a:g}s"
+        elif self.kind == "uniform":
+            text = f"uniform {self.a:g}-{self.b:g}s"
+        else:
+            text = f"lognormal median {self.a:g}s sigma {self.b:g}"
+        if self.per_output_token:
+            text += f" + {self.per_output_token:g}s/token"
+        return f"Latency({text})"
+
+
+#: Fault names, in the order a random draw checks them, and the outcome each one is logged as.
+FAULT_KINDS: dict[str, str] = {
+    "server_error": "fault:500",
+    "bad_gateway": "fault:502",
+    "unavailable": "fault:503",
+    "context_length": "fault:context_length",
+    "hang": "hang",
+    "reset": "reset",
+    "truncated": "truncated",
+    "malformed": "malformed",
+}
+_FAULT_ALIASES = {"500": "server_error", "502": "bad_gateway", "503": "unavailable",
+                  "context_length_exceeded": "context_length", "timeout": "hang"}
+
+
+class Faults(msgspec.Struct, frozen=True, kw_only=True):
+    """Probabilities (each in [0, 1], summing to at most 1) of injected failures per request.
+
+    A request that passed authentication, validation and the rate limits draws one seeded random
+    number; it decides at most one fault:
+
+    - ``server_error`` / ``bad_gateway`` / ``unavailable``: a 500 / 502 / 503 with an error body;
+    - ``context_length``: a 400 ``context_length_exceeded``;
+    - ``hang``: no response ever (the connection stays open until the client gives up);
+    - ``reset``: the connection is reset after part of the response was sent;
+    - ``truncated``: a 200 whose JSON body is cut short (Content-Length matches the cut body);
+    - ``malformed``: a 200 whose body is not JSON at all.
+
+    >>> Faults.parse({"500": 0.05, "hang": 0.01})
+    Faults(server_error=0.05, hang=0.01)
+    >>> Faults.parse(["503=0.1"]).unavailable
+    0.1
+    """
+
+    server_error: float = 0.0
+    bad_gateway: float = 0.0
+    unavailable: float = 0.0
+    context_length: float = 0.0
+    hang: float = 0.0
+    reset: float = 0.0
+    truncated: float = 0.0
+    malformed: float = 0.0
+
+    def __post_init__(self) -> None:
+        total = 0.0
+        for name in FAULT_KINDS:
+            p = getattr(self, name)
+            if not (0.0 <= p <= 1.0):
+                raise ConfigError(f"fault probability {name}={p!r} is not in [0, 1]")
+            total += p
+        if total > 1.0 + 1e-9:
+            raise ConfigError(f"fault probabilities sum to {total:g} > 1")
+
+    @classmethod
+    def parse(cls, value: Faults | Mapping[str, float] | list[str] | None) -> Faults:
+        """Accept Faults, a mapping ``{"500": 0.05, "hang": 0.01}`` or CLI items ``["500=0.05"]``.
+
+        Names: the field names, or the aliases ``"500"``, ``"502"``, ``"503"``,
+        ``"context_length_exceeded"`` and ``"timeout"`` (= hang).
+        """
+        if value is None:
+            return cls()
+        if isinstance(value, Faults):
+            return value
+        if isinstance(value, list | tuple):
+            items: dict[str, float] = {}
+            for item in value:
+                name, sep, prob = str(item).partition("=")
+                try:
+                    items[name.strip()] = float(prob)
+                except ValueError:
+                    raise ConfigError(f"bad fault {item!r}: use NAME=PROBABILITY") from None
+                if not sep:
+                    raise ConfigError(f"bad fault {item!r}: use NAME=PROBABILITY")
+            value = items
+        kwargs: dict[str, float] = {}
+        for key, probability in value.items():
+            field = _FAULT_ALIASES.get(str(key), str(key))
+            if field not in FAULT_KINDS:
+                known = ", ".join([*FAULT_KINDS, *_FAULT_ALIASES])
+                raise ConfigError(f"unknown fault {key!r}; known: {known}")
+            kwargs[field] = kwargs.get(field, 0.0) + float(probability)
+        return cls(**kwargs)
+
+    def draw(self, rng: random.Random) -> str | None:
+        """The fault for one request (a field name), or ``None``; always consumes one draw."""
+        x = rng.random()
+        for name in FAULT_KINDS:
+            p: float = getattr(self, name)
+            if x < p:
+                return name
+            x -= p
+        return None
+
+    @property
+    def any(self) -> bool:
+        """True when some fault has a non-zero probability."""
+        return any(getattr(self, name) for name in FAULT_KINDS)
+
+    def __repr__(self) -> str:
+        parts = [f"{n}={getattr(self, n):g}" for n in FAULT_KINDS if getattr(self, n)]
+        return f"Faults({', '.join(parts)})"
+
+
+class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Every setting of a simulator (see :class:`~pipeline.simulator.Simulator` for each one)."""
+
+    rpm: float | None = None
+    tpm: float | None = None
+    burst: float | None = None
+    quota_tokens: int | None = None
+    latency: Latency = msgspec.field(default_factory=Latency)
+    faults: Faults = msgspec.field(default_factory=Faults)
+    seed: int | None = 0
+    api_keys: tuple[str, ...] = ()
+    context_window: int = 128_000
+    default_max_tokens: int = 256
+    answer_tokens: tuple[int, int] = (8, 48)
+    embedding_dimensions: int = 1536
+    fine_tune_seconds: float = 1.0
+    log_limit: int | None = 1_000_000
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and (not math.isfinite(value) or value <= 0):
+                raise ConfigError(f"{name} must be a positive number or None, got {value!r}")
+        if self.burst is not None and not (0 < self.burst <= 1):
+            raise ConfigError(
+                f"burst is a fraction of the minute limit in (0, 1], got {self.burst}")
+        if self.quota_tokens is not None and self.quota_tokens < 0:
+            raise ConfigError(f"quota_tokens must be >= 0, got {self.quota_tokens}")
+        low, high = self.answer_tokens
+        if not (1 <= low <= high):
+            raise ConfigError(f"answer_tokens must be (low, high) with 1 <= low <= high, "
+                              f"got {self.answer_tokens}")
+        if self.context_window < 1 or self.default_max_tokens < 1:
+            raise ConfigError("context_window and default_max_tokens must be >= 1")
+        if self.embedding_dimensions < 1:
+            raise ConfigError("embedding_dimensions must be >= 1")
+
+    def to_json(self) -> bytes:
+        """The config as JSON (API keys included: only ever sent to a child process)."""
+        return msgspec.json.encode(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> SimulatorConfig:
+        """The inverse of :meth:`to_json`."""
+        return msgspec.json.decode(data, type=cls)
+
+    def describe(self) -> dict[str, Any]:
+        """A readable summary without secrets, for reprs and the CLI banner."""
+        return {"rpm": self.rpm, "tpm": self.tpm, "burst": self.burst,
+                "quota_tokens": self.quota_tokens, "latency": self.latency,
+                "faults": self.faults, "auth": bool(self.api_keys)}
