@@ -3,7 +3,7 @@
 >>> ep = Endpoint("chat/completions", max_requests=500, max_tokens=30_000,
 ...               config={"model": "gpt-4o-mini"})
 >>> ep
-Endpoint('chat/completions', method='POST', max_requests=500/60s, max_tokens=30000/60s, config={'model': 'gpt-4o-mini'})
+Endpoint('chat/completions', method='POST', max_requests=500/60s, max_tokens=30,000/60s, config={'model': 'gpt-4o-mini'})
 >>> ep.rpm, ep.tpm
 (500.0, 30000.0)
 """  # noqa: E501
@@ -35,7 +35,10 @@ def _rate(name: str, value: float | None) -> float | None:
 
 
 def _fmt(value: float | None, interval: float) -> str:
-    return "None" if value is None else f"{value:g}/{interval:g}s"
+    if value is None:
+        return "None"
+    amount = f"{value:,.0f}" if value.is_integer() else f"{value:g}"
+    return f"{amount}/{interval:g}s"
 
 
 class Endpoint:

@@ -1,0 +1,634 @@
+"""Services: one API host, its auth, one shared HTTP client, and its endpoints.
+
+:class:`BaseService` sends one :class:`~pipeline.request.APIRequest` and returns a
+:class:`~pipeline.request.Response` or raises a classified :class:`~pipeline.errors.APIError`.
+It neither retries nor rate limits (the pipeline's stages do both). :class:`OpenAIService`
+talks to any OpenAI-compatible server (OpenAI, Azure OpenAI, vLLM, Ollama...);
+:class:`JSONService` to any other JSON API.
+
+>>> service = OpenAIService(api_key="sk-test-0123456789abcdef", base_url="http://127.0.0.1:8000/v1",
+...                         rpm=500, tpm=30_000, transport="httpx")
+>>> service
+OpenAIService(base_url='http://127.0.0.1:8000/v1', api_key='sk-...cdef', transport='httpx')
+>>> service.endpoint("chat/completions").rpm
+500.0
+>>> # async with service:
+>>> #     response = await service.call("embeddings", APIRequest(path="embeddings", body={...}))
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import os
+import time
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType, TracebackType
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import httpx
+import msgspec
+
+from pipeline.api_utils import (
+    SECRET_HEADERS,
+    classify_error,
+    classify_exception,
+    decode_body,
+    mask_secret,
+    redact_url,
+)
+from pipeline.endpoint import Endpoint
+from pipeline.errors import APIError, ConfigError, PayloadError
+from pipeline.request import APIRequest, Response
+from pipeline.transports import TransportChoice, make_limits, make_timeout, make_transport
+from pipeline.transports import transport_name as _transport_name
+
+__all__ = ["BaseService", "JSONService", "Job", "OpenAIService", "PayloadBuilder"]
+
+logger = logging.getLogger("pipeline.service")
+
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+_JSON_HEADERS = {"content-type": "application/json"}
+# 2xx bodies passed through as bytes (e.g. GET files/{id}/content), not decoded as JSON.
+_RAW_CONTENT_TYPES = ("application/octet-stream", "application/jsonl", "application/x-ndjson")
+_LIMIT_KEYS = frozenset(
+    {"rpm", "tpm", "max_requests", "max_tokens", "interval", "limiter", "config", "method"}
+)
+# Exceptions `send` may raise that mean "no usable response"; anything else is a bug and
+# propagates as it is.
+_SEND_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError, TimeoutError)
+try:  # aiohttp errors can escape httpx-aiohttp's mapping (raised while reading the body)
+    import aiohttp as _aiohttp
+
+    _SEND_ERRORS += (_aiohttp.ClientError,)
+except ImportError:  # pragma: no cover - the `fast` extra is optional
+    pass
+
+
+class _Secret:
+    """A string that never prints: repr/str show a mask; ``reveal()`` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return repr(mask_secret(self._value))
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a service's API key is not picklable; build the service in each process")
+
+
+@runtime_checkable
+class PayloadBuilder(Protocol):
+    """Anything that turns an input row into a request for one endpoint path."""
+
+    @property
+    def path(self) -> str: ...
+
+    def build(self, row: Any) -> APIRequest: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What to send and where: a service, one of its endpoints, and a payload builder.
+
+    Made by :meth:`OpenAIService.chat` and friends, or :meth:`BaseService.job`; the pipeline's
+    build stage calls :meth:`build` per row and its call stage ``service.call(endpoint, ...)``.
+
+    >>> # job = service.chat(model="gpt-4o-mini", prompt="Summarize: {text}")
+    >>> # request = job.build({"text": "..."}); response = await job.call({"text": "..."})
+    """
+
+    service: BaseService
+    endpoint: Endpoint
+    builder: PayloadBuilder
+
+    @property
+    def path(self) -> str:
+        """The endpoint path the builder's requests go to."""
+        return self.builder.path
+
+    def build(self, row: Any) -> APIRequest:
+        """The request for one input row (raises :class:`~pipeline.errors.PayloadError`)."""
+        return self.builder.build(row)
+
+    async def call(self, row: Any) -> Response:
+        """Build the request for ``row`` and send it once (no retry, no rate limit)."""
+        return await self.service.call(self.endpoint, self.builder.build(row))
+
+    def __repr__(self) -> str:
+        return f"Job({self.endpoint.path!r}, service={self.service!r}, builder={self.builder!r})"
+
+
+def _check_base_url(base_url: str) -> str:
+    if not isinstance(base_url, str):
+        raise ConfigError(f"base_url must be a string, got {base_url!r}")
+    text = base_url.strip().rstrip("/")
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ConfigError(
+            f"base_url must be an http(s) URL without a query, like "
+            f"'https://api.openai.com/v1'; got {redact_url(base_url)!r}"
+        )
+    return text
+
+
+def _endpoint_kwargs(path: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(spec) - _LIMIT_KEYS
+    if unknown:
+        raise ConfigError(
+            f"unknown limit setting(s) {sorted(unknown)} for {path!r}; "
+            f"expected some of {sorted(_LIMIT_KEYS)}"
+        )
+    kwargs = dict(spec)
+    interval = kwargs.get("interval", 60.0)
+    for per_minute, name in (("rpm", "max_requests"), ("tpm", "max_tokens")):
+        if per_minute in kwargs:
+            if name in kwargs:
+                raise ConfigError(f"give {per_minute} or {name} for {path!r}, not both")
+            value = kwargs.pop(per_minute)
+            if value is not None:
+                numbers = (value, interval)
+                if any(isinstance(v, bool) or not isinstance(v, int | float) for v in numbers):
+                    raise ConfigError(f"{per_minute} and interval for {path!r} must be numbers")
+                value = value * interval / 60.0
+            kwargs[name] = value
+    return kwargs
+
+
+class BaseService(abc.ABC):
+    """An API host: base URL, auth headers, one lazily created ``httpx.AsyncClient``, endpoints.
+
+    Args:
+        base_url: the API root, e.g. ``"https://api.openai.com/v1"``.
+        rpm, tpm: default requests and tokens per minute for every endpoint.
+        limits: per-endpoint settings overriding those, e.g.
+            ``{"embeddings": {"rpm": 3000, "tpm": 1_000_000}}`` (keys: ``rpm``, ``tpm``,
+            ``max_requests``, ``max_tokens``, ``interval``, ``limiter``, ``config``, ``method``).
+        timeout: seconds or an ``httpx.Timeout``; default connect 10 s, read 600 s.
+        transport: ``"httpx"`` (default), ``"aiohttp"`` (faster; ``pip install
+            'pipeline[fast]'``) or any ``httpx.AsyncBaseTransport`` (``httpx.MockTransport``).
+        max_connections: connections kept open to the host; size it to the concurrency.
+        headers: extra headers sent with every request.
+
+    The client is created on the first call inside a running event loop (never at
+    construction), and again if a later call runs in a different event loop. Use the service
+    as an async context manager, or ``await service.aclose()``, to close it.
+    """
+
+    #: Endpoints this kind of service knows, with their HTTP method.
+    default_endpoints: ClassVar[Mapping[str, str]] = MappingProxyType({})
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        limits: Mapping[str, Mapping[str, Any]] | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        transport: TransportChoice = "httpx",
+        max_connections: int = 100,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._base_url = _check_base_url(base_url)
+        self._timeout = make_timeout(timeout)
+        self._limits = make_limits(max_connections)
+        if isinstance(transport, str):
+            # Fail at construction, not at the first call, for a typo or a missing extra.
+            make_transport(transport, limits=self._limits)
+        elif not isinstance(transport, httpx.AsyncBaseTransport):
+            raise ConfigError(
+                f"transport must be 'httpx', 'aiohttp' or a transport, got {transport!r}"
+            )
+        self._transport = transport
+        self._extra_headers = dict(headers or {})
+        self._default_limits = {"rpm": rpm, "tpm": tpm}
+        self._endpoint_limits = {
+            path.strip("/ "): dict(spec) for path, spec in (limits or {}).items()
+        }
+        for path in self._endpoint_limits:  # bad settings fail here, not at first use
+            Endpoint(path, **self._endpoint_settings(path))
+        self._endpoints: dict[str, Endpoint] = {}
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    # -- hooks for subclasses ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that authenticate a request (``{"Authorization": "Bearer ..."}``)."""
+
+    def secrets(self) -> tuple[str, ...]:
+        """Values to mask wherever this service formats a URL, header or error."""
+        return tuple(v for k, v in self._extra_headers.items() if k.lower() in SECRET_HEADERS)
+
+    def url_for(self, request: APIRequest) -> tuple[str, dict[str, str] | None]:
+        """The URL and query parameters for a request (override for unusual URL schemes)."""
+        return f"{self._base_url}/{request.path.strip('/')}", None
+
+    def client_auth(self) -> httpx.Auth | None:
+        """An ``httpx.Auth`` flow for the client, when headers are not enough."""
+        return None
+
+    # -- endpoints -----------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The API root URL (secrets, if any, masked when printed)."""
+        return self._base_url
+
+    @property
+    def endpoints(self) -> Mapping[str, Endpoint]:
+        """Endpoints created so far (by :meth:`endpoint`, a job, or :meth:`add_endpoint`)."""
+        return MappingProxyType(self._endpoints)
+
+    def endpoint(self, path: str, *, method: str | None = None) -> Endpoint:
+        """The service's endpoint for ``path``, created with its configured limits on first use.
+
+        >>> svc = JSONService("http://127.0.0.1:9/api", limits={"items": {"rpm": 60}})
+        >>> svc.endpoint("items")
+        Endpoint('items', method='POST', max_requests=60/60s)
+        """
+        key = path.strip("/ ") if isinstance(path, str) else path
+        found = self._endpoints.get(key)
+        if found is not None:
+            return found
+        kwargs = self._endpoint_settings(key)
+        kwargs.setdefault("method", method or self.default_endpoints.get(key, "POST"))
+        created = Endpoint(key, **kwargs)
+        self._endpoints[created.path] = created
+        return created
+
+    def _endpoint_settings(self, path: str) -> dict[str, Any]:
+        # Service-wide rpm/tpm, unless the endpoint's own settings give that limit.
+        spec = self._endpoint_limits.get(path, {})
+        merged: dict[str, Any] = {
+            name: value
+            for name, value in self._default_limits.items()
+            if not {name, "max_requests" if name == "rpm" else "max_tokens"} & spec.keys()
+        }
+        merged.update(spec)
+        return _endpoint_kwargs(path, merged)
+
+    def add_endpoint(self, endpoint: Endpoint) -> Endpoint:
+        """Register (or replace) an endpoint built by hand, e.g. with a shared limiter."""
+        self._endpoints[endpoint.path] = endpoint
+        return endpoint
+
+    def job(self, builder: PayloadBuilder, *, endpoint: Endpoint | None = None) -> Job:
+        """A :class:`Job` sending what ``builder`` builds to its path on this service."""
+        if not isinstance(builder, PayloadBuilder):
+            raise ConfigError(f"builder needs .path and .build(row), got {builder!r}")
+        return Job(self, endpoint or self.endpoint(builder.path), builder)
+
+    # -- the client ----------------------------------------------------------------------------
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The shared client of the running event loop (created now if needed)."""
+        loop = asyncio.get_running_loop()
+        client = self._client
+        if client is None or client.is_closed or self._client_loop is not loop:
+            # A client from another (possibly closed) loop cannot be used or closed from
+            # here: its connections belong to that loop. Drop it and start a fresh one.
+            client = self._new_client()
+            self._client, self._client_loop = client, loop
+        return client
+
+    def _new_client(self) -> httpx.AsyncClient:
+        headers = {"user-agent": "pipeline/0.1", "accept": "application/json"}
+        headers.update(self._extra_headers)
+        headers.update(self.auth_headers())
+        kwargs: dict[str, Any] = {
+            "headers": headers,
+            "timeout": self._timeout,
+            "auth": self.client_auth(),
+            "follow_redirects": False,
+        }
+        if self._transport == "httpx":
+            kwargs["limits"] = self._limits  # httpx builds it and honours proxy env vars
+        else:
+            kwargs["transport"] = make_transport(self._transport, limits=self._limits)
+        return httpx.AsyncClient(**kwargs)
+
+    async def aclose(self) -> None:
+        """Close the client (a later call opens a new one)."""
+        client, loop = self._client, self._client_loop
+        self._client = self._client_loop = None
+        if client is not None and loop is asyncio.get_running_loop():
+            await client.aclose()
+
+    async def __aenter__(self) -> BaseService:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- one call ------------------------------------------------------------------------------
+
+    async def call(self, endpoint: Endpoint | str, request: APIRequest) -> Response:
+        """Send ``request`` once and return the decoded 2xx :class:`Response`.
+
+        The URL is the base URL plus ``request.path`` (``endpoint``'s path when that is
+        empty); ``endpoint`` names what the request counts against. JSON bodies are encoded
+        with msgspec; ``files``/``data`` go as multipart. Raises the classified
+        :class:`~pipeline.errors.APIError` (``.retryable`` tells the retry stage what to do):
+        an error status, a timeout or broken connection, or a 2xx body that is not JSON.
+        Raises :class:`~pipeline.errors.PayloadError` for a body that cannot be encoded.
+        """
+        if not request.path:
+            path = endpoint.path if isinstance(endpoint, Endpoint) else str(endpoint)
+            request = msgspec.structs.replace(request, path=path)
+        method = request.method.upper()
+        url, params = self.url_for(request)
+        client = self.client
+        if request.files:
+            files = {n: (p.filename, p.content, p.content_type) for n, p in request.files.items()}
+            http_request = client.build_request(
+                method, url, params=params, files=files, data=request.data
+            )
+        elif request.body is not None:
+            try:
+                content = msgspec.json.encode(request.body)
+            except (TypeError, msgspec.EncodeError) as exc:
+                raise PayloadError(
+                    f"request body for {request.path!r} is not JSON: {exc}"
+                ) from None
+            http_request = client.build_request(
+                method, url, params=params, content=content, headers=_JSON_HEADERS
+            )
+        else:
+            http_request = client.build_request(method, url, params=params, data=request.data)
+
+        error: APIError | None = None
+        start = time.perf_counter()
+        try:
+            http_response = await client.send(http_request)
+        except _SEND_ERRORS as exc:
+            # Built here, raised below outside the `except`, so the error does not keep the
+            # transport exception (and through it the request with its auth header) alive.
+            error = classify_exception(
+                exc, method=method, url=redact_url(url, self.secrets()), secrets=self.secrets()
+            )
+        if error is not None:
+            logger.debug("%s", error)
+            raise error
+        latency = time.perf_counter() - start
+        status = http_response.status_code
+        if not 200 <= status < 300:
+            error = classify_error(
+                status,
+                http_response.headers,
+                http_response.content,
+                method=method,
+                url=redact_url(url, self.secrets()),
+                secrets=self.secrets(),
+            )
+            logger.debug("%s", error)
+            raise error
+        headers = dict(http_response.headers.items())
+        content_type = headers.get("content-type", "")
+        if content_type.startswith(_RAW_CONTENT_TYPES):
+            body: Any = http_response.content
+        else:
+            body = decode_body(http_response.content, status=status, headers=headers)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> %d in %.3fs", method, redact_url(url, self.secrets()), status, latency
+            )
+        return Response(status=status, body=body, headers=headers, latency=latency)
+
+    async def send(self, request: APIRequest) -> Response:
+        """``call`` with the endpoint taken from ``request.path``."""
+        return await self.call(request.path, request)
+
+    def _repr_fields(self) -> list[str]:
+        return [f"base_url={redact_url(self._base_url, self.secrets())!r}"]
+
+    def __repr__(self) -> str:
+        fields = self._repr_fields()
+        fields.append(f"transport={_transport_name(self._transport)!r}")
+        return f"{type(self).__name__}({', '.join(fields)})"
+
+
+class JSONService(BaseService):
+    """Any JSON-over-HTTP API with its own rate limits.
+
+    ``auth`` is a bearer token (``str``), a ``(user, password)`` pair, or an ``httpx.Auth``;
+    ``headers`` are sent with every request (``api-key``/``Authorization``-like ones are
+    masked in reprs and errors).
+
+    >>> JSONService("https://api.example.com/v2", auth="t0ken-0123456789abcdef", rpm=120)
+    JSONService(base_url='https://api.example.com/v2', auth='...cdef', transport='httpx')
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        auth: str | tuple[str, str] | httpx.Auth | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(base_url, headers=headers, **kwargs)
+        self._token = _Secret(auth) if isinstance(auth, str) else None
+        self._auth: httpx.Auth | None = None
+        if isinstance(auth, tuple):
+            self._auth = httpx.BasicAuth(*auth)
+            self._basic = _Secret(auth[1])
+        elif isinstance(auth, httpx.Auth):
+            self._auth = auth
+        elif auth is not None and not isinstance(auth, str):
+            raise ConfigError(
+                f"auth must be a token, (user, password) or httpx.Auth, got {type(auth).__name__}"
+            )
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self._token.reveal()}"} if self._token else {}
+
+    def client_auth(self) -> httpx.Auth | None:
+        return self._auth
+
+    def secrets(self) -> tuple[str, ...]:
+        found = list(super().secrets())
+        if self._token is not None:
+            found.append(self._token.reveal())
+        if isinstance(self._auth, httpx.BasicAuth):
+            found.append(self._basic.reveal())
+        return tuple(found)
+
+    def _repr_fields(self) -> list[str]:
+        fields = super()._repr_fields()
+        if self._token is not None:
+            fields.append(f"auth={self._token!r}")
+        elif self._auth is not None:
+            fields.append(f"auth={type(self._auth).__name__}")
+        return fields
+
+
+_AZURE_RESOURCE_PATHS = ("files", "fine_tuning", "batches", "models")
+
+
+class OpenAIService(BaseService):
+    """Any OpenAI-compatible API: OpenAI, Azure OpenAI, vLLM, Ollama, the simulator...
+
+    ``api_key`` and ``base_url`` default to ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` (then
+    ``https://api.openai.com/v1``). Azure is used when ``azure_api_version`` or
+    ``azure_deployment`` is given (or ``base_url`` contains ``/openai/deployments/``): the key
+    goes in an ``api-key`` header (default ``AZURE_OPENAI_API_KEY``), ``base_url`` is the
+    resource (default ``AZURE_OPENAI_ENDPOINT``), requests go to
+    ``{resource}/openai/deployments/{deployment}/{path}?api-version=...`` where the
+    deployment defaults to the request's ``model``, and files and fine-tuning go to
+    ``{resource}/openai/{path}``. Other arguments are :class:`BaseService`'s.
+
+    >>> OpenAIService(api_key="k" * 20, base_url="https://r.openai.azure.com",
+    ...               azure_deployment="gpt4o", azure_api_version="2024-10-21")
+    OpenAIService(base_url='https://r.openai.azure.com', api_key='...kkkk', azure_deployment='gpt4o', azure_api_version='2024-10-21', transport='httpx')
+    """  # noqa: E501
+
+    default_endpoints: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            "chat/completions": "POST",
+            "completions": "POST",
+            "embeddings": "POST",
+            "files": "POST",
+            "fine_tuning/jobs": "POST",
+        }
+    )
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        organization: str | None = None,
+        project: str | None = None,
+        azure_api_version: str | None = None,
+        azure_deployment: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        base = base_url if base_url is not None else os.environ.get("OPENAI_BASE_URL") or None
+        azure = (
+            azure_api_version is not None
+            or azure_deployment is not None
+            or (base is not None and "/openai/deployments/" in base)
+        )
+        if azure:
+            base = base_url or os.environ.get("AZURE_OPENAI_ENDPOINT")
+            if not base:
+                raise ConfigError(
+                    "Azure OpenAI needs base_url= (or AZURE_OPENAI_ENDPOINT), "
+                    "e.g. 'https://my-resource.openai.azure.com'"
+                )
+            api_key = api_key or os.environ.get("AZURE_OPENAI_API_KEY")
+            azure_api_version = azure_api_version or os.environ.get("OPENAI_API_VERSION")
+            if not azure_api_version:
+                raise ConfigError(
+                    "Azure OpenAI needs azure_api_version= (or "
+                    "OPENAI_API_VERSION), e.g. '2024-10-21'"
+                )
+        else:
+            api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        super().__init__(base if base is not None else DEFAULT_OPENAI_BASE_URL, **kwargs)
+        if not api_key and urllib.parse.urlsplit(self.base_url).hostname == "api.openai.com":
+            raise ConfigError("no OpenAI API key: pass api_key= or set OPENAI_API_KEY")
+        self._api_key = _Secret(api_key) if api_key else None
+        self._organization = organization
+        self._project = project
+        self._azure_api_version = azure_api_version if azure else None
+        self._azure_root = self._azure_deployment = None
+        if azure:
+            root, sep, rest = self.base_url.partition("/openai/deployments/")
+            if sep:
+                azure_deployment = azure_deployment or rest.split("/")[0] or None
+            else:
+                root = root.removesuffix("/openai")
+            self._azure_root, self._azure_deployment = root, azure_deployment
+
+    @property
+    def is_azure(self) -> bool:
+        """Whether requests go to Azure OpenAI deployment URLs."""
+        return self._azure_api_version is not None
+
+    def auth_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self._api_key is not None:
+            if self.is_azure:
+                headers["api-key"] = self._api_key.reveal()
+            else:
+                headers["authorization"] = f"Bearer {self._api_key.reveal()}"
+        if self._organization:
+            headers["openai-organization"] = self._organization
+        if self._project:
+            headers["openai-project"] = self._project
+        return headers
+
+    def secrets(self) -> tuple[str, ...]:
+        found = super().secrets()
+        return (*found, self._api_key.reveal()) if self._api_key is not None else found
+
+    def url_for(self, request: APIRequest) -> tuple[str, dict[str, str] | None]:
+        if self._azure_api_version is None:
+            return super().url_for(request)
+        path = request.path.strip("/")
+        params = {"api-version": self._azure_api_version}
+        if path.split("/")[0] in _AZURE_RESOURCE_PATHS:
+            return f"{self._azure_root}/openai/{path}", params
+        deployment = self._azure_deployment
+        if deployment is None and isinstance(request.body, dict):
+            deployment = request.body.get("model")
+        if not isinstance(deployment, str) or not deployment:
+            raise ConfigError(f"Azure request to {path!r} needs azure_deployment= or a model")
+        quoted = urllib.parse.quote(deployment, safe="")
+        return f"{self._azure_root}/openai/deployments/{quoted}/{path}", params
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def chat(self, **config: Any) -> Job:
+        """A chat-completions :class:`Job`: ``service.chat(model=..., prompt="Q: {q}")``."""
+        return self._payload_job("chat/completions", "chat", config)
+
+    def completions(self, **config: Any) -> Job:
+        """A legacy completions :class:`Job`: ``service.completions(model=..., prompt=...)``."""
+        return self._payload_job("completions", "completion", config)
+
+    def embeddings(self, **config: Any) -> Job:
+        """An embeddings :class:`Job`: ``service.embeddings(model=..., input="{text}")``."""
+        return self._payload_job("embeddings", "embeddings", config)
+
+    def _payload_job(self, path: str, kind: str, config: dict[str, Any]) -> Job:
+        from pipeline import payloads  # written alongside; imported when a job is made
+
+        endpoint = self.endpoint(path)
+        factory = getattr(payloads, kind)
+        builder: PayloadBuilder = factory(**endpoint.merged_config(config))
+        return self.job(builder, endpoint=endpoint)
+
+    def _repr_fields(self) -> list[str]:
+        fields = super()._repr_fields()
+        fields.append(f"api_key={self._api_key!r}")
+        if self._organization:
+            fields.append(f"organization={self._organization!r}")
+        if self._project:
+            fields.append(f"project={self._project!r}")
+        if self._azure_deployment:
+            fields.append(f"azure_deployment={self._azure_deployment!r}")
+        if self._azure_api_version:
+            fields.append(f"azure_api_version={self._azure_api_version!r}")
+        return fields

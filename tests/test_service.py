@@ -1,0 +1,455 @@
+"""Services over httpx.MockTransport: what `call` sends, returns and raises; config; secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable
+
+import httpx
+import msgspec
+import pytest
+
+from pipeline import errors
+from pipeline.endpoint import Endpoint
+from pipeline.request import APIRequest, FilePart, Response
+from pipeline.service import BaseService, Job, JSONService, OpenAIService
+
+KEY = "sk-test-SUPERSECRET-0123456789abcdef"
+CHAT = APIRequest(
+    path="chat/completions",
+    body={"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 0},
+    token_estimate=10,
+)
+OK_BODY = {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2,
+                                                "total_tokens": 5}}
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def recording(handler: Handler | None = None) -> tuple[httpx.MockTransport, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def wrapped(request: httpx.Request) -> httpx.Response:
+        request.read()
+        seen.append(request)
+        if handler is not None:
+            return handler(request)
+        return httpx.Response(200, json=OK_BODY, headers={"X-Request-Id": "req_1"})
+
+    return httpx.MockTransport(wrapped), seen
+
+
+def openai(handler: Handler | None = None, **kwargs) -> tuple[OpenAIService, list[httpx.Request]]:
+    transport, seen = recording(handler)
+    kwargs.setdefault("base_url", "http://127.0.0.1:9/v1")
+    return OpenAIService(KEY, transport=transport, **kwargs), seen
+
+
+# -- call -------------------------------------------------------------------------------------
+
+
+async def test_call_sends_json_and_returns_a_decoded_response():
+    service, seen = openai()
+    async with service:
+        response = await service.call("chat/completions", CHAT)
+    assert isinstance(response, Response)
+    assert response.status == 200
+    assert response.body == OK_BODY
+    assert response.usage is not None and response.usage.total_tokens == 5
+    assert response.headers["x-request-id"] == "req_1"  # lower-cased names
+    assert response.latency >= 0
+    (request,) = seen
+    assert request.method == "POST"
+    assert str(request.url) == "http://127.0.0.1:9/v1/chat/completions"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert msgspec.json.decode(request.content) == CHAT.body  # seed=0 survives
+
+
+async def test_call_sends_multipart_files_and_form_fields():
+    service, seen = openai(lambda r: httpx.Response(200, json={"id": "file-1"}))
+    upload = APIRequest(path="files", files={"file": FilePart("a.jsonl", b'{"x": 1}\n',
+                                                              "application/jsonl")},
+                        data={"purpose": "batch"})
+    async with service:
+        response = await service.call(service.endpoint("files"), upload)
+    assert response.body == {"id": "file-1"}
+    content = seen[0].content
+    assert seen[0].headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert b'filename="a.jsonl"' in content and b'{"x": 1}' in content
+    assert b'name="purpose"' in content and b"batch" in content
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "HEAD", "OPTIONS", "PUT", "PATCH"])
+async def test_call_uses_the_request_method(method):
+    service, seen = openai(lambda r: httpx.Response(200, json={"ok": True}))
+    async with service:
+        await service.call("files/file-1", APIRequest(path="files/file-1", method=method))
+    assert seen[0].method == method and seen[0].content == b""
+
+
+async def test_an_empty_request_path_takes_the_endpoint_path():
+    service, seen = openai()
+    async with service:
+        await service.call(Endpoint("embeddings"), APIRequest(path="", body={"input": "x"}))
+    assert seen[0].url.path == "/v1/embeddings"
+
+
+async def test_raw_content_types_are_returned_as_bytes_and_empty_bodies_as_none():
+    service, _ = openai(lambda r: httpx.Response(
+        200, content=b'{"a":1}\n{"a":2}\n', headers={"content-type": "application/octet-stream"}))
+    async with service:
+        response = await service.send(APIRequest(path="files/f/content", method="GET"))
+    assert response.body == b'{"a":1}\n{"a":2}\n'
+    service, _ = openai(lambda r: httpx.Response(204))
+    async with service:
+        assert (await service.send(APIRequest(path="files/f", method="DELETE"))).body is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (429, {"error": {"message": "slow", "code": "rate_limit_exceeded"}}, errors.RateLimitError),
+        (429, {"error": {"code": "insufficient_quota"}}, errors.QuotaExceededError),
+        (500, {"error": {"message": "boom"}}, errors.ServerError),
+        (503, None, errors.ServerError),
+        (400, {"error": {"message": "long", "code": "context_length_exceeded"}},
+         errors.ContextLengthExceededError),
+        (401, {"error": {"message": "bad key"}}, errors.AuthenticationError),
+        (404, {"error": {"message": "nope"}}, errors.NotFoundError),
+    ],
+)
+async def test_error_statuses_raise_the_classified_error(status, body, expected):
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"retry-after": "1.5"}
+        if body is None:
+            return httpx.Response(status, headers=headers)
+        return httpx.Response(status, headers=headers, json=body)
+
+    service, _ = openai(handler)
+    async with service:
+        with pytest.raises(errors.APIError) as info:
+            await service.call("chat/completions", CHAT)
+    err = info.value
+    assert type(err) is expected and err.status == status
+    assert err.retry_after == 1.5
+    assert str(err).startswith("POST http://127.0.0.1:9/v1/chat/completions -> ")
+
+
+async def test_a_2xx_body_that_is_not_json_is_malformed():
+    service, _ = openai(lambda r: httpx.Response(200, content=b'{"id": "c1", "choi'))
+    async with service:
+        with pytest.raises(errors.MalformedResponseError) as info:
+            await service.call("chat/completions", CHAT)
+    assert info.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (httpx.ConnectError("refused"), errors.APIConnectionError),
+        (httpx.ReadError("reset"), errors.APIConnectionError),
+        (httpx.RemoteProtocolError("closed"), errors.APIConnectionError),
+        (httpx.ReadTimeout("slow"), errors.APITimeoutError),
+    ],
+)
+async def test_transport_failures_raise_classified_errors_without_chaining(exc, expected):
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    service, _ = openai(handler)
+    async with service:
+        with pytest.raises(expected) as info:
+            await service.call("chat/completions", CHAT)
+    # No chained transport exception: it would keep the request (and its auth header) alive.
+    assert info.value.__cause__ is None and info.value.__context__ is None
+
+
+async def test_a_programming_error_in_the_transport_is_not_disguised():
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise ZeroDivisionError
+
+    service, _ = openai(handler)
+    async with service:
+        with pytest.raises(ZeroDivisionError):
+            await service.call("chat/completions", CHAT)
+
+
+async def test_an_unencodable_body_is_a_payload_error():
+    service, seen = openai()
+    async with service:
+        with pytest.raises(errors.PayloadError):
+            await service.call("x", APIRequest(path="x", body={"when": object()}))
+    assert seen == []
+
+
+# -- the client -------------------------------------------------------------------------------
+
+
+def test_construction_binds_no_client_and_works_across_event_loops():
+    service, seen = openai()
+    assert service._client is None  # nothing created outside a loop
+
+    async def one_call() -> int:
+        return (await service.call("chat/completions", CHAT)).status
+
+    assert asyncio.run(one_call()) == 200
+    first = service._client
+    assert asyncio.run(one_call()) == 200  # a new loop: a new client, no "attached to a
+    assert service._client is not first  # different loop" error
+    assert len(seen) == 2
+
+
+async def test_one_shared_client_closed_by_the_context_manager():
+    service, _ = openai()
+    async with service:
+        await service.call("chat/completions", CHAT)
+        client = service.client
+        await service.call("embeddings", CHAT)
+        assert service.client is client
+    assert client.is_closed
+    await service.call("chat/completions", CHAT)  # reopens lazily
+    assert service.client is not client
+    await service.aclose()
+    await service.aclose()  # idempotent
+
+
+async def test_timeouts_are_explicit_and_long_by_default():
+    service, _ = openai()
+    async with service:
+        timeout = service.client.timeout
+    assert (timeout.connect, timeout.read) == (10.0, 600.0)
+    service, _ = openai(timeout=httpx.Timeout(1.0))
+    async with service:
+        assert service.client.timeout.read == 1.0
+    with pytest.raises(errors.ConfigError):
+        openai(timeout=-1)
+
+
+async def test_transport_choices():
+    service = OpenAIService(KEY, "http://127.0.0.1:9/v1", transport="aiohttp", max_connections=8)
+    async with service:
+        transport = service.client._transport
+        assert type(transport).__name__ == "AiohttpTransport"
+        assert transport.limits.max_connections == 8
+    service = OpenAIService(KEY, "http://127.0.0.1:9/v1", max_connections=8)
+    async with service:
+        pool = service.client._transport._pool
+        assert (pool._max_connections, pool._max_keepalive_connections) == (8, 8)
+    with pytest.raises(errors.ConfigError, match="unknown transport"):
+        OpenAIService(KEY, "http://127.0.0.1:9/v1", transport="curl")  # type: ignore[arg-type]
+    with pytest.raises(errors.ConfigError):
+        OpenAIService(KEY, "http://127.0.0.1:9/v1", transport=object())  # type: ignore[arg-type]
+
+
+def test_the_aiohttp_transport_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "httpx_aiohttp", None)  # import fails
+    with pytest.raises(errors.ConfigError, match=r"pipeline\[fast\]"):
+        OpenAIService(KEY, "http://127.0.0.1:9/v1", transport="aiohttp")
+
+
+def test_base_service_is_abstract():
+    with pytest.raises(TypeError):
+        BaseService("http://h/v1")  # type: ignore[abstract]
+
+
+@pytest.mark.parametrize("url", ["", "api.openai.com/v1", "ftp://h/v1", "https://h/v1?key=x"])
+def test_bad_base_urls(url):
+    with pytest.raises(errors.ConfigError):
+        OpenAIService(KEY, url)
+
+
+# -- endpoints and limits ---------------------------------------------------------------------
+
+
+def test_endpoints_are_lazy_cached_and_configured():
+    service = OpenAIService(
+        KEY, "http://127.0.0.1:9/v1", rpm=100, tpm=10_000,
+        limits={"embeddings": {"rpm": 3000, "tpm": 1_000_000},
+                "chat/completions": {"max_requests": 5, "interval": 1, "config": {"model": "m"}},
+                "files": {"method": "GET"}},
+    )
+    assert dict(service.endpoints) == {}
+    chat = service.endpoint("chat/completions")
+    assert service.endpoint("/chat/completions") is chat
+    assert (chat.max_requests, chat.interval, chat.max_tokens) == (5, 1.0, 10_000 / 60)
+    assert chat.config["model"] == "m"
+    emb = service.endpoint("embeddings")
+    assert (emb.rpm, emb.tpm) == (3000, 1_000_000)
+    other = service.endpoint("completions")
+    assert (other.rpm, other.tpm) == (100, 10_000)
+    assert service.endpoint("files").method == "GET"
+    assert service.endpoint("models", method="GET").method == "GET"
+    assert set(service.endpoints) == {"chat/completions", "embeddings", "completions", "files",
+                                      "models"}
+    shared = Endpoint("chat/completions", max_requests=1)
+    assert service.add_endpoint(shared) is service.endpoint("chat/completions")
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"x": {"rpn": 1}}, {"x": {"rpm": 1, "max_requests": 1}}, {"x": {"rpm": -1}},
+     {"x": {"rpm": "10"}}, {"x": {"tpm": 10, "interval": "1"}}, {"x": {"interval": 0}}],
+)
+def test_bad_limits_are_config_errors(limits):
+    with pytest.raises(errors.ConfigError):
+        OpenAIService(KEY, "http://127.0.0.1:9/v1", limits=limits).endpoint("x")
+
+
+# -- OpenAIService configuration --------------------------------------------------------------
+
+
+def test_environment_defaults(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    service = OpenAIService()
+    assert service.base_url == "https://api.openai.com/v1"
+    assert service.auth_headers() == {"authorization": f"Bearer {KEY}"}
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1/")
+    assert OpenAIService().base_url == "http://127.0.0.1:8000/v1"
+
+
+def test_a_missing_key_for_openai_is_a_clear_error_but_local_servers_need_none(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(errors.ConfigError, match="OPENAI_API_KEY"):
+        OpenAIService()
+    local = OpenAIService(base_url="http://127.0.0.1:11434/v1")
+    assert local.auth_headers() == {}
+    assert "api_key=None" in repr(local)
+
+
+async def test_organization_and_project_headers():
+    service, seen = openai(organization="org-1", project="proj-1")
+    async with service:
+        await service.call("chat/completions", CHAT)
+    assert seen[0].headers["openai-organization"] == "org-1"
+    assert seen[0].headers["openai-project"] == "proj-1"
+
+
+async def test_azure_urls_and_api_key_header():
+    transport, seen = recording()
+    service = OpenAIService(KEY, "https://res.openai.azure.com/", azure_api_version="2024-10-21",
+                            transport=transport)
+    assert service.is_azure
+    async with service:
+        await service.call("chat/completions", CHAT)  # deployment from the model
+        await service.send(APIRequest(path="files", files={"file": FilePart("a", b"x")}))
+    chat, files = seen
+    assert str(chat.url) == ("https://res.openai.azure.com/openai/deployments/m/chat/completions"
+                             "?api-version=2024-10-21")
+    assert chat.headers["api-key"] == KEY and "authorization" not in chat.headers
+    assert str(files.url) == "https://res.openai.azure.com/openai/files?api-version=2024-10-21"
+
+
+async def test_azure_deployment_from_argument_or_url():
+    transport, seen = recording()
+    by_arg = OpenAIService(KEY, "https://res.openai.azure.com/openai", azure_deployment="gpt 4o",
+                           azure_api_version="v", transport=transport)
+    by_url = OpenAIService(KEY, "https://res.openai.azure.com/openai/deployments/emb",
+                           azure_api_version="v", transport=transport)
+    async with by_arg, by_url:
+        await by_arg.call("chat/completions", CHAT)
+        await by_url.send(APIRequest(path="embeddings", body={"input": "x"}))
+    assert seen[0].url.raw_path == b"/openai/deployments/gpt%204o/chat/completions?api-version=v"
+    assert seen[1].url.path == "/openai/deployments/emb/embeddings"
+
+
+def test_azure_configuration_errors(monkeypatch):
+    for name in ("AZURE_OPENAI_ENDPOINT", "OPENAI_API_VERSION"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(errors.ConfigError, match="base_url"):
+        OpenAIService(KEY, azure_api_version="v")
+    with pytest.raises(errors.ConfigError, match="api_version"):
+        OpenAIService(KEY, "https://res.openai.azure.com", azure_deployment="d")
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://env.openai.azure.com")
+    monkeypatch.setenv("OPENAI_API_VERSION", "2024-10-21")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", KEY)
+    service = OpenAIService(azure_deployment="d")
+    assert service.auth_headers()["api-key"] == KEY
+    assert service.url_for(CHAT)[0].startswith("https://env.openai.azure.com/openai/deployments/d/")
+
+
+async def test_azure_without_deployment_or_model_is_a_config_error():
+    transport, _ = recording()
+    service = OpenAIService(KEY, "https://r.openai.azure.com", azure_api_version="v",
+                            transport=transport)
+    with pytest.raises(errors.ConfigError, match="azure_deployment"):
+        await service.send(APIRequest(path="embeddings", body={"input": "x"}))
+
+
+# -- JSONService ------------------------------------------------------------------------------
+
+
+async def test_json_service_auth_options():
+    transport, seen = recording()
+    token = JSONService("http://127.0.0.1:9/api", auth="tok-0123456789abcdef", transport=transport)
+    basic = JSONService("http://127.0.0.1:9/api", auth=("me", "pw-0123456789abcdef"),
+                        transport=transport)
+    header = JSONService("http://127.0.0.1:9/api", headers={"X-API-Key": "hdr-0123456789abcdef"},
+                        transport=transport)
+    async with token, basic, header:
+        for service in (token, basic, header):
+            await service.send(APIRequest(path="items", body={"a": 1}))
+    assert seen[0].headers["authorization"] == "Bearer tok-0123456789abcdef"
+    assert seen[1].headers["authorization"].startswith("Basic ")
+    assert seen[2].headers["x-api-key"] == "hdr-0123456789abcdef"
+    for service, secret in ((token, "tok-0123456789abcdef"), (basic, "pw-0123456789abcdef"),
+                            (header, "hdr-0123456789abcdef")):
+        assert secret in service.secrets()
+        assert secret not in repr(service)
+    with pytest.raises(errors.ConfigError):
+        JSONService("http://127.0.0.1:9/api", auth=42)  # type: ignore[arg-type]
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+
+class EchoBuilder:
+    path = "embeddings"
+
+    def build(self, row: object) -> APIRequest:
+        return APIRequest(path=self.path, body={"input": str(row)})
+
+
+async def test_job_builds_and_calls_through_its_service():
+    service, seen = openai()
+    job = service.job(EchoBuilder())
+    assert isinstance(job, Job)
+    assert job.endpoint is service.endpoint("embeddings") and job.path == "embeddings"
+    assert job.build("a").body == {"input": "a"}
+    async with service:
+        response = await job.call("row-1")
+    assert response.status == 200
+    assert msgspec.json.decode(seen[0].content) == {"input": "row-1"}
+    assert "Job('embeddings'" in repr(job)
+    with pytest.raises(errors.ConfigError):
+        service.job(object())  # type: ignore[arg-type]
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+
+async def test_the_key_never_appears_in_reprs_logs_errors(caplog):
+    def echo_key(request: httpx.Request) -> httpx.Response:  # a server that echoes the key
+        auth = request.headers["authorization"]
+        return httpx.Response(401, headers={"x-echo": auth}, json={"error": {
+            "message": f"Incorrect API key provided: {auth}", "code": "invalid_api_key"}})
+
+    service, _ = openai(echo_key)
+    caplog.set_level(logging.DEBUG)
+    async with service:
+        with pytest.raises(errors.AuthenticationError) as info:
+            await service.call("chat/completions", CHAT)
+        ok, _ = openai()
+        await ok.call("chat/completions", CHAT)
+        await ok.aclose()
+    err = info.value
+    texts = [repr(service), str(service), str(err), repr(err), repr(err.body), repr(err.headers),
+             caplog.text, repr(vars(service)), repr(service.endpoints)]
+    for text in texts:
+        assert KEY not in text
+    assert "sk-...cdef" in repr(service)
+    assert "pipeline.service" in caplog.text  # the debug log ran
