@@ -612,6 +612,14 @@ class OpenAIService(BaseService):
         """An embeddings :class:`Job`: ``service.embeddings(model=..., input="{text}")``."""
         return self._payload_job("embeddings", "embeddings", config)
 
+    def fine_tuning_job(self, **config: Any) -> Job:
+        """A fine-tuning :class:`Job`: ``service.fine_tuning_job(model=..., training_file=...)``."""
+        return self._payload_job("fine_tuning/jobs", "fine_tuning_job", config)
+
+    def file_upload(self, **config: Any) -> Job:
+        """A file-upload :class:`Job`: ``service.file_upload(purpose="batch")``."""
+        return self._payload_job("files", "file_upload", config)
+
     def _payload_job(self, path: str, kind: str, config: dict[str, Any]) -> Job:
         from pipeline import payloads  # written alongside; imported when a job is made
 

@@ -453,3 +453,22 @@ async def test_the_key_never_appears_in_reprs_logs_errors(caplog):
         assert KEY not in text
     assert "sk-...cdef" in repr(service)
     assert "pipeline.service" in caplog.text  # the debug log ran
+
+
+async def test_openai_job_helpers_use_the_payload_builders_and_endpoint_config():
+    pytest.importorskip("pipeline.payloads")
+    service, seen = openai(limits={"chat/completions": {"config": {"model": "m", "seed": 0}}})
+    job = service.chat(prompt="Say {word}", max_tokens=5)
+    assert job.endpoint is service.endpoint("chat/completions") and job.path == "chat/completions"
+    request = job.build({"word": "hi"})
+    assert request.body["model"] == "m" and request.body["seed"] == 0  # from the endpoint
+    assert request.body["messages"][-1]["content"] == "Say hi"
+    async with service:
+        assert (await job.call({"word": "hi"})).status == 200
+    assert msgspec.json.decode(seen[0].content) == request.body
+    assert service.embeddings(model="e", input="{text}").build({"text": "x"}).path == "embeddings"
+    assert service.completions(model="c", prompt="{p}").path == "completions"
+    assert service.fine_tuning_job(model="f", training_file="file-1").path == "fine_tuning/jobs"
+    assert service.file_upload(purpose="batch").endpoint.path == "files"
+    with pytest.raises(errors.PayloadError):
+        service.chat(model="m", not_a_field=1)
