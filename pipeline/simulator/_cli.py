@@ -47,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--api-key", action="append", default=[],
         help="accept only this bearer key (repeatable; default: any key)")
     add("--context-window", type=int, default=128_000)
-    add("--default-max-tokens", type=int, default=256,
+    add("--default-max-tokens", type=int, default=1024,
         help="max_tokens assumed for the token cost of a chat request without one")
     add("--config-stdin", action="store_true", help=argparse.SUPPRESS)
 

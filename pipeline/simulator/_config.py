@@ -246,7 +246,7 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     seed: int | None = 0
     api_keys: tuple[str, ...] = ()
     context_window: int = 128_000
-    default_max_tokens: int = 256
+    default_max_tokens: int = 1024
     answer_tokens: tuple[int, int] = (8, 48)
     embedding_dimensions: int = 1536
     fine_tune_seconds: float = 1.0

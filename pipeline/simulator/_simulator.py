@@ -83,7 +83,7 @@ class Simulator:
         seed: int | None = 0,
         api_key: str | Sequence[str] | None = None,
         context_window: int = 128_000,
-        default_max_tokens: int = 256,
+        default_max_tokens: int = 1024,
         answer_tokens: tuple[int, int] = (8, 48),
         embedding_dimensions: int = 1536,
         fine_tune_seconds: float = 1.0,

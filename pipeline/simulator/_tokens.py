@@ -3,9 +3,10 @@
 The token rule (the same everywhere in the simulator, so a client can predict ``usage``):
 
 - text: ``ceil(len(text) / 4)`` tokens, ``len`` counting Unicode code points (``""`` is 0);
-- a chat prompt: for each message, 3 tokens of overhead plus the tokens of its text content
+- a chat prompt: for each message, 4 tokens of overhead plus the tokens of its text content
   (every ``text`` part of a list content; each image/audio/file part counts 85) plus the tokens
-  of its ``name``; then 3 more tokens that prime the reply (the tiktoken cookbook's layout);
+  of its ``name``; then 3 more tokens that prime the reply (the layout ``pipeline.tokens``
+  also assumes);
 - a completion prompt or an embedding input: a string counts as text, a list of strings is the
   sum, a list of token ids counts one per id, a list of such lists is the sum;
 - the answer: ``completion_tokens = ceil(len(answer) / 4)`` per choice, summed over ``n``.
@@ -28,7 +29,7 @@ __all__ = ["count_chat_tokens", "count_input_tokens", "count_text_tokens", "defa
            "fake_embedding"]
 
 CHARS_PER_TOKEN = 4
-MESSAGE_OVERHEAD = 3
+MESSAGE_OVERHEAD = 4
 REPLY_PRIMING = 3
 NON_TEXT_PART_TOKENS = 85
 
@@ -69,7 +70,7 @@ def count_chat_tokens(messages: list[Any]) -> int:
     """Prompt tokens of a list of chat messages (dicts or objects with ``content``/``name``).
 
     >>> count_chat_tokens([{"role": "user", "content": "hello world"}])
-    9
+    10
     """
     total = REPLY_PRIMING
     for message in messages:
