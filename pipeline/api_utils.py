@@ -402,14 +402,21 @@ def classify_exception(
             cls = APIConnectionError
         else:
             cls = APIError
-    detail = str(exc) or type(exc).__name__
-    text = f"{type(exc).__name__}: {detail}"
+    detail = str(exc)
+    text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
     if method and url is not None:
         text = f"{method} {url}: {text}"
     return cls(redact_text(text, secrets))
 
 
-def decode_body(content: bytes, *, status: int = 200, headers: HeadersLike | None = None) -> Any:
+def decode_body(
+    content: bytes,
+    *,
+    status: int = 200,
+    headers: HeadersLike | None = None,
+    method: str | None = None,
+    url: str | httpx.URL | None = None,
+) -> Any:
     """Decode a 2xx JSON body; an empty body is ``None``.
 
     Raises :class:`MalformedResponseError` (retryable) when the body is not valid JSON, e.g.
@@ -423,8 +430,9 @@ def decode_body(content: bytes, *, status: int = 200, headers: HeadersLike | Non
     try:
         return msgspec.json.decode(content)
     except msgspec.DecodeError as exc:
+        where = f"{method} {url} -> " if method and url is not None else ""
         raise MalformedResponseError(
-            f"{status} response is not valid JSON ({exc}): {_excerpt(content)!r}",
+            f"{where}{status} response is not valid JSON ({exc}): {_excerpt(content)!r}",
             status=status,
             body=_excerpt(content),
             headers=redact_headers(headers) if headers is not None else None,

@@ -407,7 +407,13 @@ class BaseService(abc.ABC):
         if content_type.startswith(_RAW_CONTENT_TYPES):
             body: Any = http_response.content
         else:
-            body = decode_body(http_response.content, status=status, headers=headers)
+            body = decode_body(
+                http_response.content,
+                status=status,
+                headers=headers,
+                method=method,
+                url=redact_url(url, self.secrets()),
+            )
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> %d in %.3fs", method, redact_url(url, self.secrets()), status, latency

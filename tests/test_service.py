@@ -22,8 +22,11 @@ CHAT = APIRequest(
     body={"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 0},
     token_estimate=10,
 )
-OK_BODY = {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2,
-                                                "total_tokens": 5}}
+OK_BODY = {
+    "id": "c1",
+    "choices": [],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+}
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -70,9 +73,11 @@ async def test_call_sends_json_and_returns_a_decoded_response():
 
 async def test_call_sends_multipart_files_and_form_fields():
     service, seen = openai(lambda r: httpx.Response(200, json={"id": "file-1"}))
-    upload = APIRequest(path="files", files={"file": FilePart("a.jsonl", b'{"x": 1}\n',
-                                                              "application/jsonl")},
-                        data={"purpose": "batch"})
+    upload = APIRequest(
+        path="files",
+        files={"file": FilePart("a.jsonl", b'{"x": 1}\n', "application/jsonl")},
+        data={"purpose": "batch"},
+    )
     async with service:
         response = await service.call(service.endpoint("files"), upload)
     assert response.body == {"id": "file-1"}
@@ -98,8 +103,11 @@ async def test_an_empty_request_path_takes_the_endpoint_path():
 
 
 async def test_raw_content_types_are_returned_as_bytes_and_empty_bodies_as_none():
-    service, _ = openai(lambda r: httpx.Response(
-        200, content=b'{"a":1}\n{"a":2}\n', headers={"content-type": "application/octet-stream"}))
+    service, _ = openai(
+        lambda r: httpx.Response(
+            200, content=b'{"a":1}\n{"a":2}\n', headers={"content-type": "application/octet-stream"}
+        )
+    )
     async with service:
         response = await service.send(APIRequest(path="files/f/content", method="GET"))
     assert response.body == b'{"a":1}\n{"a":2}\n'
@@ -115,8 +123,11 @@ async def test_raw_content_types_are_returned_as_bytes_and_empty_bodies_as_none(
         (429, {"error": {"code": "insufficient_quota"}}, errors.QuotaExceededError),
         (500, {"error": {"message": "boom"}}, errors.ServerError),
         (503, None, errors.ServerError),
-        (400, {"error": {"message": "long", "code": "context_length_exceeded"}},
-         errors.ContextLengthExceededError),
+        (
+            400,
+            {"error": {"message": "long", "code": "context_length_exceeded"}},
+            errors.ContextLengthExceededError,
+        ),
         (401, {"error": {"message": "bad key"}}, errors.AuthenticationError),
         (404, {"error": {"message": "nope"}}, errors.NotFoundError),
     ],
@@ -266,10 +277,15 @@ def test_bad_base_urls(url):
 
 def test_endpoints_are_lazy_cached_and_configured():
     service = OpenAIService(
-        KEY, "http://127.0.0.1:9/v1", rpm=100, tpm=10_000,
-        limits={"embeddings": {"rpm": 3000, "tpm": 1_000_000},
-                "chat/completions": {"max_requests": 5, "interval": 1, "config": {"model": "m"}},
-                "files": {"method": "GET"}},
+        KEY,
+        "http://127.0.0.1:9/v1",
+        rpm=100,
+        tpm=10_000,
+        limits={
+            "embeddings": {"rpm": 3000, "tpm": 1_000_000},
+            "chat/completions": {"max_requests": 5, "interval": 1, "config": {"model": "m"}},
+            "files": {"method": "GET"},
+        },
     )
     assert dict(service.endpoints) == {}
     chat = service.endpoint("chat/completions")
@@ -282,16 +298,27 @@ def test_endpoints_are_lazy_cached_and_configured():
     assert (other.rpm, other.tpm) == (100, 10_000)
     assert service.endpoint("files").method == "GET"
     assert service.endpoint("models", method="GET").method == "GET"
-    assert set(service.endpoints) == {"chat/completions", "embeddings", "completions", "files",
-                                      "models"}
+    assert set(service.endpoints) == {
+        "chat/completions",
+        "embeddings",
+        "completions",
+        "files",
+        "models",
+    }
     shared = Endpoint("chat/completions", max_requests=1)
     assert service.add_endpoint(shared) is service.endpoint("chat/completions")
 
 
 @pytest.mark.parametrize(
     "limits",
-    [{"x": {"rpn": 1}}, {"x": {"rpm": 1, "max_requests": 1}}, {"x": {"rpm": -1}},
-     {"x": {"rpm": "10"}}, {"x": {"tpm": 10, "interval": "1"}}, {"x": {"interval": 0}}],
+    [
+        {"x": {"rpn": 1}},
+        {"x": {"rpm": 1, "max_requests": 1}},
+        {"x": {"rpm": -1}},
+        {"x": {"rpm": "10"}},
+        {"x": {"tpm": 10, "interval": "1"}},
+        {"x": {"interval": 0}},
+    ],
 )
 def test_bad_limits_are_config_errors(limits):
     with pytest.raises(errors.ConfigError):
@@ -331,25 +358,36 @@ async def test_organization_and_project_headers():
 
 async def test_azure_urls_and_api_key_header():
     transport, seen = recording()
-    service = OpenAIService(KEY, "https://res.openai.azure.com/", azure_api_version="2024-10-21",
-                            transport=transport)
+    service = OpenAIService(
+        KEY, "https://res.openai.azure.com/", azure_api_version="2024-10-21", transport=transport
+    )
     assert service.is_azure
     async with service:
         await service.call("chat/completions", CHAT)  # deployment from the model
         await service.send(APIRequest(path="files", files={"file": FilePart("a", b"x")}))
     chat, files = seen
-    assert str(chat.url) == ("https://res.openai.azure.com/openai/deployments/m/chat/completions"
-                             "?api-version=2024-10-21")
+    assert str(chat.url) == (
+        "https://res.openai.azure.com/openai/deployments/m/chat/completions?api-version=2024-10-21"
+    )
     assert chat.headers["api-key"] == KEY and "authorization" not in chat.headers
     assert str(files.url) == "https://res.openai.azure.com/openai/files?api-version=2024-10-21"
 
 
 async def test_azure_deployment_from_argument_or_url():
     transport, seen = recording()
-    by_arg = OpenAIService(KEY, "https://res.openai.azure.com/openai", azure_deployment="gpt 4o",
-                           azure_api_version="v", transport=transport)
-    by_url = OpenAIService(KEY, "https://res.openai.azure.com/openai/deployments/emb",
-                           azure_api_version="v", transport=transport)
+    by_arg = OpenAIService(
+        KEY,
+        "https://res.openai.azure.com/openai",
+        azure_deployment="gpt 4o",
+        azure_api_version="v",
+        transport=transport,
+    )
+    by_url = OpenAIService(
+        KEY,
+        "https://res.openai.azure.com/openai/deployments/emb",
+        azure_api_version="v",
+        transport=transport,
+    )
     async with by_arg, by_url:
         await by_arg.call("chat/completions", CHAT)
         await by_url.send(APIRequest(path="embeddings", body={"input": "x"}))
@@ -374,8 +412,9 @@ def test_azure_configuration_errors(monkeypatch):
 
 async def test_azure_without_deployment_or_model_is_a_config_error():
     transport, _ = recording()
-    service = OpenAIService(KEY, "https://r.openai.azure.com", azure_api_version="v",
-                            transport=transport)
+    service = OpenAIService(
+        KEY, "https://r.openai.azure.com", azure_api_version="v", transport=transport
+    )
     with pytest.raises(errors.ConfigError, match="azure_deployment"):
         await service.send(APIRequest(path="embeddings", body={"input": "x"}))
 
@@ -386,18 +425,23 @@ async def test_azure_without_deployment_or_model_is_a_config_error():
 async def test_json_service_auth_options():
     transport, seen = recording()
     token = JSONService("http://127.0.0.1:9/api", auth="tok-0123456789abcdef", transport=transport)
-    basic = JSONService("http://127.0.0.1:9/api", auth=("me", "pw-0123456789abcdef"),
-                        transport=transport)
-    header = JSONService("http://127.0.0.1:9/api", headers={"X-API-Key": "hdr-0123456789abcdef"},
-                        transport=transport)
+    basic = JSONService(
+        "http://127.0.0.1:9/api", auth=("me", "pw-0123456789abcdef"), transport=transport
+    )
+    header = JSONService(
+        "http://127.0.0.1:9/api", headers={"X-API-Key": "hdr-0123456789abcdef"}, transport=transport
+    )
     async with token, basic, header:
         for service in (token, basic, header):
             await service.send(APIRequest(path="items", body={"a": 1}))
     assert seen[0].headers["authorization"] == "Bearer tok-0123456789abcdef"
     assert seen[1].headers["authorization"].startswith("Basic ")
     assert seen[2].headers["x-api-key"] == "hdr-0123456789abcdef"
-    for service, secret in ((token, "tok-0123456789abcdef"), (basic, "pw-0123456789abcdef"),
-                            (header, "hdr-0123456789abcdef")):
+    for service, secret in (
+        (token, "tok-0123456789abcdef"),
+        (basic, "pw-0123456789abcdef"),
+        (header, "hdr-0123456789abcdef"),
+    ):
         assert secret in service.secrets()
         assert secret not in repr(service)
     with pytest.raises(errors.ConfigError):
@@ -435,8 +479,16 @@ async def test_job_builds_and_calls_through_its_service():
 async def test_the_key_never_appears_in_reprs_logs_errors(caplog):
     def echo_key(request: httpx.Request) -> httpx.Response:  # a server that echoes the key
         auth = request.headers["authorization"]
-        return httpx.Response(401, headers={"x-echo": auth}, json={"error": {
-            "message": f"Incorrect API key provided: {auth}", "code": "invalid_api_key"}})
+        return httpx.Response(
+            401,
+            headers={"x-echo": auth},
+            json={
+                "error": {
+                    "message": f"Incorrect API key provided: {auth}",
+                    "code": "invalid_api_key",
+                }
+            },
+        )
 
     service, _ = openai(echo_key)
     caplog.set_level(logging.DEBUG)
@@ -447,8 +499,17 @@ async def test_the_key_never_appears_in_reprs_logs_errors(caplog):
         await ok.call("chat/completions", CHAT)
         await ok.aclose()
     err = info.value
-    texts = [repr(service), str(service), str(err), repr(err), repr(err.body), repr(err.headers),
-             caplog.text, repr(vars(service)), repr(service.endpoints)]
+    texts = [
+        repr(service),
+        str(service),
+        str(err),
+        repr(err),
+        repr(err.body),
+        repr(err.headers),
+        caplog.text,
+        repr(vars(service)),
+        repr(service.endpoints),
+    ]
     for text in texts:
         assert KEY not in text
     assert "sk-...cdef" in repr(service)
@@ -472,3 +533,140 @@ async def test_openai_job_helpers_use_the_payload_builders_and_endpoint_config()
     assert service.file_upload(purpose="batch").endpoint.path == "files"
     with pytest.raises(errors.PayloadError):
         service.chat(model="m", not_a_field=1)
+
+
+# -- against the simulator, over real loopback HTTP --------------------------------------------
+
+simulator = pytest.importorskip("pipeline.simulator")
+Simulator = simulator.Simulator
+TRANSPORTS = ["httpx", "aiohttp"]
+SIM_CHAT = APIRequest(
+    path="chat/completions",
+    body={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "seed": 0},
+)
+
+
+async def sim_call(sim, request: APIRequest = SIM_CHAT, *, key: str = KEY, **kwargs) -> Response:
+    async with OpenAIService(key, sim.base_url, **kwargs) as service:
+        return await service.send(request)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_simulator_success_on_every_endpoint(transport, tmp_path):
+    from pipeline.api_utils import upload_file_with_retry
+
+    train = tmp_path / "train.jsonl"
+    train.write_text(
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
+    )
+    with Simulator() as sim:
+        async with OpenAIService(KEY, sim.base_url, transport=transport) as service:
+            chat = await service.call(service.endpoint("chat/completions"), SIM_CHAT)
+            emb = await service.send(
+                APIRequest(
+                    path="embeddings",
+                    body={"model": "text-embedding-3-small", "input": "x", "dimensions": 4},
+                )
+            )
+            comp = await service.send(
+                APIRequest(
+                    path="completions", body={"model": "gpt-3.5-turbo-instruct", "prompt": "x"}
+                )
+            )
+            uploaded = await upload_file_with_retry(service, train, "fine-tune")
+            fetched = await service.send(
+                APIRequest(path=f"files/{uploaded.body['id']}", method="GET")
+            )
+            job = await service.send(
+                APIRequest(
+                    path="fine_tuning/jobs",
+                    body={"model": "gpt-4o-mini", "training_file": uploaded.body["id"]},
+                )
+            )
+        stats = sim.stats()
+    assert chat.status == 200 and chat.body["object"] == "chat.completion"
+    assert chat.usage is not None and chat.usage.total_tokens > 0
+    assert chat.headers["x-request-id"].startswith("req_")
+    assert len(emb.body["data"][0]["embedding"]) == 4
+    assert comp.body["object"] == "text_completion"
+    assert uploaded.body["purpose"] == "fine-tune" and fetched.body["id"] == uploaded.body["id"]
+    assert job.body["object"] == "fine_tuning.job"
+    assert stats.ok == 6
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(
+    ("fault", "expected", "status"),
+    [
+        ("500", errors.ServerError, 500),
+        ("502", errors.ServerError, 502),
+        ("503", errors.ServerError, 503),
+        ("context_length", errors.ContextLengthExceededError, 400),
+        ("hang", errors.APITimeoutError, None),
+        ("reset", errors.APIConnectionError, None),
+        ("truncated", errors.MalformedResponseError, 200),
+        ("malformed", errors.MalformedResponseError, 200),
+    ],
+)
+async def test_simulator_faults_become_classified_errors(transport, fault, expected, status):
+    with Simulator(faults={fault: 1.0}) as sim, pytest.raises(errors.APIError) as info:
+        # A short read timeout: "hang" never answers.
+        await sim_call(sim, transport=transport, timeout=0.3)
+    err = info.value
+    assert type(err) is expected
+    assert err.status == status
+    assert err.retryable is expected.retryable
+    assert f"POST {sim.base_url}/chat/completions" in str(err)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_simulator_status_errors(transport):
+    with Simulator(rpm=1) as sim:
+        async with OpenAIService(KEY, sim.base_url, transport=transport) as service:
+            first = await service.send(SIM_CHAT)
+            with pytest.raises(errors.RateLimitError) as limited:
+                await service.send(SIM_CHAT)
+            with pytest.raises(errors.NotFoundError):
+                await service.send(APIRequest(path="no/such/endpoint", body={}))
+            with pytest.raises(errors.BadRequestError):
+                await service.send(APIRequest(path="chat/completions", body={"model": "m"}))
+    assert first.headers["x-ratelimit-remaining-requests"] == "0"
+    assert limited.value.retry_after is not None and 0 < limited.value.retry_after <= 60
+    assert limited.value.code == "rate_limit_exceeded"
+    with Simulator(quota_tokens=0) as sim, pytest.raises(errors.QuotaExceededError) as quota:
+        await sim_call(sim, transport=transport)
+    assert not quota.value.retryable
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_simulator_401_never_shows_the_key(transport, caplog):
+    caplog.set_level(logging.DEBUG)
+    with Simulator(api_key="sk-the-right-key-000000000000") as sim:
+        service = OpenAIService(KEY, sim.base_url, transport=transport)
+        async with service:
+            with pytest.raises(errors.AuthenticationError) as info:
+                await service.send(SIM_CHAT)
+        ok = await sim_call(sim, key="sk-the-right-key-000000000000", transport=transport)
+    assert ok.status == 200
+    err = info.value
+    assert err.code == "invalid_api_key" and not err.retryable
+    for text in (
+        str(err),
+        repr(err),
+        repr(err.body),
+        repr(err.headers),
+        repr(service),
+        caplog.text,
+    ):
+        assert KEY not in text
+
+
+async def test_simulator_job_through_the_payload_builder():
+    pytest.importorskip("pipeline.payloads")
+    with Simulator() as sim:
+        async with OpenAIService(KEY, sim.base_url) as service:
+            job = service.chat(model="gpt-4o-mini", prompt="Classify: {text}", max_tokens=5)
+            responses = await asyncio.gather(*(job.call({"text": str(i)}) for i in range(20)))
+        log = sim.log()
+    assert all(r.status == 200 for r in responses)
+    assert len(log) == 20
