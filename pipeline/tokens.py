@@ -230,14 +230,17 @@ def chat_prompt_tokens(body: Mapping[str, Any], tokenizer: Tokenizer | None = No
     count = (tokenizer or _DEFAULT_TOKENIZER).count
     total = REPLY_PRIMER_TOKENS
     for message in body.get("messages") or ():
-        total += MESSAGE_OVERHEAD_TOKENS
-        for key, value in message.items():
-            if key == "content":
-                total += _content_tokens(value, count)
-            elif key == "name":
-                total += count(value) + 1
-            elif key in ("tool_calls", "refusal", "tool_call_id"):
-                total += _text_tokens(value, count)
+        content = message.get("content")
+        total += MESSAGE_OVERHEAD_TOKENS + (
+            count(content) if type(content) is str else _content_tokens(content, count)
+        )
+        if len(message) > 2:  # rarer keys; most messages are just role and content
+            name = message.get("name")
+            if name:
+                total += count(name) + 1
+            for key in ("tool_calls", "refusal", "tool_call_id"):
+                if key in message:
+                    total += _text_tokens(message[key], count)
     tools = body.get("tools")
     if tools:
         total += TOOLS_OVERHEAD_TOKENS + _text_tokens(tools, count)
