@@ -471,7 +471,7 @@ def _payload_error(raw: str, struct_type: type[Struct]) -> PayloadError:
     match = _AT.match(raw)
     message = match["message"] if match else raw
     path = (match["path"] or "") if match else ""
-    field = path.removeprefix(".")
+    field = path.removeprefix(".").replace("[...]", "")  # "[...]" marks a dict value
     hint = ""
     named = _NAMED.match(message)
     if named:  # the field itself is the subject: name it in the path
