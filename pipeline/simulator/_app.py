@@ -100,6 +100,7 @@ class SimulatorApp:
         self.rng = random.Random(config.seed)
         self.started = time.monotonic()
         self.quota_used = 0
+        self._faults_on = config.faults.any  # checked on every request: cache it
         self._limits: dict[str, KeyLimits] = {}
         self._counter = 0
 
@@ -186,13 +187,12 @@ class SimulatorApp:
         if key is None:
             return
         limits = self.limits_for(key, now)
-        headers = limits.headers(now)
         prepared = None
         if kind is not None:
             try:
                 prepared = self._prepare(kind, req.body)
             except RequestError as exc:
-                self._reject(conn, entry, exc, headers)
+                self._reject(conn, entry, exc, limits.headers(now))
                 return
         cost = prepared.cost if prepared is not None else 0
 
@@ -201,7 +201,7 @@ class SimulatorApp:
             self._log(entry, 429, "insufficient_quota", cost)
             conn.respond(429, error_body(
                 "You exceeded your current quota, please check your plan and billing details.",
-                "insufficient_quota", None, "insufficient_quota"), headers)
+                "insufficient_quota", None, "insufficient_quota"), limits.headers(now))
             return
         wait = limits.acquire(cost, now)
         if wait > 0:
@@ -212,7 +212,7 @@ class SimulatorApp:
         self._counter += 1
         headers.append(("x-request-id", f"req_sim{self._counter:010d}"))
 
-        fault = self.config.faults.draw(self.rng) if self.config.faults.any else None
+        fault = self.config.faults.draw(self.rng) if self._faults_on else None
         if fault in _FAULT_STATUS:
             status, message = _FAULT_STATUS[fault]
             self._log(entry, status, FAULT_KINDS[fault], cost, admitted=cost)
