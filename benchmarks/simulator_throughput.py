@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -26,13 +27,24 @@ import aiohttp
 
 from pipeline.simulator import Simulator
 
-BODY = json.dumps({"model": "gpt-4o-mini", "max_tokens": 32,
-                   "messages": [{"role": "user", "content": "Classify: the cat sat on the mat"}]})
+BODY = json.dumps({"model": "gpt-4o-mini", "max_tokens": 32, "messages": [
+    {"role": "user", "content": "Classify: the cat sat on the mat"}]}).encode()
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
 
 
-async def drive(url: str, requests: int, concurrency: int, seconds: float) -> dict[str, float]:
-    """Keep ``concurrency`` POSTs in flight; return throughput and latency percentiles."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive(url: str, requests: int, concurrency: int, seconds: float,
+                server_pid: int) -> dict[str, float]:
+    """Keep ``concurrency`` POSTs in flight; return throughput, latency and server CPU."""
     latencies: list[float] = []
     errors = 0
     sent = 0
@@ -56,13 +68,18 @@ async def drive(url: str, requests: int, concurrency: int, seconds: float) -> di
 
         # open every connection and warm the code paths, then measure
         await asyncio.gather(*(warm_up() for _ in range(concurrency)))
+        cpu = cpu_seconds(server_pid)
+        client_cpu = time.process_time()
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
+        cpu = cpu_seconds(server_pid) - cpu
+        client_cpu = time.process_time() - client_cpu
     latencies.sort()
     return {"requests": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed,
             "p50": statistics.median(latencies) * 1000,
-            "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000, "errors": errors}
+            "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000, "errors": errors,
+            "server_us": cpu / len(latencies) * 1e6, "client_us": client_cpu / len(latencies) * 1e6}
 
 
 def serve_peer(body: str) -> None:
@@ -91,14 +108,14 @@ def serve_peer(body: str) -> None:
 
 
 @contextmanager
-def peer_process(body: str) -> Iterator[str]:
+def peer_process(body: str) -> Iterator[tuple[str, int]]:
     proc = subprocess.Popen([sys.executable, __file__, "--serve-peer"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(body + "\n")
     proc.stdin.flush()
     try:
-        yield proc.stdout.readline().strip()
+        yield proc.stdout.readline().strip(), proc.pid
     finally:
         proc.stdin.close()
         try:
@@ -125,24 +142,27 @@ def main() -> int:
     rows = []
     with Simulator(process=True, seed=1) as sim:
         url = f"{sim.base_url}/chat/completions"
-        result = asyncio.run(drive(url, args.requests, args.concurrency, args.seconds))
+        assert sim.pid is not None
+        result = asyncio.run(drive(url, args.requests, args.concurrency, args.seconds, sim.pid))
         rows.append(("pipeline simulator (process)", result))
         stats = sim.stats()
         body = asyncio.run(_one_body(url))
     if not args.no_peer:
-        with peer_process(body) as peer_url:
+        with peer_process(body) as (peer_url, peer_pid):
             result = asyncio.run(drive(f"{peer_url}/chat/completions", args.requests,
-                                       args.concurrency, args.seconds))
+                                       args.concurrency, args.seconds, peer_pid))
             rows.append(("aiohttp.web, fixed body (process)", result))
 
     print(f"\n{args.concurrency} concurrent aiohttp requests, loopback, server in its own process")
-    print(f"{'server':36} {'requests':>9} {'seconds':>8} {'req/s':>8} {'p50 ms':>7} "
-          f"{'p99 ms':>7} {'errors':>6}")
+    print(f"{'server':34} {'requests':>8} {'seconds':>7} {'req/s':>6} {'p50 ms':>6} "
+          f"{'p99 ms':>6} {'errors':>6} {'server CPU/req':>14} {'client CPU/req':>14}")
     for name, r in rows:
-        print(f"{name:36} {r['requests']:>9.0f} {r['seconds']:>8.2f} {r['rps']:>8.0f} "
-              f"{r['p50']:>7.2f} {r['p99']:>7.2f} {r['errors']:>6.0f}")
-    print(f"\nsimulator saw {stats.requests} requests ({stats.ok} ok), "
-          f"max {stats.max_in_flight} in flight")
+        print(f"{name:34} {r['requests']:>8.0f} {r['seconds']:>7.2f} {r['rps']:>6.0f} "
+              f"{r['p50']:>6.1f} {r['p99']:>6.1f} {r['errors']:>6.0f} "
+              f"{r['server_us']:>11.0f} us {r['client_us']:>11.0f} us")
+    print(f"\nsimulator saw {stats.requests} requests ({stats.ok} ok). A server using X us of "
+          "CPU per request can serve at most 1e6/X req/s on one core; when the client's CPU per "
+          "request is the larger, the client is the bottleneck.")
     return 0
 
 

@@ -166,9 +166,10 @@ class SimulatorApp:
         self.log.in_flight -= 1
 
     def _log(self, entry: dict[str, Any], status: int, outcome: str, tokens: int,
-             usage: tuple[int, int] = (0, 0), admitted: int = 0) -> None:
+             usage: tuple[int, int] = (0, 0), admitted: int = 0, latency: float = 0.0) -> None:
         self.log.add(LogEntry(status=status, outcome=outcome, tokens=tokens,
-                              prompt_tokens=usage[0], completion_tokens=usage[1], **entry),
+                              prompt_tokens=usage[0], completion_tokens=usage[1],
+                              latency=latency, **entry),
                      admitted)
 
     def _serve(self, req: HTTPRequest, conn: Connection, path: str, now: float,
@@ -215,9 +216,9 @@ class SimulatorApp:
         fault = self.config.faults.draw(self.rng) if self._faults_on else None
         if fault in _FAULT_STATUS:
             status, message = _FAULT_STATUS[fault]
-            self._log(entry, status, FAULT_KINDS[fault], cost, admitted=cost)
-            conn.respond(status, error_body(message, "server_error"), headers,
-                         delay=self.config.latency.sample(self.rng))
+            delay = self.config.latency.sample(self.rng)
+            self._log(entry, status, FAULT_KINDS[fault], cost, admitted=cost, latency=delay)
+            conn.respond(status, error_body(message, "server_error"), headers, delay=delay)
             return
         if fault == "context_length":
             self._log(entry, 400, "fault:context_length", cost, admitted=cost)
@@ -241,17 +242,17 @@ class SimulatorApp:
                 return
         delay = self.config.latency.sample(self.rng, usage[1])
         if fault is None:
-            self._log(entry, 200, "ok", cost, usage, cost)
+            self._log(entry, 200, "ok", cost, usage, cost, delay)
             conn.respond(200, body, headers, delay=delay)
         elif fault == "reset":
-            self._log(entry, 0, "reset", cost, admitted=cost)
+            self._log(entry, 0, "reset", cost, admitted=cost, latency=delay)
             data = conn.encode(200, body, headers, req.keep_alive)
             conn.reset(data[: max(1, len(data) // 2)], delay=delay)
         elif fault == "truncated":
-            self._log(entry, 200, "truncated", cost, usage, cost)
+            self._log(entry, 200, "truncated", cost, usage, cost, delay)
             conn.respond(200, body[: max(1, len(body) // 2)], headers, delay=delay)
         else:  # malformed
-            self._log(entry, 200, "malformed", cost, usage, cost)
+            self._log(entry, 200, "malformed", cost, usage, cost, delay)
             conn.respond(200, b"<html><body>upstream sent garbage: \x00\xff{]</body></html>",
                          headers, delay=delay)
 

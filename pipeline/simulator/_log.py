@@ -20,7 +20,7 @@ OUTCOMES = ("ok", "rate_limited", "insufficient_quota", "fault:500", "fault:502"
             "bad_request", "unauthorized", "not_found")
 
 
-class LogEntry(msgspec.Struct, frozen=True, array_like=False):
+class LogEntry(msgspec.Struct, frozen=True):
     """One request as the simulator saw it.
 
     Attributes:
@@ -35,6 +35,8 @@ class LogEntry(msgspec.Struct, frozen=True, array_like=False):
             prompt tokens + max_tokens x n; 0 for files and fine-tuning.
         body_hash: sha256 hex digest of the raw request body.
         prompt_tokens, completion_tokens: the ``usage`` sent back (0 when none was).
+        latency: the delay the simulator chose before answering (seconds; 0 for answers it
+            sends at once: 4xx, 429, hang).
     """
 
     arrival: float
@@ -46,6 +48,7 @@ class LogEntry(msgspec.Struct, frozen=True, array_like=False):
     body_hash: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    latency: float = 0.0
 
 
 class Stats(msgspec.Struct, frozen=True):

@@ -122,6 +122,11 @@ class Simulator:
         """``http://127.0.0.1:PORT/v1``: pass it to an OpenAI client."""
         return f"{self.url}/v1"
 
+    @property
+    def pid(self) -> int | None:
+        """The server process id in process mode while running, else ``None``."""
+        return self._child.pid if self._child is not None else None
+
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> Simulator:
         """Start serving (returns once the port accepts connections)."""
