@@ -272,6 +272,23 @@ def test_bad_base_urls(url):
         OpenAIService(KEY, url)
 
 
+async def test_cookies_are_neither_kept_nor_sent():
+    service, seen = openai(lambda r: httpx.Response(200, json={}, headers={"set-cookie": "a=1"}))
+    async with service:
+        await service.call("chat/completions", CHAT)
+        await service.call("chat/completions", CHAT)
+    assert "cookie" not in seen[1].headers
+
+
+async def test_the_url_cache_stays_bounded():
+    service, seen = openai(lambda r: httpx.Response(200, json={}))
+    async with service:
+        for i in range(1100):
+            await service.send(APIRequest(path=f"files/file-{i}", method="GET"))
+    assert len(service._urls) <= 1024
+    assert seen[-1].url.path == "/v1/files/file-1099"
+
+
 # -- endpoints and limits ---------------------------------------------------------------------
 
 
