@@ -286,3 +286,22 @@ def test_log_records_arrival_cost_outcome_and_body_hash():
         assert stats.completion_tokens == sum(e.completion_tokens for e in log)
         sim.reset()
         assert sim.log() == [] and sim.stats().requests == 0
+
+
+def test_response_format_gets_json_that_fits_the_schema(client):
+    schema = {"type": "object", "properties": {
+        "label": {"type": "string", "enum": ["spam", "ham"]},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "meta": {"$ref": "#/$defs/meta"}},
+        "required": ["label", "score", "tags", "meta"], "additionalProperties": False,
+        "$defs": {"meta": {"type": "object", "properties": {"n": {"type": "integer"}}}}}
+    reply = client.chat.completions.create(
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "verdict", "schema": schema, "strict": True}},
+        **CHAT)
+    value = msgspec.json.decode(reply.choices[0].message.content)
+    assert value["label"] in ("spam", "ham") and 0 <= value["score"] <= 1
+    assert isinstance(value["tags"], list) and isinstance(value["meta"]["n"], int)
+    plain = client.chat.completions.create(response_format={"type": "json_object"}, **CHAT)
+    assert isinstance(msgspec.json.decode(plain.choices[0].message.content)["answer"], str)

@@ -38,6 +38,7 @@ from pipeline.simulator._schemas import (
     check_input,
     decode_body,
 )
+from pipeline.simulator._structured import fake_json_text
 from pipeline.simulator._tokens import (
     answer_length,
     count_chat_tokens,
@@ -339,6 +340,13 @@ class SimulatorApp:
                 return text[: limit * 4], "length"
             return text, "stop"
         digest = hashlib.sha256(body + index.to_bytes(2, "big")).digest()
+        response_format = getattr(prepared.request, "response_format", None)
+        if response_format:
+            text = fake_json_text(response_format, digest)
+            if text is not None:
+                if count_text_tokens(text) > limit:  # cut JSON, as a real model's would be
+                    return text[: limit * 4], "length"
+                return text, "stop"
         low, high = self.config.answer_tokens
         length = answer_length(digest, low, high)
         if length > limit:

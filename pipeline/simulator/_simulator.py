@@ -251,7 +251,7 @@ class Simulator:
     def _in_loop(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the server's loop (state is only touched there) and return its result."""
         loop = self._loop
-        if loop is None or not self._running:
+        if loop is None or not self._running or threading.current_thread() is self._thread:
             return fn()
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
