@@ -342,11 +342,11 @@ class SimulatorApp:
         digest = hashlib.sha256(body + index.to_bytes(2, "big")).digest()
         response_format = getattr(prepared.request, "response_format", None)
         if response_format:
-            text = fake_json_text(response_format, digest)
-            if text is not None:
-                if count_text_tokens(text) > limit:  # cut JSON, as a real model's would be
-                    return text[: limit * 4], "length"
-                return text, "stop"
+            json_text = fake_json_text(response_format, digest)
+            if json_text is not None:
+                if count_text_tokens(json_text) > limit:  # cut JSON, as a real model's would be
+                    return json_text[: limit * 4], "length"
+                return json_text, "stop"
         low, high = self.config.answer_tokens
         length = answer_length(digest, low, high)
         if length > limit:

@@ -67,9 +67,9 @@ class _Maker:
             high = int(schema.get("maximum", low + 100))
             return low + self._byte() % (high - low + 1)
         if kind == "number":
-            low = float(schema.get("minimum", 0.0))
-            high = float(schema.get("maximum", low + 1.0))
-            return round(low + (high - low) * self._byte() / 255, 3)
+            bottom = float(schema.get("minimum", 0.0))
+            top = float(schema.get("maximum", bottom + 1.0))
+            return round(bottom + (top - bottom) * self._byte() / 255, 3)
         if kind == "boolean":
             return bool(self._byte() % 2)
         if kind == "null":
