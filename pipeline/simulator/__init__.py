@@ -14,9 +14,9 @@ Token counting: see :mod:`pipeline.simulator._tokens` (``ceil(len(text) / 4)`` p
 
 from __future__ import annotations
 
-from pipeline.simulator._app import Responder
 from pipeline.simulator._config import Faults, Latency, SimulatorConfig
 from pipeline.simulator._log import LogEntry, Stats
+from pipeline.simulator._model import Responder
 from pipeline.simulator._simulator import Simulator
 from pipeline.simulator._tokens import count_chat_tokens, count_input_tokens, count_text_tokens
 

@@ -1,13 +1,16 @@
-"""The simulated provider: routing, auth, validation, quota, rate limits, faults, answers.
+"""The simulated provider's front door: routing, auth, quota, rate limits, faults, the log.
 
 Every API request goes through the same steps, in the order a provider's front door would:
 
 1. route (404/405), 2. bearer key (401 when keys are configured), 3. body validation and the
 context-window check (400), 4. the total token quota (429 ``insufficient_quota``), 5. the
 key's rpm/tpm buckets (429 ``rate_limit_exceeded`` + ``retry-after``), 6. one seeded fault
-draw, 7. the answer, sent after the sampled latency.
+draw, 7. the answer (from :class:`~pipeline.simulator._model.FakeModel`, or the file store),
+sent after the sampled latency.
 
 Steps 1-5 answer at once; only requests that pass step 5 are charged to the buckets and quota.
+Every answer to a known key carries its ``x-ratelimit-*`` headers (401s, 404s for unknown
+paths and admin answers have none, as no key's limits apply to them).
 Admin endpoints under ``/_sim/`` (``log``, ``stats``, ``reset``, ``health``) skip all of it
 and are not logged.
 """
@@ -19,7 +22,6 @@ import math
 import random
 import time
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -28,34 +30,17 @@ from pipeline.simulator._config import FAULT_KINDS, SimulatorConfig
 from pipeline.simulator._files import FileStore
 from pipeline.simulator._http import Connection, HTTPRequest
 from pipeline.simulator._log import LogEntry, RequestLog
+from pipeline.simulator._model import FakeModel, Responder
 from pipeline.simulator._ratelimit import KeyLimits
 from pipeline.simulator._schemas import (
-    ChatRequest,
-    CompletionRequest,
-    EmbeddingRequest,
     FineTuningJobRequest,
     RequestError,
-    check_input,
     decode_body,
 )
-from pipeline.simulator._structured import fake_json_text
-from pipeline.simulator._tokens import (
-    answer_length,
-    count_chat_tokens,
-    count_input_tokens,
-    count_text_tokens,
-    default_answer,
-    fake_embedding,
-)
 
-__all__ = ["Responder", "SimulatorApp"]
-
-#: ``responder(endpoint, body) -> text``: the assistant text for a chat or completion request
-#: (``endpoint`` is ``"chat/completions"`` or ``"completions"``, ``body`` the decoded JSON).
-Responder = Callable[[str, dict[str, Any]], str]
+__all__ = ["SimulatorApp", "error_body"]
 
 _encode = msgspec.json.encode
-_COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # the legacy completions API's own default
 _MODEL_ROUTES = {"/chat/completions": "chat", "/completions": "completion",
                  "/embeddings": "embedding"}
 _FAULT_STATUS = {"server_error": (500, "The server had an error while processing your request. "
@@ -75,29 +60,14 @@ def _redact(key: str) -> str:
     return f"{key[:3]}****{key[-4:]}" if len(key) > 8 else "****"
 
 
-class _Prepared:
-    """A validated generation request: its costs and how to build its answer."""
-
-    __slots__ = ("cost", "kind", "max_tokens", "n", "prompt_tokens", "request")
-
-    def __init__(self, kind: str, request: Any, prompt_tokens: int, max_tokens: int | None,
-                 n: int, cost: int) -> None:
-        self.kind = kind
-        self.request = request
-        self.prompt_tokens = prompt_tokens
-        self.max_tokens = max_tokens
-        self.n = n
-        self.cost = cost
-
-
 class SimulatorApp:
     """The request handler behind :class:`~pipeline.simulator.Simulator` (one per server)."""
 
     def __init__(self, config: SimulatorConfig, responder: Responder | None = None) -> None:
         self.config = config
-        self.responder = responder
         self.log = RequestLog(config.log_limit)
         self.files = FileStore(config.fine_tune_seconds)
+        self.model = FakeModel(config, responder)
         self.rng = random.Random(config.seed)
         self.started = time.monotonic()
         self.quota_used = 0
@@ -192,7 +162,7 @@ class SimulatorApp:
         prepared = None
         if kind is not None:
             try:
-                prepared = self._prepare(kind, req.body)
+                prepared = self.model.prepare(kind, req.body)
             except RequestError as exc:
                 self._reject(conn, entry, exc, limits.headers(now))
                 return
@@ -234,7 +204,7 @@ class SimulatorApp:
             return
 
         if prepared is not None:
-            body, usage = self._answer(prepared, req.body)
+            body, usage = self.model.answer(prepared, req.body)
         else:
             try:
                 body, usage = self._files_answer(req, path), (0, 0)
@@ -295,100 +265,6 @@ class SimulatorApp:
                        f"Please try again in {wait:.3g}s.")
         self._log(entry, 429, "rate_limited", cost)
         conn.respond(429, error_body(message, unit, None, "rate_limit_exceeded"), headers)
-
-    # -- generation endpoints ---------------------------------------------------------------
-    def _prepare(self, kind: str, body: bytes) -> _Prepared:
-        cfg = self.config
-        request: Any
-        if kind == "chat":
-            request = decode_body(body, ChatRequest)
-            prompt = count_chat_tokens(request.messages)
-            asked = request.max_completion_tokens or request.max_tokens
-            max_tokens = asked or cfg.default_max_tokens
-        elif kind == "completion":
-            request = decode_body(body, CompletionRequest)
-            check_input(request.prompt, "prompt")
-            prompt = count_input_tokens(request.prompt)
-            asked = request.max_tokens
-            max_tokens = asked or _COMPLETIONS_DEFAULT_MAX_TOKENS
-        else:
-            request = decode_body(body, EmbeddingRequest)
-            check_input(request.input, "input")
-            if request.input == "":
-                raise RequestError("'input' must not be empty.", "input", "invalid_value")
-            prompt = count_input_tokens(request.input)
-            return _Prepared(kind, request, prompt, None, 1, prompt)
-        if request.stream:
-            raise RequestError("The simulator does not stream: 'stream' must be false.",
-                               "stream", "unsupported_value")
-        n = request.n or 1
-        if prompt + (asked or 0) > cfg.context_window:
-            raise RequestError(
-                f"This model's maximum context length is {cfg.context_window} tokens. However, "
-                f"you requested {prompt + (asked or 0)} tokens ({prompt} in the messages, "
-                f"{asked or 0} in the completion). Please reduce the length of the messages or "
-                "completion.", "messages", "context_length_exceeded")
-        return _Prepared(kind, request, prompt, max_tokens, n, prompt + max_tokens * n)
-
-    def _text(self, prepared: _Prepared, body: bytes, index: int) -> tuple[str, str]:
-        """One choice's text and finish_reason."""
-        limit = prepared.max_tokens or 1
-        if self.responder is not None:
-            endpoint = "chat/completions" if prepared.kind == "chat" else "completions"
-            text = self.responder(endpoint, msgspec.json.decode(body))
-            if count_text_tokens(text) > limit:
-                return text[: limit * 4], "length"
-            return text, "stop"
-        digest = hashlib.sha256(body + index.to_bytes(2, "big")).digest()
-        response_format = getattr(prepared.request, "response_format", None)
-        if response_format:
-            json_text = fake_json_text(response_format, digest)
-            if json_text is not None:
-                if count_text_tokens(json_text) > limit:  # cut JSON, as a real model's would be
-                    return json_text[: limit * 4], "length"
-                return json_text, "stop"
-        low, high = self.config.answer_tokens
-        length = answer_length(digest, low, high)
-        if length > limit:
-            return default_answer(digest, limit), "length"
-        return default_answer(digest, length), "stop"
-
-    def _answer(self, prepared: _Prepared, body: bytes) -> tuple[bytes, tuple[int, int]]:
-        req = prepared.request
-        created = int(time.time())
-        self._counter += 1
-        if prepared.kind == "embedding":
-            inputs = [req.input] if isinstance(req.input, str) or (
-                req.input and isinstance(req.input[0], int)) else req.input
-            dims = req.dimensions or self.config.embedding_dimensions
-            fmt = req.encoding_format or "float"
-            data = [{"object": "embedding", "index": i,
-                     "embedding": fake_embedding(_encode([req.model, item]), dims, fmt)}
-                    for i, item in enumerate(inputs)]
-            usage = {"prompt_tokens": prepared.prompt_tokens,
-                     "total_tokens": prepared.prompt_tokens}
-            return _encode({"object": "list", "data": data, "model": req.model,
-                            "usage": usage}), (prepared.prompt_tokens, 0)
-        completion = 0
-        choices = []
-        for index in range(prepared.n):
-            text, finish = self._text(prepared, body, index)
-            completion += count_text_tokens(text)
-            if prepared.kind == "chat":
-                choices.append({"index": index, "message": {
-                    "role": "assistant", "content": text, "refusal": None, "annotations": []},
-                    "logprobs": None, "finish_reason": finish})
-            else:
-                choices.append({"index": index, "text": text, "logprobs": None,
-                                "finish_reason": finish})
-        usage = {"prompt_tokens": prepared.prompt_tokens, "completion_tokens": completion,
-                 "total_tokens": prepared.prompt_tokens + completion}
-        obj = "chat.completion" if prepared.kind == "chat" else "text_completion"
-        prefix = "chatcmpl" if prepared.kind == "chat" else "cmpl"
-        return _encode({"id": f"{prefix}-sim{self._counter:012d}", "object": obj,
-                        "created": created, "model": req.model, "choices": choices,
-                        "usage": usage, "system_fingerprint": "fp_simulator"}), (
-            prepared.prompt_tokens, completion)
 
     # -- files and fine-tuning --------------------------------------------------------------
     def _files_answer(self, req: HTTPRequest, path: str) -> bytes:

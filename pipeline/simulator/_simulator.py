@@ -25,10 +25,11 @@ from typing import TypeVar
 import msgspec
 
 from pipeline.errors import ConfigError
-from pipeline.simulator._app import Responder, SimulatorApp
+from pipeline.simulator._app import SimulatorApp
 from pipeline.simulator._config import Faults, Latency, SimulatorConfig
 from pipeline.simulator._http import HTTPServer
 from pipeline.simulator._log import LogEntry, Stats
+from pipeline.simulator._model import Responder
 
 __all__ = ["Simulator"]
 
