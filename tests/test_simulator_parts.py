@@ -136,3 +136,17 @@ def test_garbage_request_gets_400_and_a_closed_connection():
         assert reply.startswith(b"HTTP/1.1 400")
         reply = raw_exchange(sim.port, b"POST /v1/embeddings HTTP/1.1\r\nContent-Length: x\r\n\r\n")
         assert reply.startswith(b"HTTP/1.1 400")
+
+
+def test_expect_100_continue_is_answered_once():
+    body = msgspec.json.encode({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    with Simulator() as sim, socket.create_connection(("127.0.0.1", sim.port), timeout=5) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body[:10])
+        s.sendall(body[10:])
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200 OK") and b"100 Continue" not in reply

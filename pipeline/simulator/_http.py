@@ -81,6 +81,7 @@ class Connection(asyncio.Protocol):
         self._busy = False
         self._keep_alive = True
         self._timer: asyncio.TimerHandle | None = None
+        self._continued = False  # "100 Continue" already sent for the request being read
         self.on_close: Callable[[], None] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -158,11 +159,15 @@ class Connection(asyncio.Protocol):
         keep_alive = (connection != "close" if version == "HTTP/1.1"
                       else connection == "keep-alive")
         self._keep_alive = keep_alive
+        self._continued = False
         self._busy = True
         self._server.handler(HTTPRequest(method, target, headers, body, keep_alive), self)
 
     def _expect_continue(self, headers: dict[str, str]) -> None:
-        if headers.pop("expect", "").lower() == "100-continue" and self._transport is not None:
+        """Tell a client waiting for permission (curl does, for large bodies) to send the body."""
+        if (not self._continued and headers.get("expect", "").lower() == "100-continue"
+                and self._transport is not None):
+            self._continued = True
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _fail(self, status: int, message: str) -> None:
