@@ -9,7 +9,19 @@ with provider-like rate limits (rpm and tpm token buckets per key, ``x-ratelimit
 ...     sim.base_url.startswith("http://127.0.0.1:")
 True
 
-Token counting: see :mod:`pipeline.simulator._tokens` (``ceil(len(text) / 4)`` per text).
+- Thread mode (the default; ``with`` or ``async with``): the server runs on its own event loop
+  in a background thread, so it works inside notebooks and async tests.
+- Process mode (``Simulator(..., process=True)``): a subprocess, for benchmarks; ``log()``,
+  ``stats()``, ``reset()`` and ``set_limits()`` then go over ``/_sim/...`` admin endpoints.
+- From the shell: ``pipeline serve --rpm 500 --tpm 200000 --latency 0.2``.
+- ``sim.log()`` lists a :class:`LogEntry` per request (arrival, path, token cost, status,
+  outcome, body_hash...); ``sim.stats()`` gives :class:`Stats` (``rate_limited`` counts how
+  often the simulator's own limits were exceeded); ``sim.reset()`` clears both.
+- :class:`Latency` and :class:`Faults` configure delays and injected failures (seeded).
+
+Token counting: ``ceil(len(text) / 4)`` per text, 4 tokens per chat message plus 3 per
+prompt; a request costs ``prompt + max_tokens * n`` against the tpm limit. Details in
+:mod:`pipeline.simulator._tokens` and :mod:`pipeline.simulator._model`.
 """
 
 from __future__ import annotations

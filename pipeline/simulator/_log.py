@@ -14,12 +14,6 @@ import msgspec
 
 __all__ = ["LogEntry", "RequestLog", "Stats"]
 
-#: Outcomes a request can be logged with.
-OUTCOMES = ("ok", "rate_limited", "insufficient_quota", "fault:500", "fault:502", "fault:503",
-            "fault:context_length", "context_length", "hang", "reset", "truncated", "malformed",
-            "bad_request", "unauthorized", "not_found")
-
-
 class LogEntry(msgspec.Struct, frozen=True):
     """One request as the simulator saw it.
 
@@ -30,7 +24,8 @@ class LogEntry(msgspec.Struct, frozen=True):
         outcome: ``"ok"``, ``"rate_limited"``, ``"insufficient_quota"``, ``"fault:500"``,
             ``"fault:502"``, ``"fault:503"``, ``"fault:context_length"``, ``"context_length"``
             (a real prompt + max_tokens overflow), ``"hang"``, ``"reset"``, ``"truncated"``,
-            ``"malformed"``, ``"bad_request"``, ``"unauthorized"`` or ``"not_found"``.
+            ``"malformed"``, ``"bad_request"``, ``"unauthorized"``, ``"not_found"``, or
+            ``"error"`` (a bug in the simulator or an exception in a custom responder: a 500).
         tokens: the token cost charged (or that would have been charged) to the rate limit:
             prompt tokens + max_tokens x n; 0 for files and fine-tuning.
         body_hash: sha256 hex digest of the raw request body.
