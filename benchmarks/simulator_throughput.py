@@ -1,9 +1,10 @@
 """How many chat completions per second the simulator serves to a fast client.
 
-The simulator runs in its own process (``Simulator(process=True)``), with no limits, latency or
-faults; an aiohttp client in this process keeps ``--concurrency`` requests in flight until
-``--requests`` have been answered or ``--seconds`` have passed. For scale, the same client then
-drives a minimal aiohttp.web server (also in its own process) that returns the same JSON body.
+The simulator runs in its own process (``Simulator(process=True)``, on uvloop when installed),
+with no limits, latency or faults; an aiohttp client in this process keeps ``--concurrency``
+requests in flight until ``--requests`` have been answered or ``--seconds`` have passed. For
+scale, the same client then drives a minimal aiohttp.web server (also in its own process, same
+event loop) that returns the same JSON body.
 Loopback only; it stops by itself.
 
     python benchmarks/simulator_throughput.py                  # 20,000 requests, 64 in flight
@@ -104,7 +105,12 @@ def serve_peer(body: str) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until EOF
         await runner.cleanup()
 
-    asyncio.run(main())
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:  # the same event loop the simulator's process mode uses
+        uvloop.run(main())
 
 
 @contextmanager
@@ -139,19 +145,24 @@ def main() -> int:
         serve_peer(sys.stdin.readline().rstrip("\n"))
         return 0
 
+    try:
+        import uvloop  # noqa: F401
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
     rows = []
     with Simulator(process=True, seed=1) as sim:
         url = f"{sim.base_url}/chat/completions"
         assert sim.pid is not None
         result = asyncio.run(drive(url, args.requests, args.concurrency, args.seconds, sim.pid))
-        rows.append(("pipeline simulator (process)", result))
+        rows.append((f"pipeline simulator ({loop})", result))
         stats = sim.stats()
         body = asyncio.run(_one_body(url))
     if not args.no_peer:
         with peer_process(body) as (peer_url, peer_pid):
             result = asyncio.run(drive(f"{peer_url}/chat/completions", args.requests,
                                        args.concurrency, args.seconds, peer_pid))
-            rows.append(("aiohttp.web, fixed body (process)", result))
+            rows.append((f"aiohttp.web, fixed body ({loop})", result))
 
     print(f"\n{args.concurrency} concurrent aiohttp requests, loopback, server in its own process")
     print(f"{'server':34} {'requests':>8} {'seconds':>7} {'req/s':>6} {'p50 ms':>6} "
