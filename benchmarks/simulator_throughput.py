@@ -146,25 +146,27 @@ def main() -> int:
         return 0
 
     try:
-        import uvloop  # noqa: F401
-        loop = "uvloop"
+        import uvloop
+
+        loop, run = "uvloop", uvloop.run
     except ImportError:
-        loop = "asyncio"
+        loop, run = "asyncio", asyncio.run
     rows = []
     with Simulator(process=True, seed=1) as sim:
         url = f"{sim.base_url}/chat/completions"
         assert sim.pid is not None
-        result = asyncio.run(drive(url, args.requests, args.concurrency, args.seconds, sim.pid))
+        result = run(drive(url, args.requests, args.concurrency, args.seconds, sim.pid))
         rows.append((f"pipeline simulator ({loop})", result))
         stats = sim.stats()
         body = asyncio.run(_one_body(url))
     if not args.no_peer:
         with peer_process(body) as (peer_url, peer_pid):
-            result = asyncio.run(drive(f"{peer_url}/chat/completions", args.requests,
-                                       args.concurrency, args.seconds, peer_pid))
+            result = run(drive(f"{peer_url}/chat/completions", args.requests,
+                               args.concurrency, args.seconds, peer_pid))
             rows.append((f"aiohttp.web, fixed body ({loop})", result))
 
-    print(f"\n{args.concurrency} concurrent aiohttp requests, loopback, server in its own process")
+    print(f"\n{args.concurrency} concurrent aiohttp requests ({loop}), loopback, each server in "
+          "its own process")
     print(f"{'server':34} {'requests':>8} {'seconds':>7} {'req/s':>6} {'p50 ms':>6} "
           f"{'p99 ms':>6} {'errors':>6} {'server CPU/req':>14} {'client CPU/req':>14}")
     for name, r in rows:
