@@ -145,7 +145,7 @@ def test_insufficient_quota_for_the_sdk():
         assert sim.stats().insufficient_quota == 1
 
 
-def test_wrong_or_missing_key_is_401():
+def test_wrong_or_missing_key_is_401(validate_schema):
     with Simulator(api_key="sk-right-key-123") as sim:
         wrong = openai.OpenAI(base_url=sim.base_url, api_key="sk-wrong-key-456", max_retries=0)
         with pytest.raises(openai.AuthenticationError) as info:
@@ -155,6 +155,7 @@ def test_wrong_or_missing_key_is_401():
         assert right.chat.completions.create(**CHAT).choices
         response = httpx.post(f"{sim.base_url}/chat/completions", json=CHAT)
         assert response.status_code == 401
+        schema_ok(validate_schema, response.json(), "ErrorResponse")
         assert [e.outcome for e in sim.log()] == ["unauthorized", "ok", "unauthorized"]
         assert "sk-right-key-123" not in repr(sim) and "sk-right" not in repr(sim.log())
 

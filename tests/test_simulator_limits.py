@@ -95,7 +95,7 @@ def test_bad_requests_and_401s_are_not_charged():
                 for _ in range(3)] == [200, 200, 429]
 
 
-def test_token_quota_then_insufficient_quota_for_everyone():
+def test_token_quota_then_insufficient_quota_for_everyone(validate_schema):
     cost = PROMPT + 10
     with Simulator(quota_tokens=2 * cost) as sim, httpx.Client(base_url=sim.base_url) as http:
         body = {**CHAT, "max_tokens": 10}
@@ -104,6 +104,7 @@ def test_token_quota_then_insufficient_quota_for_everyone():
         last = post(http, body)
         assert last.json()["error"]["code"] == "insufficient_quota"
         assert last.json()["error"]["type"] == "insufficient_quota"
+        assert not validate_schema(last.json(), "ErrorResponse")
         assert sim.stats().insufficient_quota == 3 and sim.stats().rate_limited == 0
         sim.reset(limits=True)
         assert post(http, body).status_code == 200
