@@ -306,3 +306,17 @@ def test_response_format_gets_json_that_fits_the_schema(client):
     assert isinstance(value["tags"], list) and isinstance(value["meta"]["n"], int)
     plain = client.chat.completions.create(response_format={"type": "json_object"}, **CHAT)
     assert isinstance(msgspec.json.decode(plain.choices[0].message.content)["answer"], str)
+
+
+def test_models_file_listing_and_file_content(client, http, validate_schema):
+    assert "gpt-4o-mini" in [m.id for m in client.models.list()]
+    assert client.models.retrieve("my-model").id == "my-model"
+    schema_ok(validate_schema, http.get("/models").json(), "ListModelsResponse")
+    schema_ok(validate_schema, http.get("/models/gpt-4o").json(), "Model")
+    data = b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {}}\n'
+    uploaded = client.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch")
+    assert client.files.content(uploaded.id).content == data
+    listing = http.get("/files").json()
+    assert uploaded.id in [f["id"] for f in listing["data"]]
+    schema_ok(validate_schema, listing, "ListFilesResponse")
+    assert http.get("/files/file-nope/content").status_code == 404

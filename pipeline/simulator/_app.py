@@ -41,8 +41,36 @@ from pipeline.simulator._schemas import (
 __all__ = ["SimulatorApp", "error_body"]
 
 _encode = msgspec.json.encode
-_MODEL_ROUTES = {"/chat/completions": "chat", "/completions": "completion",
-                 "/embeddings": "embedding"}
+_MODEL_ROUTES = {"chat": "chat", "completions": "completion", "embeddings": "embedding"}
+# (method, path) -> route; paths with an id are matched by prefix in _route.
+_ROUTES = {("POST", "/chat/completions"): "chat", ("POST", "/completions"): "completions",
+           ("POST", "/embeddings"): "embeddings", ("POST", "/files"): "upload",
+           ("GET", "/files"): "files", ("POST", "/fine_tuning/jobs"): "create_job",
+           ("GET", "/models"): "models"}
+_ID_ROUTES = (("GET", "/files/", "file"), ("GET", "/fine_tuning/jobs/", "job"),
+              ("GET", "/models/", "model"))
+_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo-instruct", "text-embedding-3-small",
+           "text-embedding-3-large")
+
+
+def _route(method: str, path: str) -> tuple[str, str]:
+    """The route name and the id in the path (``""`` if none), or a 404 RequestError."""
+    route = _ROUTES.get((method, path))
+    if route is not None:
+        return route, ""
+    for verb, prefix, name in _ID_ROUTES:
+        if path.startswith(prefix) and len(path) > len(prefix):
+            rest = path[len(prefix):]
+            if name == "file" and rest.endswith("/content"):
+                name, rest = "file_content", rest[: -len("/content")]
+            if "/" not in rest and method == verb:
+                return name, rest
+    raise RequestError(f"Invalid URL ({method} /v1{path})", None, None, 404)
+
+
+def _model_object(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 1_700_000_000,
+            "owned_by": "pipeline-simulator"}
 _FAULT_STATUS = {"server_error": (500, "The server had an error while processing your request. "
                                        "Sorry about that!"),
                  "bad_gateway": (502, "Bad gateway."),
@@ -145,15 +173,8 @@ class SimulatorApp:
 
     def _serve(self, req: HTTPRequest, conn: Connection, path: str, now: float,
                entry: dict[str, Any]) -> None:
-        kind = _MODEL_ROUTES.get(path)
-        method = req.method
-        if kind is None and not (path == "/files" or path.startswith(("/files/",
-                                                                      "/fine_tuning/jobs"))):
-            raise RequestError(f"Invalid URL ({method} {req.path})", None, None, 404)
-        expected = "GET" if path.startswith("/files/") or path.startswith("/fine_tuning/jobs/") \
-            else "POST"
-        if method != expected:
-            raise RequestError(f"Invalid method for URL ({method} {req.path})", None, None, 404)
+        route, arg = _route(req.method, path)
+        kind = _MODEL_ROUTES.get(route)
 
         key = self._authenticate(req, conn, entry)
         if key is None:
@@ -207,14 +228,16 @@ class SimulatorApp:
             body, usage = self.model.answer(prepared, req.body)
         else:
             try:
-                body, usage = self._files_answer(req, path), (0, 0)
+                body, usage = self._object_answer(req, route, arg), (0, 0)
             except RequestError as exc:
                 self._reject(conn, entry, exc, headers)
                 return
         delay = self.config.latency.sample(self.rng, usage[1])
         if fault is None:
             self._log(entry, 200, "ok", cost, usage, cost, delay)
-            conn.respond(200, body, headers, delay=delay)
+            conn.respond(200, body, headers, delay=delay,
+                         content_type="application/octet-stream" if route == "file_content"
+                         else "application/json")
         elif fault == "reset":
             self._log(entry, 0, "reset", cost, admitted=cost, latency=delay)
             data = conn.encode(200, body, headers, req.keep_alive)
@@ -267,16 +290,29 @@ class SimulatorApp:
         conn.respond(429, error_body(message, unit, None, "rate_limit_exceeded"), headers)
 
     # -- files and fine-tuning --------------------------------------------------------------
-    def _files_answer(self, req: HTTPRequest, path: str) -> bytes:
+    def _object_answer(self, req: HTTPRequest, route: str, arg: str) -> bytes:
         files = self.files
-        if path == "/files":
+        obj: Any
+        if route == "upload":
             obj = files.upload(req.body, req.headers.get("content-type", ""))
-        elif path.startswith("/files/"):
-            obj = files.get_file(path[len("/files/"):])
-        elif path == "/fine_tuning/jobs":
+        elif route == "file":
+            obj = files.get_file(arg)
+        elif route == "file_content":
+            files.get_file(arg)  # 404 when unknown
+            return files.contents[arg]
+        elif route == "files":
+            data = list(files.files.values())
+            obj = {"object": "list", "data": data, "has_more": False,
+                   "first_id": data[0]["id"] if data else None,
+                   "last_id": data[-1]["id"] if data else None}
+        elif route == "create_job":
             obj = files.create_job(decode_body(req.body, FineTuningJobRequest))
+        elif route == "job":
+            obj = files.get_job(arg)
+        elif route == "models":
+            obj = {"object": "list", "data": [_model_object(m) for m in _MODELS]}
         else:
-            obj = files.get_job(path[len("/fine_tuning/jobs/"):])
+            obj = _model_object(arg)
         return _encode(obj)
 
     # -- admin ------------------------------------------------------------------------------
