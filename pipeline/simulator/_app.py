@@ -2,17 +2,25 @@
 
 Every API request goes through the same steps, in the order a provider's front door would:
 
-1. route (404/405), 2. bearer key (401 when keys are configured), 3. body validation and the
-context-window check (400), 4. the total token quota (429 ``insufficient_quota``), 5. the
-key's rpm/tpm buckets (429 ``rate_limit_exceeded`` + ``retry-after``), 6. one seeded fault
-draw, 7. the answer (from :class:`~pipeline.simulator._model.FakeModel`, or the file store),
-sent after the sampled latency.
+1. route (404 for an unknown path or method);
+2. bearer key (401 when keys are configured);
+3. body validation and the context-window check (400);
+4. the total token quota (429 ``insufficient_quota``);
+5. the key's rpm/tpm buckets (429 ``rate_limit_exceeded`` + ``retry-after``);
+6. one seeded fault draw;
+7. the answer (from :class:`~pipeline.simulator._model.FakeModel`, or the file store), sent
+   after the sampled latency.
 
 Steps 1-5 answer at once; only requests that pass step 5 are charged to the buckets and quota.
 Every answer to a known key carries its ``x-ratelimit-*`` headers (401s, 404s for unknown
 paths and admin answers have none, as no key's limits apply to them).
-Admin endpoints under ``/_sim/`` (``log``, ``stats``, ``reset``, ``health``) skip all of it
-and are not logged.
+Admin endpoints under ``/_sim/`` (``GET log``, ``GET stats``, ``POST reset[?limits=1]``,
+``POST limits``, ``GET health``) skip all of it and are not logged.
+
+Routes (each also without the ``/v1`` prefix): ``POST /v1/chat/completions``,
+``POST /v1/completions``, ``POST /v1/embeddings``, ``POST /v1/files``, ``GET /v1/files``,
+``GET /v1/files/{id}``, ``GET /v1/files/{id}/content``, ``POST /v1/fine_tuning/jobs``,
+``GET /v1/fine_tuning/jobs/{id}``, ``GET /v1/models``, ``GET /v1/models/{id}``.
 """
 
 from __future__ import annotations
