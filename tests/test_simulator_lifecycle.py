@@ -133,6 +133,7 @@ def test_config_shorthands_and_errors():
 
 
 def test_process_mode_serves_and_reports_over_admin_endpoints():
+    fds = open_fds()
     with Simulator(process=True, rpm=3, api_key="sk-proc") as sim:
         assert "process pid=" in repr(sim)
         client = openai.OpenAI(base_url=sim.base_url, api_key="sk-proc", max_retries=0)
@@ -147,8 +148,10 @@ def test_process_mode_serves_and_reports_over_admin_endpoints():
         assert sim.log() == []
         assert client.chat.completions.create(**CHAT).choices
         child = sim._child
-    assert child is not None and child.returncode == 0
-    assert port_is_free(sim.port)
+        client.close()
+    assert child is not None and child.returncode == 0  # exited cleanly and was reaped
+    assert sim.pid is None and port_is_free(sim.port)
+    assert open_fds() == fds  # pipes closed
 
 
 def test_cli_serve_prints_its_url_and_answers():
