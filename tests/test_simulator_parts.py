@@ -150,3 +150,18 @@ def test_expect_100_continue_is_answered_once():
         while chunk := s.recv(65536):
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 200 OK") and b"100 Continue" not in reply
+
+
+@given(st.lists(st.tuples(st.floats(0, 5), st.integers(1, 30)), min_size=1, max_size=60))
+def test_a_bucket_never_admits_more_than_capacity_plus_refill_in_any_window(steps):
+    bucket = Bucket(limit=60, capacity=20, now=0.0)  # one unit per second, bursts of 20
+    now, admitted = 0.0, []
+    for dt, amount in steps:
+        now += dt
+        if bucket.take(amount, now):
+            admitted.append((now, amount))
+    for i, (start, _) in enumerate(admitted):
+        for j in range(i, len(admitted)):
+            window = admitted[j][0] - start
+            total = sum(a for _, a in admitted[i:j + 1])
+            assert total <= 20 + window * 1.0 + 1e-6
