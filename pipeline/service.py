@@ -152,6 +152,20 @@ class Job:
         return f"Job({self.endpoint.path!r}, service={self.service!r}, builder={self.builder!r})"
 
 
+def _proxy_from_environment() -> bool:
+    return any(
+        os.environ.get(name)
+        for name in (
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+        )
+    )
+
+
 def _check_base_url(base_url: str) -> str:
     if not isinstance(base_url, str):
         raise ConfigError(f"base_url must be a string, got {base_url!r}")
@@ -198,7 +212,9 @@ class BaseService(abc.ABC):
             ``{"embeddings": {"rpm": 3000, "tpm": 1_000_000}}`` (keys: ``rpm``, ``tpm``,
             ``max_requests``, ``max_tokens``, ``interval``, ``limiter``, ``config``, ``method``).
         timeout: seconds or an ``httpx.Timeout``; default connect 10 s, read 600 s.
-        transport: ``"httpx"`` (default), ``"aiohttp"`` (faster; ``pip install
+        transport: ``"httpx"`` (default: httpx's own transport, as
+            :class:`~pipeline.transports.ShardedTransport`; plain httpx when proxy
+            environment variables are set), ``"aiohttp"`` (faster; ``pip install
             'pipeline[fast]'``) or any ``httpx.AsyncBaseTransport`` (``httpx.MockTransport``).
         max_connections: connections kept open to the host; size it to the concurrency.
         headers: extra headers sent with every request.
@@ -340,8 +356,9 @@ class BaseService(abc.ABC):
             "auth": self.client_auth(),
             "follow_redirects": False,
         }
-        if self._transport == "httpx":
-            kwargs["limits"] = self._limits  # httpx builds it and honours proxy env vars
+        if self._transport == "httpx" and _proxy_from_environment():
+            # httpx applies HTTP(S)_PROXY/NO_PROXY only to the transports it builds itself.
+            kwargs["limits"] = self._limits
         else:
             kwargs["transport"] = make_transport(self._transport, limits=self._limits)
         client = httpx.AsyncClient(**kwargs)

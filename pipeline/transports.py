@@ -1,18 +1,22 @@
 """Which HTTP transport a service's ``httpx.AsyncClient`` sends through, and its timeouts.
 
 httpx's own transport (httpcore) is the default and needs nothing extra, but at high
-concurrency it tops out at a few hundred requests/s on a small machine (its connection pool
-is scanned on every request). The ``fast`` extra installs ``httpx-aiohttp``, whose transport
+concurrency one httpcore pool tops out at about a hundred requests/s on a small machine (it
+rescans its connections on every request), so ``"httpx"`` here means :class:`ShardedTransport`:
+several small httpcore pools. The ``fast`` extra installs ``httpx-aiohttp``, whose transport
 keeps the httpx API and sends through aiohttp, several times faster. Tests pass any
 ``httpx.AsyncBaseTransport`` instance, such as ``httpx.MockTransport``.
 
->>> make_transport("httpx", limits=httpx.Limits(max_connections=8)).__class__.__name__
-'AsyncHTTPTransport'
+>>> make_transport("httpx", limits=httpx.Limits(max_connections=64))
+ShardedTransport(8 pools x 8 connections, in flight 0)
 """
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+import functools
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any, Literal, TypeAlias
 
 import httpx
 
@@ -20,7 +24,9 @@ from pipeline.errors import ConfigError
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "ShardedTransport",
     "TransportChoice",
+    "default_ssl_context",
     "make_limits",
     "make_timeout",
     "make_transport",
@@ -70,6 +76,96 @@ def make_limits(max_connections: int) -> httpx.Limits:
     )
 
 
+@functools.cache
+def default_ssl_context() -> ssl.SSLContext:
+    """httpx's default SSL context, made once per process.
+
+    Loading the CA bundle takes tens of milliseconds; every pool would otherwise load its own.
+    An ``SSLContext`` is safe to share between connections, clients and event loops.
+    """
+    return httpx.create_ssl_context()
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """httpx's own transport, split into several small connection pools.
+
+    httpcore 1.0's pool rescans every connection for every idle one each time a request starts
+    or ends: work quadratic in the pool size. One pool of 64 connections managed about 100
+    requests/s at 64 in flight on a busy 2-core machine; eight pools of 8 managed 500-800
+    (``benchmarks/service_throughput.py``). Each request goes to the pool with the fewest
+    requests in flight (the first such pool on ties, so a quiet client keeps few
+    connections open), which also keeps one slow request from queueing others behind it.
+
+    >>> ShardedTransport(limits=httpx.Limits(max_connections=64))
+    ShardedTransport(8 pools x 8 connections, in flight 0)
+    """
+
+    __slots__ = ("_in_flight", "_pool_size", "_shards")
+
+    def __init__(self, *, limits: httpx.Limits, pool_size: int = 8) -> None:
+        total = limits.max_connections or 100
+        count = max(1, -(-total // pool_size))
+        per_pool = -(-total // count)
+        keepalive = limits.max_keepalive_connections
+        shard_limits = httpx.Limits(
+            max_connections=per_pool,
+            max_keepalive_connections=per_pool if keepalive is None else min(per_pool, keepalive),
+            keepalive_expiry=limits.keepalive_expiry,
+        )
+        context = default_ssl_context()
+        self._shards = [
+            httpx.AsyncHTTPTransport(limits=shard_limits, verify=context) for _ in range(count)
+        ]
+        self._in_flight = [0] * count
+        self._pool_size = per_pool
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        counts = self._in_flight
+        index = counts.index(min(counts))
+        counts[index] += 1
+        try:
+            response = await self._shards[index].handle_async_request(request)
+        except BaseException:
+            counts[index] -= 1
+            raise
+        if response.is_closed:  # a body read already (a mock): nothing more in flight
+            counts[index] -= 1
+        else:  # in flight until the body is read and closed, not just the headers
+            response.stream = _CountedStream(response.stream, counts, index)
+        return response
+
+    async def aclose(self) -> None:
+        for shard in self._shards:
+            await shard.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardedTransport({len(self._shards)} pools x {self._pool_size} connections, "
+            f"in flight {sum(self._in_flight)})"
+        )
+
+
+class _CountedStream(httpx.AsyncByteStream):
+    """A response body that gives its pool's in-flight slot back when closed (once)."""
+
+    __slots__ = ("_counts", "_index", "_inner")
+
+    def __init__(self, inner: Any, counts: list[int], index: int) -> None:
+        self._inner = inner
+        self._counts = counts
+        self._index: int | None = index
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        if self._index is not None:
+            self._counts[self._index] -= 1
+            self._index = None
+        await self._inner.aclose()
+
+
 def make_transport(choice: TransportChoice, *, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
     """A fresh transport for ``choice``: ``"httpx"``, ``"aiohttp"`` or a transport instance.
 
@@ -80,7 +176,7 @@ def make_transport(choice: TransportChoice, *, limits: httpx.Limits) -> httpx.As
     if isinstance(choice, httpx.AsyncBaseTransport):
         return choice
     if choice == "httpx":
-        return httpx.AsyncHTTPTransport(limits=limits, retries=0)
+        return ShardedTransport(limits=limits)
     if choice == "aiohttp":
         try:
             from httpx_aiohttp import AiohttpTransport
@@ -89,7 +185,7 @@ def make_transport(choice: TransportChoice, *, limits: httpx.Limits) -> httpx.As
                 "transport='aiohttp' needs the httpx-aiohttp package: "
                 "pip install 'pipeline[fast]' (or httpx-aiohttp aiohttp)"
             ) from exc
-        return AiohttpTransport(limits=limits)
+        return AiohttpTransport(limits=limits, verify=default_ssl_context())
     raise ConfigError(
         f"unknown transport {choice!r}; expected 'httpx', 'aiohttp' or an "
         "httpx.AsyncBaseTransport instance"

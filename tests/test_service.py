@@ -245,14 +245,69 @@ async def test_transport_choices():
         transport = service.client._transport
         assert type(transport).__name__ == "AiohttpTransport"
         assert transport.limits.max_connections == 8
-    service = OpenAIService(KEY, "http://127.0.0.1:9/v1", max_connections=8)
+    service = OpenAIService(KEY, "http://127.0.0.1:9/v1", max_connections=64)
     async with service:
-        pool = service.client._transport._pool
-        assert (pool._max_connections, pool._max_keepalive_connections) == (8, 8)
+        assert repr(service.client._transport) == (
+            "ShardedTransport(8 pools x 8 connections, in flight 0)"
+        )
     with pytest.raises(errors.ConfigError, match="unknown transport"):
         OpenAIService(KEY, "http://127.0.0.1:9/v1", transport="curl")  # type: ignore[arg-type]
     with pytest.raises(errors.ConfigError):
         OpenAIService(KEY, "http://127.0.0.1:9/v1", transport=object())  # type: ignore[arg-type]
+
+
+async def test_with_proxy_variables_httpx_builds_its_own_transport(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    service = OpenAIService(KEY, "http://127.0.0.1:9/v1", max_connections=8)
+    async with service:
+        pool = service.client._transport._pool
+        assert (pool._max_connections, pool._max_keepalive_connections) == (8, 8)
+
+
+async def test_sharded_transport_sends_to_the_least_busy_pool_until_bodies_close():
+    from pipeline.transports import ShardedTransport
+
+    transport = ShardedTransport(limits=httpx.Limits(max_connections=24), pool_size=8)
+    used: list[int] = []
+
+    class Body(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            yield b"{}"
+
+    for i in range(3):
+        transport._shards[i] = httpx.MockTransport(
+            lambda r, i=i: used.append(i) or httpx.Response(200, stream=Body())
+        )
+    request = httpx.Request("GET", "http://127.0.0.1:9/x")
+    first = await transport.handle_async_request(request)
+    second = await transport.handle_async_request(request)
+    assert used == [0, 1] and transport._in_flight == [1, 1, 0]
+    await first.aclose()
+    await first.aclose()  # closing twice gives the slot back once
+    third = await transport.handle_async_request(request)
+    assert used == [0, 1, 0] and transport._in_flight == [1, 1, 0]
+    assert [chunk async for chunk in third.stream] == [b"{}"]
+    await second.aclose()
+    await third.aclose()
+    assert transport._in_flight == [0, 0, 0]
+    await transport.aclose()
+
+
+async def test_sharded_transport_counts_failed_requests_out():
+    from pipeline.transports import ShardedTransport
+
+    transport = ShardedTransport(limits=httpx.Limits(max_connections=8))
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    transport._shards[0] = httpx.MockTransport(refuse)
+    with pytest.raises(httpx.ConnectError):
+        await transport.handle_async_request(httpx.Request("GET", "http://127.0.0.1:9/x"))
+    assert transport._in_flight == [0]
+    transport._shards[0] = httpx.MockTransport(lambda r: httpx.Response(200, content=b"{}"))
+    response = await transport.handle_async_request(httpx.Request("GET", "http://127.0.0.1:9/x"))
+    assert response.is_closed and transport._in_flight == [0]  # read already: not in flight
 
 
 def test_the_aiohttp_transport_says_how_to_install_it(monkeypatch):
@@ -634,6 +689,16 @@ async def test_simulator_faults_become_classified_errors(transport, fault, expec
     assert err.status == status
     assert err.retryable is expected.retryable
     assert f"POST {sim.base_url}/chat/completions" in str(err)
+
+
+async def test_simulator_many_concurrent_calls_share_few_connections():
+    with Simulator() as sim:
+        service = OpenAIService(KEY, sim.base_url, max_connections=16)
+        async with service:
+            responses = await asyncio.gather(*(service.send(SIM_CHAT) for _ in range(100)))
+            transport = service.client._transport
+            assert sum(transport._in_flight) == 0
+    assert [r.status for r in responses] == [200] * 100
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
