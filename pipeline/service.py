@@ -380,7 +380,11 @@ class BaseService(abc.ABC):
         return found
 
     async def aclose(self) -> None:
-        """Close the client (a later call opens a new one)."""
+        """Close the client (a later call opens a new one).
+
+        Call it in the event loop that made the calls: a client of another loop can only be
+        dropped, not closed, from here.
+        """
         client, loop = self._client, self._client_loop
         self._client = self._client_loop = None
         if client is not None and loop is asyncio.get_running_loop():
@@ -519,9 +523,23 @@ class JSONService(BaseService):
         *,
         headers: Mapping[str, str] | None = None,
         auth: str | tuple[str, str] | httpx.Auth | None = None,
-        **kwargs: Any,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        limits: Mapping[str, Mapping[str, Any]] | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        transport: TransportChoice = "httpx",
+        max_connections: int = 100,
     ) -> None:
-        super().__init__(base_url, headers=headers, **kwargs)
+        super().__init__(
+            base_url,
+            headers=headers,
+            rpm=rpm,
+            tpm=tpm,
+            limits=limits,
+            timeout=timeout,
+            transport=transport,
+            max_connections=max_connections,
+        )
         self._token = _Secret(auth) if isinstance(auth, str) else None
         self._auth: httpx.Auth | None = None
         if isinstance(auth, tuple):
@@ -596,7 +614,13 @@ class OpenAIService(BaseService):
         project: str | None = None,
         azure_api_version: str | None = None,
         azure_deployment: str | None = None,
-        **kwargs: Any,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        limits: Mapping[str, Mapping[str, Any]] | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        transport: TransportChoice = "httpx",
+        max_connections: int = 100,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         base = base_url if base_url is not None else os.environ.get("OPENAI_BASE_URL") or None
         azure = (
@@ -620,7 +644,16 @@ class OpenAIService(BaseService):
                 )
         else:
             api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        super().__init__(base if base is not None else DEFAULT_OPENAI_BASE_URL, **kwargs)
+        super().__init__(
+            base if base is not None else DEFAULT_OPENAI_BASE_URL,
+            headers=headers,
+            rpm=rpm,
+            tpm=tpm,
+            limits=limits,
+            timeout=timeout,
+            transport=transport,
+            max_connections=max_connections,
+        )
         if not api_key and urllib.parse.urlsplit(self.base_url).hostname == "api.openai.com":
             raise ConfigError("no OpenAI API key: pass api_key= or set OPENAI_API_KEY")
         self._api_key = _Secret(api_key) if api_key else None
