@@ -115,7 +115,8 @@ def _column(values: Mapping[str, Any], key: str, what: str) -> Any:
     except KeyError:
         raise _key_error(key, values, what) from None
     if _is_missing(value):
-        raise PayloadError(f"{what} needs column {key!r}, which is {value!r} here", field=key)
+        message = f"{what} needs column {key!r}, but its value is missing ({value!r})"
+        raise PayloadError(message, field=key)
     return value
 
 
@@ -333,9 +334,14 @@ class ChatBuilder(Builder):
 
     The conversation is ``[system] + messages + [prompt]``: ``system`` and ``prompt`` are
     templates filled from the row (as a system and a final user message); ``messages`` is a ready
-    list, taken from the row's ``messages_column`` when it has one (a list, or its JSON text),
-    else from the config, or from a ``messages=`` override. Other keywords are request fields
-    (``temperature``, ``max_tokens``, ``response_format``, ``tools``...).
+    list: a ``messages=`` override, else the row's ``messages_column`` when it has a value there
+    (a list, or its JSON text; ``messages_column=None`` ignores rows), else the config's.
+    Other keywords are request fields (``temperature``, ``max_tokens``, ``response_format``,
+    ``tools``...). ``tokenizer`` counts prompt tokens; ``default_max_tokens`` is reserved for the
+    answer when the request sets no limit (see :mod:`pipeline.tokens`).
+
+    Requests built without overrides share the config's nested values (tools, schemas, config
+    messages) rather than copying them: treat request bodies as read-only.
 
     >>> ask = chat(model="gpt-4o-mini", system="Answer in {lang}.", prompt="{q}")
     >>> [m["content"] for m in ask.build({"lang": "French", "q": "Hi?"}).body["messages"]]

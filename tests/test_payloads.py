@@ -303,6 +303,26 @@ def test_missing_template_value_names_the_field(value: Any) -> None:
     assert not isinstance(caught.value, TemplateKeyError)
 
 
+def test_pandas_rows_and_missing_values() -> None:
+    pd = pytest.importorskip("pandas")
+    np = pytest.importorskip("numpy")
+    frame = pd.DataFrame({"text": ["a", None, np.nan], "n": [1, 2, 3]})
+    builder = chat(model="m", prompt="{text} #{n}")
+    outcomes: list[Any] = []
+    for _, row in frame.iterrows():
+        try:
+            outcomes.append(builder.build(row).body["messages"][0]["content"])  # type: ignore[index]
+        except PayloadError as exc:
+            outcomes.append((exc.field, "missing" in str(exc)))
+    assert outcomes == ["a #1", ("text", True), ("text", True)]
+    with pytest.raises(PayloadError):
+        builder.build({"text": np.float32("nan"), "n": 1})
+    with pytest.raises(PayloadError):
+        builder.build({"text": pd.NA, "n": 1})
+    vectors = embeddings(model="e").build(pd.Series({"text": np.array([1, 2, 3])}))
+    assert vectors.body == {"model": "e", "input": [1, 2, 3]}
+
+
 def test_template_values_are_formatted_and_braces_escape() -> None:
     template = Template("{{literal}} {n} {x:.2f} {s!r}")
     assert template.fields == ("n", "x", "s")
