@@ -561,8 +561,10 @@ class EmbeddingsBuilder(_TextInputBuilder):
     """Embedding requests (``POST embeddings``).
 
     The input is, in order: an ``input=`` override; the ``template`` filled from the row; the row
-    itself when it is a string; the row's ``input_column``; the builder's own ``input``. A list
-    of rows or strings makes one request embedding them all (up to 2,048).
+    itself when it is a string; the row's ``input_column``; the builder's own ``input``. A string
+    ``input`` in the config is a template (``input="{title}: {text}"`` is ``template=``); a list
+    there is sent as it is. A list of rows or strings makes one request embedding them all
+    (up to 2,048).
 
     >>> embed = embeddings(model="text-embedding-3-small", dimensions=256)
     >>> embed.build({"text": "hello"}).body
@@ -596,6 +598,10 @@ class EmbeddingsBuilder(_TextInputBuilder):
             **fields,
         }
         super().__init__(options, {"model": model, **fields}, tokenizer, None)
+        if isinstance(input, str):  # a string input is a template, like ``prompt`` elsewhere
+            if template is not None:
+                raise PayloadError("give input= or template=, not both", field="input")
+            template, input = input, None
         self._setup(template, input_column, input)
         self._check({"model": "placeholder", "input": input if input is not None else "x"})
 

@@ -436,6 +436,10 @@ def test_embeddings_builder(spec: Check) -> None:
     assert tokens.body is not None and tokens.token_estimate == 3
     templated = embeddings(model="e", template="{title}: {body}")
     assert spec(templated.build({"title": "T", "body": "B"})).body["input"] == "T: B"  # type: ignore[index]
+    same = embeddings(model="e", input="{title}: {body}")
+    assert same.build({"title": "T", "body": "B"}) == templated.build({"title": "T", "body": "B"})
+    with pytest.raises(PayloadError):
+        embeddings(model="e", input="{a}", template="{b}")
     column = embeddings(model="e", input_column="doc")
     assert spec(column.build({"doc": "d"})).body["input"] == "d"  # type: ignore[index]
     fixed = embeddings(model="e", input=["x", "y"])
