@@ -238,6 +238,9 @@ class Simulator:
 
     # -- inspection -------------------------------------------------------------------------
     def _admin(self, method: str, name: str, body: bytes | None = None) -> bytes:
+        if self._child is None:
+            raise RuntimeError("the simulator process is not running: read log() and stats() "
+                               "inside the with block")
         conn = http.client.HTTPConnection(HOST, self.port, timeout=10)
         try:
             conn.request(method, f"/_sim/{name}", body=body)
