@@ -296,6 +296,8 @@ class Simulator:
         """Change rpm/tpm/burst while running (every key's buckets restart full)."""
         self.config = msgspec.structs.replace(self.config, rpm=rpm, tpm=tpm, burst=burst)
         if self.process:
+            if self._child is None:
+                return  # applies from the next start
             self._admin("POST", "limits", msgspec.json.encode(
                 {"rpm": rpm, "tpm": tpm, "burst": burst}))
             return
