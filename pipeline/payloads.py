@@ -184,7 +184,7 @@ class Template:
             if type(value) is not str and _is_missing(value):
                 _column(values, key, self._what)  # raises, naming the column
             found[key] = value
-        return self.text.format_map(found)
+        return self._format(found)
 
     def fill_text(self, text: str) -> str:
         """The text with its single field replaced by ``text`` (a row that is a plain string)."""
@@ -195,7 +195,16 @@ class Template:
                 "pass a mapping",
                 field=field,
             )
-        return self.text.format_map({self.fields[0]: text})
+        return self._format({self.fields[0]: text})
+
+    def _format(self, found: dict[str, Any]) -> str:
+        try:
+            return self.text.format_map(found)
+        except (ValueError, TypeError) as exc:  # a format spec that does not fit the value
+            culprit = next(iter(found)) if len(found) == 1 else None
+            raise PayloadError(
+                f"{self._what} cannot format this row: {exc}", field=culprit
+            ) from None
 
     def __repr__(self) -> str:
         return f"Template({self.text!r})"

@@ -329,6 +329,14 @@ def test_template_values_are_formatted_and_braces_escape() -> None:
     assert template.fill({"n": 0, "x": math.pi, "s": "q"}) == "{literal} 0 3.14 'q'"
 
 
+def test_format_spec_that_does_not_fit_the_value_is_a_payload_error() -> None:
+    with pytest.raises(PayloadError) as caught:
+        chat(model="m", prompt="{x:.2f}").build({"x": "not a number"})
+    assert caught.value.field == "x"
+    with pytest.raises(PayloadError):
+        chat(model="m", prompt="{x:d}").build("text row")
+
+
 @pytest.mark.parametrize("text", ["{}", "{0}", "{a.b}", "{a[0]}", "{a:{w}}", "{open", "close}"])
 def test_unsupported_templates_are_refused_early(text: str) -> None:
     with pytest.raises(PayloadError) as caught:
