@@ -3,7 +3,9 @@
 Every Struct forbids unknown fields and omits fields that were never set, so a body carries
 exactly what the user asked for: ``temperature=0`` and ``seed=0`` are sent, an unset
 ``temperature`` is not. Optional fields default to :data:`msgspec.UNSET` (never ``None``), which
-is why falsy values survive: only ``UNSET`` is dropped on encoding.
+is why falsy values survive: only ``UNSET`` is dropped on encoding. ``None`` is refused for
+top-level options (the spec allows ``null`` for many, but it means the same as leaving them
+out); the builders in :mod:`pipeline.payloads` read a ``None`` option as "not set".
 
 :func:`validate` turns a plain dict into one of these Structs and re-raises msgspec's errors as
 :class:`~pipeline.errors.PayloadError` naming the field::
