@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.errors import PayloadError
 from pipeline.types import (
@@ -330,3 +332,28 @@ def test_every_modelled_field_exists_in_the_spec(
     schemas = openapi_spec["components"]["schemas"]
     spec_fields = _spec_properties(schemas[component], schemas)
     assert set(struct.__struct_fields__) <= spec_fields, set(struct.__struct_fields__) - spec_fields
+
+
+@given(
+    temperature=st.floats(0, 2),
+    top_p=st.floats(0, 1),
+    seed=st.integers(-(2**63), 2**63 - 1),
+    n=st.integers(1, 128),
+    max_tokens=st.integers(0, 10**6),
+    content=st.text(),
+)
+def test_any_in_range_values_round_trip(
+    temperature: float, top_p: float, seed: int, n: int, max_tokens: int, content: str
+) -> None:
+    data = {
+        "model": "m",
+        "messages": [{"role": "user", "content": content}],
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+        "n": n,
+        "max_tokens": max_tokens,
+    }
+    body = to_body(validate(data, ChatCompletionRequest))
+    assert body == data
+    assert msgspec.json.decode(msgspec.json.encode(body)) == data
