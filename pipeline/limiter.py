@@ -1,0 +1,735 @@
+"""Rate limiters for requests AND tokens per interval.
+
+A provider such as OpenAI limits a key on two dimensions at once: requests per minute and
+tokens per minute. A limiter here grants ``(requests, tokens)`` atomically on both.
+
+Two policies share one waiting machinery (:class:`RateLimiter`):
+
+* :class:`TokenBucketLimiter` (the default) refills continuously, like the providers' own
+  limits: in any window of length ``W`` it grants at most ``rate * W + burst`` on each
+  dimension.
+* :class:`IntervalLimiter` restores full capacity at the start of every ``interval`` (the
+  classic "N per minute" window). It never grants past capacity and owns no background task.
+
+The waiting machinery, shared by both:
+
+* Waiters are served strictly first-in, first-out. A large request at the head is not
+  overtaken by later small ones (it would starve), and a newcomer never jumps the queue.
+* One timer, armed for the moment the head waiter can be served; no polling, and only the
+  waiters actually granted are woken (no thundering herd).
+* ``pause(seconds)`` holds every grant until the cooldown ends (after a 429, say).
+* A cancelled waiter takes nothing; if it is cancelled just after being granted, the grant
+  is given back.
+* A request that can never fit (more than the bucket holds) raises :class:`RequestTooLarge`
+  at once instead of waiting forever.
+* Nothing is bound to the event loop the limiter was created in: the clock and the timer
+  come from whichever loop is running when it is used.
+
+>>> import asyncio
+>>> limiter = TokenBucketLimiter(max_requests=600, max_tokens=90_000)  # per minute
+>>> async def main():
+...     await limiter.acquire(tokens=1_200)      # 1 request, 1,200 tokens
+...     async with limiter:                      # 1 request, no tokens
+...         pass
+...     limiter.reconcile(estimated=1_200, actual=800)   # the response used fewer
+>>> asyncio.run(main())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import msgspec
+
+from pipeline._durations import format_duration, parse_duration
+from pipeline.errors import ConfigError, RequestTooLarge
+
+__all__ = ["IntervalLimiter", "LimiterSnapshot", "RateLimiter", "TokenBucketLimiter"]
+
+_INF = math.inf
+_SLACK = 1e-9  # relative tolerance for floating-point rounding of bucket levels
+
+
+class _Keep:
+    """Sentinel type: "leave this setting as it is"."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = _Keep()
+
+
+_get_running_loop = asyncio.get_running_loop
+
+
+def _now() -> float:
+    """The running loop's clock (so a virtual-time loop is honoured), else monotonic time."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
+
+
+def _check_rate(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number or None, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive finite number or None, got {value!r}")
+    return float(value)
+
+
+def _check_amount(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+class LimiterSnapshot(msgspec.Struct, frozen=True):
+    """A point-in-time view of a limiter, for dashboards, logs and tests.
+
+    ``None`` on a dimension means that dimension is not limited.
+    """
+
+    requests_available: float | None
+    tokens_available: float | None
+    max_requests: float | None
+    max_tokens: float | None
+    interval: float
+    waiters: int
+    paused_for: float
+    next_wake_in: float | None
+
+
+class _Waiter:
+    __slots__ = ("future", "requests", "tokens")
+
+    def __init__(self, future: asyncio.Future[None], requests: float, tokens: float) -> None:
+        self.future = future
+        self.requests = requests
+        self.tokens = tokens
+
+
+class RateLimiter(ABC):
+    """Abstract base: FIFO waiting, one timer, pause, refunds and header sync.
+
+    Subclasses define the capacity policy through four small methods: ``_delay`` (how long
+    until an amount fits), ``_take``, ``_give`` and ``_available``.
+    """
+
+    __slots__ = ("_cap_r", "_cap_t", "_interval", "_max_requests", "_max_tokens",
+                 "_paused_until", "_timer", "_timer_loop", "_timer_when", "_waiters")
+
+    def __init__(self, max_requests: float | None, max_tokens: float | None,
+                 interval: float) -> None:
+        interval_checked = _check_rate("interval", interval)
+        if interval_checked is None:
+            raise ConfigError("interval must be a positive number of seconds")
+        self._interval = interval_checked
+        self._max_requests = _check_rate("max_requests", max_requests)
+        self._max_tokens = _check_rate("max_tokens", max_tokens)
+        self._waiters: deque[_Waiter] = deque()
+        self._paused_until = -_INF
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._timer_when = _INF
+        # The most one grant may take (inf: unlimited); kept current by _limits_changed().
+        self._cap_r = self._cap_t = _INF
+
+    def _limits_changed(self) -> None:
+        cap_r, cap_t = self._capacity()
+        self._cap_r = _INF if cap_r is None else cap_r
+        self._cap_t = _INF if cap_t is None else cap_t
+
+    def _fast_take(self, requests: float, tokens: float, now: float) -> bool:
+        """Take the amount if it fits now (no pause, no waiters checked here)."""
+        if self._delay(requests, tokens, now) > 0:
+            return False
+        self._take(requests, tokens, now)
+        return True
+
+    # ----------------------------------------------------------------- policy hooks
+    @abstractmethod
+    def _delay(self, requests: float, tokens: float, now: float) -> float:
+        """Seconds until ``(requests, tokens)`` fits, 0 if it fits now (ignoring pauses)."""
+
+    @abstractmethod
+    def _take(self, requests: float, tokens: float, now: float) -> None:
+        """Consume capacity (only called when ``_delay`` returned 0)."""
+
+    @abstractmethod
+    def _give(self, requests: float, tokens: float, now: float) -> None:
+        """Return capacity (negative amounts take more: a debt repaid by waiting)."""
+
+    @abstractmethod
+    def _available(self, now: float) -> tuple[float | None, float | None]:
+        """Capacity available now on each dimension (``None`` if unlimited)."""
+
+    @abstractmethod
+    def _capacity(self) -> tuple[float | None, float | None]:
+        """The most one grant can ever take on each dimension (``None`` if unlimited)."""
+
+    @abstractmethod
+    def _rates_changed(self, now: float) -> None:
+        """Called after ``max_requests``/``max_tokens``/``interval`` change."""
+
+    def _sync_reset(self, reset_requests: float | None, reset_tokens: float | None,
+                    now: float) -> bool:
+        """Use the server's reset times; True if anything changed.
+
+        A continuously refilling bucket needs nothing here: given the limit and what remains,
+        the time to refill follows from the rate. A fixed-window limiter aligns its window.
+        """
+        return False
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def max_requests(self) -> float | None:
+        """Requests allowed per ``interval`` (``None``: unlimited)."""
+        return self._max_requests
+
+    @property
+    def max_tokens(self) -> float | None:
+        """Tokens allowed per ``interval`` (``None``: unlimited)."""
+        return self._max_tokens
+
+    @property
+    def interval(self) -> float:
+        """The interval, in seconds, that ``max_requests`` and ``max_tokens`` refer to."""
+        return self._interval
+
+    # ----------------------------------------------------------------- acquiring
+    def _validate(self, requests: float, tokens: float) -> tuple[float, float]:
+        requests = _check_amount("requests", requests)
+        tokens = _check_amount("tokens", tokens)
+        cap_r, cap_t = self._capacity()
+        if cap_r is not None and requests > cap_r:
+            raise RequestTooLarge(
+                f"{requests:g} requests can never be granted at once: the limiter holds at most "
+                f"{cap_r:g}", requested=requests, capacity=cap_r)
+        if cap_t is not None and tokens > cap_t:
+            raise RequestTooLarge(
+                f"a request of {tokens:g} tokens can never be granted: the limiter holds at most "
+                f"{cap_t:g} tokens (raise max_tokens/burst_tokens or lower max_tokens of the "
+                f"request)", requested=tokens, capacity=cap_t)
+        return requests, tokens
+
+    def try_acquire(self, requests: float = 1, tokens: float = 0) -> bool:
+        """Take ``(requests, tokens)`` now if possible, without waiting.
+
+        Returns ``False`` when it would have to wait, when others are already waiting (they
+        come first), or during a pause.
+
+        >>> TokenBucketLimiter(max_requests=1, interval=1).try_acquire()
+        True
+        """
+        requests, tokens = self._validate(requests, tokens)
+        now = _now()
+        if self._waiters or now < self._paused_until:
+            return False
+        return self._fast_take(requests, tokens, now)
+
+    async def acquire(self, requests: float = 1, tokens: float = 0) -> None:
+        """Wait until ``(requests, tokens)`` can be granted, then take them atomically.
+
+        Raises :class:`~pipeline.errors.RequestTooLarge` at once if the amount can never fit,
+        and :class:`~pipeline.errors.ConfigError` for negative or non-finite amounts.
+        """
+        loop = _get_running_loop()
+        now = loop.time()
+        # Cheap validation first (NaN fails the comparisons, a str raises TypeError); the
+        # full check runs only to explain what is wrong.
+        try:
+            valid = 0 <= requests <= self._cap_r and 0 <= tokens <= self._cap_t
+        except TypeError:
+            valid = False
+        if not valid:
+            requests, tokens = self._validate(requests, tokens)
+        # Fast path: nobody waiting, not paused, capacity there.
+        if not self._waiters and now >= self._paused_until and \
+                self._fast_take(requests, tokens, now):
+            return
+        waiter = _Waiter(loop.create_future(), requests, tokens)
+        self._waiters.append(waiter)
+        if len(self._waiters) == 1:
+            self._serve(loop)
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            if waiter.future.done() and not waiter.future.cancelled():
+                # Granted, then cancelled before we could return: give the grant back.
+                self._give(requests, tokens, _now())
+            elif self._waiters and self._waiters[0] is waiter:
+                self._waiters.popleft()
+            else:
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    pass
+            # Whoever is at the head now may be servable (or need a different timer).
+            if self._waiters:
+                self._serve(loop)
+            raise
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        return None
+
+    def _serve(self, loop: asyncio.AbstractEventLoop | None = None,
+               not_before: float = -_INF) -> None:
+        """Grant waiters from the head while they fit, then arm the timer for the next one."""
+        waiters = self._waiters
+        if not waiters:
+            self._cancel_timer()
+            return
+        if loop is None:
+            loop = waiters[0].future.get_loop()
+        # Loops fire timers up to their clock resolution early; a timer's own deadline is
+        # the honest "now" for it (otherwise a tiny shortfall re-arms it forever).
+        now = max(loop.time(), not_before)
+        while waiters:
+            head = waiters[0]
+            if head.future.done():  # cancelled while queued
+                waiters.popleft()
+                continue
+            if now < self._paused_until:
+                self._arm(loop, self._paused_until)
+                return
+            delay = self._delay(head.requests, head.tokens, now)
+            if delay > 0:
+                self._arm(loop, now + delay)
+                return
+            self._take(head.requests, head.tokens, now)
+            waiters.popleft()
+            head.future.set_result(None)
+        self._cancel_timer()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            if self._timer_loop is loop and self._timer_when == when:
+                return
+            self._timer.cancel()
+        self._timer_loop = loop
+        self._timer_when = when
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        when = self._timer_when
+        self._timer = None
+        self._timer_loop = None
+        self._timer_when = _INF
+        self._serve(not_before=when)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_loop = None
+            self._timer_when = _INF
+
+    def _wake(self) -> None:
+        """State changed in the waiters' favour (or not): recompute the head's wake-up."""
+        if self._waiters:
+            self._serve()
+
+    # ----------------------------------------------------------------- adjustments
+    def refund(self, tokens: float = 0, requests: float = 0) -> None:
+        """Give back capacity that was reserved but not used (capped at the bucket size).
+
+        >>> limiter = TokenBucketLimiter(max_tokens=1_000)
+        >>> limiter.try_acquire(tokens=1_000), limiter.try_acquire(tokens=1)
+        (True, False)
+        >>> limiter.refund(tokens=400); limiter.try_acquire(tokens=400)
+        True
+        """
+        tokens = _check_amount("tokens", tokens)
+        requests = _check_amount("requests", requests)
+        self._give(requests, tokens, _now())
+        self._wake()
+
+    def reconcile(self, estimated: float, actual: float) -> None:
+        """Settle a grant of ``estimated`` tokens once the response reports ``actual`` usage.
+
+        Unused tokens go back; extra usage is taken (it may drive the bucket below zero, so
+        later requests wait longer, exactly as the provider would make them).
+        """
+        estimated = _check_amount("estimated", estimated)
+        actual = _check_amount("actual", actual)
+        if estimated != actual:
+            self._give(0.0, estimated - actual, _now())
+            self._wake()
+
+    def pause(self, seconds: float) -> None:
+        """Grant nothing for ``seconds`` (a cooldown, e.g. a 429's ``retry-after``).
+
+        Pauses never shorten one already in force.
+        """
+        seconds = _check_amount("seconds", seconds)
+        until = _now() + seconds
+        if until > self._paused_until:
+            self._paused_until = until
+            self._wake()
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds left in the current pause (0 when not paused)."""
+        return max(0.0, self._paused_until - _now())
+
+    def set_rate(self, max_requests: float | _Keep | None = KEEP,
+                 max_tokens: float | _Keep | None = KEEP,
+                 *, interval: float | None = None) -> None:
+        """Change the limits at run time; leave out what should stay, pass ``None`` to lift one.
+
+        >>> limiter = TokenBucketLimiter(max_requests=60)
+        >>> limiter.set_rate(max_tokens=10_000); limiter.max_requests, limiter.max_tokens
+        (60.0, 10000.0)
+        """
+        now = _now()
+        if not isinstance(max_requests, _Keep):
+            self._max_requests = _check_rate("max_requests", max_requests)
+        if not isinstance(max_tokens, _Keep):
+            self._max_tokens = _check_rate("max_tokens", max_tokens)
+        if interval is not None:
+            checked = _check_rate("interval", interval)
+            assert checked is not None
+            self._interval = checked
+        self._rates_changed(now)
+        self._wake()
+
+    def update_from_headers(self, headers: Mapping[str, str]) -> None:
+        """Keep in step with a provider's ``x-ratelimit-*`` response headers.
+
+        * ``x-ratelimit-limit-requests`` / ``-tokens`` lower this limiter's limits when the
+          server's are lower (they never raise a limit the user set).
+        * ``x-ratelimit-remaining-requests`` / ``-tokens`` lower the available capacity when
+          the server has less left than we think (another client shares the key, say).
+
+        Missing, negative (Azure's ``-1``) or garbage values are ignored.
+        """
+        get = _header_getter(headers)
+        changed = False
+        now = _now()
+        limit_r = _positive_number(get("x-ratelimit-limit-requests"))
+        limit_t = _positive_number(get("x-ratelimit-limit-tokens"))
+        # The headers speak of per-minute limits; convert to this limiter's interval.
+        scale = self._interval / 60.0
+        if limit_r is not None and (self._max_requests is None
+                                    or limit_r * scale < self._max_requests):
+            self._max_requests = limit_r * scale
+            changed = True
+        if limit_t is not None and (self._max_tokens is None
+                                    or limit_t * scale < self._max_tokens):
+            self._max_tokens = limit_t * scale
+            changed = True
+        if changed:
+            self._rates_changed(now)
+        rem_r = _nonnegative_number(get("x-ratelimit-remaining-requests"))
+        rem_t = _nonnegative_number(get("x-ratelimit-remaining-tokens"))
+        avail_r, avail_t = self._available(now)
+        lower_r = rem_r - avail_r if rem_r is not None and avail_r is not None and \
+            rem_r < avail_r else 0.0
+        lower_t = rem_t - avail_t if rem_t is not None and avail_t is not None and \
+            rem_t < avail_t else 0.0
+        if lower_r or lower_t:
+            self._give(lower_r, lower_t, now)
+            changed = True
+        reset_r = parse_duration(get("x-ratelimit-reset-requests"))
+        reset_t = parse_duration(get("x-ratelimit-reset-tokens"))
+        if (reset_r is not None or reset_t is not None) and self._sync_reset(reset_r, reset_t, now):
+            changed = True
+        if changed:
+            self._wake()
+
+    # ----------------------------------------------------------------- inspection
+    def snapshot(self) -> LimiterSnapshot:
+        """Current capacity, limits, waiters, pause and next wake-up."""
+        now = _now()
+        avail_r, avail_t = self._available(now)
+        next_wake = None if self._timer is None else max(0.0, self._timer_when - now)
+        return LimiterSnapshot(
+            requests_available=avail_r, tokens_available=avail_t,
+            max_requests=self._max_requests, max_tokens=self._max_tokens,
+            interval=self._interval,
+            waiters=sum(1 for w in self._waiters if not w.future.done()),
+            paused_for=max(0.0, self._paused_until - now), next_wake_in=next_wake)
+
+    def __repr__(self) -> str:
+        snap = self.snapshot()
+        per = "min" if snap.interval == 60.0 else format_duration(snap.interval)
+
+        def dim(name: str, avail: float | None, limit: float | None) -> str:
+            if limit is None or avail is None:
+                return f"{name}=unlimited"
+            return f"{name}={avail:,.0f}/{limit:,.0f} per {per}"
+
+        parts = [dim("requests", snap.requests_available, snap.max_requests),
+                 dim("tokens", snap.tokens_available, snap.max_tokens),
+                 f"waiters={snap.waiters}"]
+        if snap.paused_for > 0:
+            parts.append(f"paused {format_duration(snap.paused_for)}")
+        if snap.next_wake_in is not None:
+            parts.append(f"next wake in {format_duration(snap.next_wake_in)}")
+        return f"<{type(self).__name__} {' '.join(parts)}>"
+
+
+class TokenBucketLimiter(RateLimiter):
+    """Continuous refill on both dimensions (a token bucket; equivalently GCRA).
+
+    Args:
+        max_requests: requests per ``interval`` (``None``: not limited).
+        max_tokens: tokens per ``interval`` (``None``: not limited).
+        interval: seconds; 60 makes the limits "per minute", like OpenAI's RPM and TPM.
+        burst_requests: bucket size in requests: the most granted at once after idling.
+            Defaults to ``max_requests`` (a full interval's worth, as providers do).
+        burst_tokens: bucket size in tokens; also the largest single request. Defaults to
+            ``max_tokens``.
+
+    In every window of length ``W`` it grants at most ``rate * W + burst`` on each dimension.
+    The bucket starts full.
+
+    >>> limiter = TokenBucketLimiter(max_requests=5_000, max_tokens=2_000_000, burst_requests=100)
+    >>> limiter
+    <TokenBucketLimiter requests=100/5,000 per min tokens=2,000,000/2,000,000 per min waiters=0>
+    """
+
+    __slots__ = ("_burst_r", "_burst_t", "_level_r", "_level_t", "_rate_r", "_rate_t",
+                 "_stamp", "_user_burst_r", "_user_burst_t")
+
+    def __init__(self, max_requests: float | None = None, max_tokens: float | None = None, *,
+                 interval: float = 60.0, burst_requests: float | None = None,
+                 burst_tokens: float | None = None) -> None:
+        super().__init__(max_requests, max_tokens, interval)
+        self._user_burst_r = _check_rate("burst_requests", burst_requests)
+        self._user_burst_t = _check_rate("burst_tokens", burst_tokens)
+        self._stamp: float | None = None  # set at first use, in the clock of that loop
+        self._level_r = self._level_t = 0.0
+        self._rate_r = self._rate_t = 0.0
+        self._burst_r: float | None = None
+        self._burst_t: float | None = None
+        self._configure()
+        self._level_r = self._burst_r or 0.0
+        self._level_t = self._burst_t or 0.0
+
+    def _fast_take(self, requests: float, tokens: float, now: float) -> bool:
+        # _delay + _take fused: this is the hot path of every uncontended acquire.
+        stamp = self._stamp
+        if stamp is None or now < stamp:
+            self._stamp = now
+        elif now > stamp:
+            elapsed = now - stamp
+            if self._burst_r is not None:
+                self._level_r = min(self._burst_r, self._level_r + elapsed * self._rate_r)
+            if self._burst_t is not None:
+                self._level_t = min(self._burst_t, self._level_t + elapsed * self._rate_t)
+            self._stamp = now
+        if (requests and self._burst_r is not None
+                and requests - self._level_r > _SLACK * requests) or \
+                (tokens and self._burst_t is not None
+                 and tokens - self._level_t > _SLACK * tokens):
+            return False
+        self._level_r -= requests
+        self._level_t -= tokens
+        return True
+
+    def _configure(self) -> None:
+        if self._max_requests is None:
+            self._burst_r = None
+        else:
+            self._rate_r = self._max_requests / self._interval
+            self._burst_r = self._user_burst_r or self._max_requests
+        if self._max_tokens is None:
+            self._burst_t = None
+        else:
+            self._rate_t = self._max_tokens / self._interval
+            self._burst_t = self._user_burst_t or self._max_tokens
+        self._limits_changed()
+
+    def _refill(self, now: float) -> None:
+        if self._stamp is None or now < self._stamp:
+            # First use, or a different loop whose clock is behind: no refill to credit.
+            self._stamp = now
+            return
+        elapsed = now - self._stamp
+        if elapsed > 0:
+            if self._burst_r is not None:
+                self._level_r = min(self._burst_r, self._level_r + elapsed * self._rate_r)
+            if self._burst_t is not None:
+                self._level_t = min(self._burst_t, self._level_t + elapsed * self._rate_t)
+            self._stamp = now
+
+    def _delay(self, requests: float, tokens: float, now: float) -> float:
+        self._refill(now)
+        delay = 0.0
+        # Shortfalls within rounding error count as fitting: a timer armed for
+        # ``now + 1e-17`` would fire at ``now`` again, and again, forever.
+        # A dimension the request does not use (0 requests, 0 tokens) never holds it up,
+        # not even when a debt has driven that bucket below zero.
+        if requests and self._burst_r is not None and \
+                requests - self._level_r > _SLACK * requests:
+            delay = (requests - self._level_r) / self._rate_r
+        if tokens and self._burst_t is not None and tokens - self._level_t > _SLACK * tokens:
+            delay = max(delay, (tokens - self._level_t) / self._rate_t)
+        return delay
+
+    def _take(self, requests: float, tokens: float, now: float) -> None:
+        self._refill(now)
+        self._level_r -= requests
+        self._level_t -= tokens
+
+    def _give(self, requests: float, tokens: float, now: float) -> None:
+        self._refill(now)
+        if self._burst_r is not None:
+            self._level_r = min(self._burst_r, self._level_r + requests)
+        if self._burst_t is not None:
+            self._level_t = min(self._burst_t, self._level_t + tokens)
+
+    def _available(self, now: float) -> tuple[float | None, float | None]:
+        self._refill(now)
+        return (None if self._burst_r is None else self._level_r,
+                None if self._burst_t is None else self._level_t)
+
+    def _capacity(self) -> tuple[float | None, float | None]:
+        return self._burst_r, self._burst_t
+
+    def _rates_changed(self, now: float) -> None:
+        self._refill(now)
+        was_r, was_t = self._burst_r, self._burst_t
+        self._configure()
+        # A dimension that just became limited starts full; existing levels are capped.
+        if self._burst_r is not None:
+            self._level_r = self._burst_r if was_r is None else min(self._level_r, self._burst_r)
+        if self._burst_t is not None:
+            self._level_t = self._burst_t if was_t is None else min(self._level_t, self._burst_t)
+
+
+class IntervalLimiter(RateLimiter):
+    """Full capacity restored at the start of every ``interval`` (a fixed window).
+
+    The windows start at the first use and follow each other back to back. Unlike a naive
+    counter it never grants past capacity; a debt left by :meth:`reconcile` carries over.
+    Beware the fixed window's edge: up to twice the limit can pass within one interval
+    that straddles a boundary. Prefer :class:`TokenBucketLimiter` unless a provider really
+    resets at fixed times.
+
+    >>> IntervalLimiter(max_requests=100, max_tokens=10_000, interval=60)
+    <IntervalLimiter requests=100/100 per min tokens=10,000/10,000 per min waiters=0>
+    """
+
+    __slots__ = ("_used_r", "_used_t", "_window_start")
+
+    def __init__(self, max_requests: float | None = None, max_tokens: float | None = None, *,
+                 interval: float = 60.0) -> None:
+        super().__init__(max_requests, max_tokens, interval)
+        self._window_start: float | None = None
+        self._used_r = 0.0
+        self._used_t = 0.0
+        self._limits_changed()
+
+    def _roll(self, now: float) -> None:
+        if self._window_start is None or now < self._window_start - self._interval:
+            self._window_start = now  # first use (or a loop whose clock is far behind)
+            return
+        elapsed = now - self._window_start
+        if elapsed >= self._interval:
+            windows = math.floor(elapsed / self._interval)
+            self._window_start += windows * self._interval
+            # Carry over only a debt (usage above capacity), once per window passed.
+            for _ in range(min(windows, 2)):
+                self._used_r = max(0.0, self._used_r - (self._max_requests or 0.0))
+                self._used_t = max(0.0, self._used_t - (self._max_tokens or 0.0))
+            if windows > 2:
+                self._used_r = self._used_t = 0.0
+
+    def _delay(self, requests: float, tokens: float, now: float) -> float:
+        self._roll(now)
+        assert self._window_start is not None
+        fits = ((self._max_requests is None or self._used_r + requests <= self._max_requests)
+                and (self._max_tokens is None or self._used_t + tokens <= self._max_tokens))
+        if fits:
+            return 0.0
+        return max(self._window_start + self._interval - now, 1e-9)
+
+    def _take(self, requests: float, tokens: float, now: float) -> None:
+        self._roll(now)
+        self._used_r += requests
+        self._used_t += tokens
+
+    def _give(self, requests: float, tokens: float, now: float) -> None:
+        self._roll(now)
+        self._used_r = max(0.0, self._used_r - requests)
+        self._used_t = max(0.0, self._used_t - tokens)
+
+    def _available(self, now: float) -> tuple[float | None, float | None]:
+        self._roll(now)
+        return (None if self._max_requests is None else self._max_requests - self._used_r,
+                None if self._max_tokens is None else self._max_tokens - self._used_t)
+
+    def _capacity(self) -> tuple[float | None, float | None]:
+        return self._max_requests, self._max_tokens
+
+    def _sync_reset(self, reset_requests: float | None, reset_tokens: float | None,
+                    now: float) -> bool:
+        # The server says when its window ends: end ours then too (never later than a full
+        # interval from now).
+        reset = reset_requests if reset_requests is not None else reset_tokens
+        if reset is None or reset > self._interval:
+            return False
+        self._roll(now)
+        start = now + reset - self._interval
+        if self._window_start is not None and abs(start - self._window_start) < 1e-3:
+            return False
+        self._window_start = start
+        return True
+
+    def _rates_changed(self, now: float) -> None:
+        self._roll(now)
+        self._limits_changed()
+
+
+def _header_getter(headers: Mapping[str, str]) -> Any:
+    """A case-insensitive ``get`` for plain dicts and httpx/aiohttp header objects alike."""
+    lowered: dict[str, Any] | None = None
+
+    def get(name: str) -> Any:
+        nonlocal lowered
+        value = headers.get(name)
+        if value is None:
+            if lowered is None:
+                lowered = {str(k).lower(): v for k, v in headers.items()}
+            value = lowered.get(name)
+        return value
+
+    return get
+
+
+def _nonnegative_number(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        # Some servers send durations or suffixed numbers; accept plain durations only.
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _positive_number(value: Any) -> float | None:
+    number = _nonnegative_number(value)
+    return number if number is not None and number > 0 else None
+
