@@ -476,6 +476,7 @@ class BaseService(abc.ABC):
             logger.debug("%s", error)
             raise error
         headers = dict(http_response.headers.items())
+        headers.pop("set-cookie", None)  # results are cached and saved: keep session cookies out
         content_type = headers.get("content-type", "")
         if content_type.startswith(_RAW_CONTENT_TYPES):
             body: Any = http_response.content

@@ -333,6 +333,8 @@ async def test_cookies_are_neither_kept_nor_sent():
         await service.call("chat/completions", CHAT)
         await service.call("chat/completions", CHAT)
     assert "cookie" not in seen[1].headers
+    response = await service.call("chat/completions", CHAT)
+    assert "set-cookie" not in response.headers
 
 
 async def test_the_url_cache_stays_bounded():
