@@ -22,6 +22,7 @@ import abc
 import asyncio
 import logging
 import os
+import sys
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -58,15 +59,15 @@ _RAW_CONTENT_TYPES = ("application/octet-stream", "application/jsonl", "applicat
 _LIMIT_KEYS = frozenset(
     {"rpm", "tpm", "max_requests", "max_tokens", "interval", "limiter", "config", "method"}
 )
-# Exceptions `send` may raise that mean "no usable response"; anything else is a bug and
-# propagates as it is.
-_SEND_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError, TimeoutError)
-try:  # aiohttp errors can escape httpx-aiohttp's mapping (raised while reading the body)
-    import aiohttp as _aiohttp
 
-    _SEND_ERRORS += (_aiohttp.ClientError,)
-except ImportError:  # pragma: no cover - the `fast` extra is optional
-    pass
+
+def _is_send_error(exc: Exception) -> bool:
+    """Whether ``client.send`` raising ``exc`` means "no usable response" (else it is a bug)."""
+    if isinstance(exc, httpx.HTTPError | OSError):  # OSError covers TimeoutError
+        return True
+    # aiohttp errors can escape httpx-aiohttp's mapping; aiohttp is imported only if in use.
+    aiohttp = sys.modules.get("aiohttp")
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientError)
 
 
 class _Secret:
@@ -453,7 +454,9 @@ class BaseService(abc.ABC):
         start = time.perf_counter()
         try:
             http_response = await client.send(http_request)
-        except _SEND_ERRORS as exc:
+        except Exception as exc:
+            if not _is_send_error(exc):
+                raise
             # Built here, raised below outside the `except`, so the error does not keep the
             # transport exception (and through it the request with its auth header) alive.
             error = classify_exception(
