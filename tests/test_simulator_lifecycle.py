@@ -52,9 +52,10 @@ def test_start_stop_leaves_no_thread_or_socket_behind():
                 conn.sendall(b"GET /_sim/health HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert conn.recv(100).startswith(b"HTTP/1.1 200")
         assert port_is_free(sim.port)
+    # "<=": another test's leftovers may be collected meanwhile, never ours added
     assert simulator_threads() == []
-    assert threading.active_count() == threads
-    assert open_fds() == fds
+    assert threading.active_count() <= threads
+    assert open_fds() <= fds
     assert "stopped" in repr(sim)
 
 
@@ -151,7 +152,7 @@ def test_process_mode_serves_and_reports_over_admin_endpoints():
         client.close()
     assert child is not None and child.returncode == 0  # exited cleanly and was reaped
     assert sim.pid is None and port_is_free(sim.port)
-    assert open_fds() == fds  # pipes closed
+    assert open_fds() <= fds  # pipes closed
 
 
 def test_cli_serve_prints_its_url_and_answers():
