@@ -44,7 +44,13 @@ from pipeline.api_utils import (
 from pipeline.endpoint import Endpoint
 from pipeline.errors import APIError, ConfigError, PayloadError
 from pipeline.request import APIRequest, Response
-from pipeline.transports import TransportChoice, make_limits, make_timeout, make_transport
+from pipeline.transports import (
+    TransportChoice,
+    check_transport,
+    make_limits,
+    make_timeout,
+    make_transport,
+)
 from pipeline.transports import transport_name as _transport_name
 
 __all__ = ["BaseService", "JSONService", "Job", "OpenAIService", "PayloadBuilder"]
@@ -243,13 +249,7 @@ class BaseService(abc.ABC):
         self._base_url = _check_base_url(base_url)
         self._timeout = make_timeout(timeout)
         self._limits = make_limits(max_connections)
-        if isinstance(transport, str):
-            # Fail at construction, not at the first call, for a typo or a missing extra.
-            make_transport(transport, limits=self._limits)
-        elif not isinstance(transport, httpx.AsyncBaseTransport):
-            raise ConfigError(
-                f"transport must be 'httpx', 'aiohttp' or a transport, got {transport!r}"
-            )
+        check_transport(transport)  # a typo or a missing extra fails here, not at first call
         self._transport = transport
         self._extra_headers = dict(headers or {})
         self._default_limits = {"rpm": rpm, "tpm": tpm}
@@ -286,7 +286,7 @@ class BaseService(abc.ABC):
 
     @property
     def base_url(self) -> str:
-        """The API root URL (secrets, if any, masked when printed)."""
+        """The API root URL, without a trailing slash."""
         return self._base_url
 
     @property

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ShardedTransport",
     "TransportChoice",
+    "check_transport",
     "default_ssl_context",
     "make_limits",
     "make_timeout",
@@ -186,6 +187,24 @@ def make_transport(choice: TransportChoice, *, limits: httpx.Limits) -> httpx.As
                 "pip install 'pipeline[fast]' (or httpx-aiohttp aiohttp)"
             ) from exc
         return AiohttpTransport(limits=limits, verify=default_ssl_context())
+    raise ConfigError(
+        f"unknown transport {choice!r}; expected 'httpx', 'aiohttp' or an "
+        "httpx.AsyncBaseTransport instance"
+    )
+
+
+def check_transport(choice: TransportChoice) -> None:
+    """Raise :class:`ConfigError` now for a choice :func:`make_transport` would refuse later.
+
+    >>> check_transport("curl")
+    Traceback (most recent call last):
+    pipeline.errors.ConfigError: unknown transport 'curl'; expected 'httpx', 'aiohttp' or an httpx.AsyncBaseTransport instance
+    """  # noqa: E501
+    if isinstance(choice, httpx.AsyncBaseTransport) or choice == "httpx":
+        return
+    if choice == "aiohttp":
+        make_transport(choice, limits=httpx.Limits())  # builds nothing loop-bound; checks import
+        return
     raise ConfigError(
         f"unknown transport {choice!r}; expected 'httpx', 'aiohttp' or an "
         "httpx.AsyncBaseTransport instance"
