@@ -161,11 +161,18 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.concurrency} concurrent, {args.requests} requests x {args.rounds} rounds "
         "(median)"
     )
-    header = f"{'client':<36} {'req/s':>8} {'vs bare httpx':>14} {'vs bare aiohttp':>16}"
+    header = (
+        f"{'client':<36} {'req/s':>8} {'(min-max)':>13} {'vs bare httpx':>14} "
+        f"{'vs bare aiohttp':>16}"
+    )
     print(header)
     print("-" * len(header))
     for name, rate in medians.items():
-        print(f"{name:<36} {rate:>8,.0f} {rate / ref_httpx:>13.2f}x {rate / ref_aiohttp:>15.2f}x")
+        spread = f"{min(results[name]):,.0f}-{max(results[name]):,.0f}"
+        print(
+            f"{name:<36} {rate:>8,.0f} {spread:>13} {rate / ref_httpx:>13.2f}x "
+            f"{rate / ref_aiohttp:>15.2f}x"
+        )
 
 
 if __name__ == "__main__":
