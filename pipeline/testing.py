@@ -21,11 +21,12 @@ I/O with a timer pending, virtual time moves on: do not mix virtual time with re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import selectors
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["VirtualTimeLoop", "run_virtual"]
+__all__ = ["VirtualTimeLoop", "instant_backoff", "run_virtual"]
 
 T = TypeVar("T")
 
@@ -66,3 +67,22 @@ def run_virtual(coro: Coroutine[Any, Any, T], *, debug: bool = False) -> T:
     """Run ``coro`` to completion on a fresh :class:`VirtualTimeLoop` and return its result."""
     with asyncio.Runner(debug=debug, loop_factory=VirtualTimeLoop) as runner:
         return runner.run(coro)
+
+
+@contextlib.contextmanager
+def instant_backoff() -> Iterator[None]:
+    """Make every retry wait zero seconds inside the ``with`` block (a test mode).
+
+    >>> from pipeline.retry import Backoff
+    >>> with instant_backoff():
+    ...     Backoff(initial=10).delay(3)
+    0.0
+    """
+    from pipeline import retry
+
+    previous = retry._INSTANT
+    retry._INSTANT = True
+    try:
+        yield
+    finally:
+        retry._INSTANT = previous

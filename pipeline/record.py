@@ -1,0 +1,139 @@
+"""The record: one input item on its way through the pipeline.
+
+Every stage takes a :class:`Record` and gives it back, filled in a little more. Errors are
+values here (``record.error``), never exceptions that end the stream: one bad row must not stop
+the rows around it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from pipeline.errors import APIError, RateLimitError
+from pipeline.request import APIRequest, Response
+
+__all__ = ["Record"]
+
+
+class Record(msgspec.Struct, kw_only=True):
+    """One input item and everything that happened to it.
+
+    Attributes:
+        index: position in the input (results are put back in this order).
+        row: the input item as given (a dict, a pandas row, a string...).
+        request: the request built from the row (``None`` until built, or if building failed).
+        endpoint: the endpoint path the request goes to.
+        token_estimate: tokens reserved on the rate limiter for one attempt.
+        cache_key: the request's key in the response cache (no secrets in it).
+        attempts: how many times the request was sent.
+        response: the successful response, if any.
+        error: why the item failed (an exception *value*), if it did.
+        cached: whether the response came from the cache (nothing was sent).
+        started / finished: ``time.perf_counter()`` stamps of the record's first stage and of
+            its completion; ``latency`` is the last attempt's HTTP round trip.
+
+    >>> r = Record(index=0, row={"text": "hi"})
+    >>> r.ok, r.status
+    (False, 'pending')
+    """
+
+    index: int
+    row: Any = None
+    request: APIRequest | None = None
+    endpoint: str | None = None
+    token_estimate: int = 0
+    cache_key: str | None = None
+    attempts: int = 0
+    response: Response | None = None
+    error: Any = None  # an exception instance: msgspec cannot type it more precisely
+    cached: bool = False
+    started: float = 0.0
+    finished: float = 0.0
+    latency: float = 0.0
+    # Set by the acquire stage so the call stage can settle the reservation: (limiter, tokens).
+    reservation: Any = None
+
+    @property
+    def ok(self) -> bool:
+        """True once a response arrived (from the server or the cache)."""
+        return self.response is not None and self.error is None
+
+    @property
+    def done(self) -> bool:
+        """True once the record succeeded or failed."""
+        return self.response is not None or self.error is not None
+
+    @property
+    def status(self) -> str:
+        """``"succeeded"``, ``"failed"`` or ``"pending"``."""
+        if self.error is not None:
+            return "failed"
+        return "succeeded" if self.response is not None else "pending"
+
+    @property
+    def error_type(self) -> str | None:
+        """The error's class name (``"RateLimitError"``), or ``None``."""
+        return None if self.error is None else type(self.error).__name__
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the error is worth another attempt."""
+        return isinstance(self.error, APIError) and self.error.retryable
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether the error is a 429 rate-limit answer."""
+        return isinstance(self.error, RateLimitError)
+
+    @property
+    def body(self) -> Any:
+        """The response body, or ``None``."""
+        return None if self.response is None else self.response.body
+
+    @property
+    def text(self) -> str | None:
+        """The answer text of a chat or completion response (first choice), else ``None``."""
+        body = self.body
+        if not isinstance(body, dict):
+            return None
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return None
+        first = choices[0]
+        message = first.get("message")
+        if isinstance(message, dict):
+            content = message.get("content")
+            return content if isinstance(content, str) else None
+        text = first.get("text")
+        return text if isinstance(text, str) else None
+
+    @property
+    def embedding(self) -> list[float] | None:
+        """The first embedding vector of an embeddings response, else ``None``."""
+        body = self.body
+        if not isinstance(body, dict):
+            return None
+        data = body.get("data")
+        if isinstance(data, list) and data and isinstance(data[0], dict):
+            vector = data[0].get("embedding")
+            if isinstance(vector, list):
+                return vector
+        return None
+
+    def __repr__(self) -> str:
+        parts = [f"index={self.index}", self.status]
+        if self.endpoint:
+            parts.append(repr(self.endpoint))
+        if self.attempts:
+            parts.append(f"attempts={self.attempts}")
+        if self.cached:
+            parts.append("cached")
+        if self.error is not None:
+            parts.append(f"error={type(self.error).__name__}: {str(self.error)[:100]}")
+        elif self.response is not None:
+            text = self.text
+            parts.append(f"text={text[:60]!r}" if text is not None else
+                         f"status_code={self.response.status}")
+        return f"Record({', '.join(parts)})"

@@ -1,0 +1,182 @@
+"""One call for the whole default pipeline: :func:`run` (async), :func:`run_sync`, :func:`stream`.
+
+>>> # in a notebook (top-level await) or any coroutine:
+>>> # async with OpenAIService(rpm=500, tpm=200_000) as service:
+>>> #     results = await run(rows, service.chat(model="gpt-4o-mini", prompt="Classify: {text}"),
+>>> #                         cache=".cache", concurrency=64, progress=True)
+>>> #     results.status            # counters; results[i] lines up with rows[i]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterable, Coroutine, Iterable
+from typing import Any, TypeVar
+
+from aiostream import stream as aiostream_stream
+from aiostream.core import Stream
+
+from pipeline.cache import ResponseCache
+from pipeline.errors import ConfigError
+from pipeline.record import Record
+from pipeline.retry import Backoff, retry
+from pipeline.stages import DEFAULT_CONCURRENCY, Chain, acquire, build, call, lookup, store, track
+from pipeline.status import StatusTracker
+
+__all__ = ["Results", "default_flow", "run", "run_sync", "stream"]
+
+T = TypeVar("T")
+
+
+class Results(list[Record]):
+    """The records of a run, in input order, with the run's :class:`StatusTracker`.
+
+    ``results[i]`` is the record of input item ``i``; ``results.failed`` lists the failures.
+    """
+
+    def __init__(self, records: Iterable[Record], status: StatusTracker) -> None:
+        super().__init__(records)
+        self.status = status
+
+    @property
+    def succeeded(self) -> list[Record]:
+        """Records with a response."""
+        return [r for r in self if r.ok]
+
+    @property
+    def failed(self) -> list[Record]:
+        """Records that failed, each with its error."""
+        return [r for r in self if r.error is not None]
+
+    def __repr__(self) -> str:
+        return (f"<Results {len(self):,} records: {self.status.succeeded:,} succeeded "
+                f"({self.status.cached:,} cached), {self.status.failed:,} failed>")
+
+    def _repr_html_(self) -> str:
+        return self.status._repr_html_()
+
+
+def _open_cache(cache: str | os.PathLike[str] | ResponseCache | None
+                ) -> tuple[ResponseCache | None, bool]:
+    if cache is None or isinstance(cache, ResponseCache):
+        return cache, False
+    if isinstance(cache, str | os.PathLike):
+        return ResponseCache(cache), True
+    raise ConfigError(f"cache must be a directory path or a ResponseCache, got {cache!r}")
+
+
+def default_flow(job: Any, *, cache: ResponseCache | None = None,
+                 status: StatusTracker | None = None, concurrency: int = DEFAULT_CONCURRENCY,
+                 attempts: int = 6, backoff: Backoff | None = None, progress: bool = False,
+                 total: int | None = None) -> Chain:
+    """The default stage chain for a :class:`~pipeline.service.Job`::
+
+        build | lookup | retry(acquire | call) | store | track
+
+    (``lookup``/``store`` only with a cache).
+    """
+    status = status if status is not None else StatusTracker()
+    namespace = job.service.base_url
+    stages: list[Any] = [build(job.builder)]
+    if cache is not None:
+        stages.append(lookup(cache, namespace=namespace))
+    stages.append(retry(acquire(job.endpoint.limiter) | call(job.service, job.endpoint),
+                        attempts=attempts, backoff=backoff, hooks=(status,)))
+    if cache is not None:
+        stages.append(store(cache, namespace=namespace))
+    stages.append(track(status, progress=progress, total=total))
+    return Chain(*stages, concurrency=concurrency)
+
+
+def _source(rows: Iterable[Any] | AsyncIterable[Any]) -> Stream[Any]:
+    if isinstance(rows, AsyncIterable):
+        return aiostream_stream.iterate(rows)
+    if isinstance(rows, Iterable):
+        return aiostream_stream.iterate(rows)
+    raise ConfigError(f"rows must be an iterable or async iterable, got {type(rows).__name__}")
+
+
+def _total(rows: Any) -> int | None:
+    try:
+        return len(rows)
+    except TypeError:
+        return None
+
+
+def stream(rows: Iterable[Any] | AsyncIterable[Any], job: Any, **options: Any) -> Stream[Record]:
+    """The default pipeline as an aiostream stream of records, yielded as they complete.
+
+    Takes the options of :func:`run` except ``cache`` must be a :class:`ResponseCache` (its
+    owner closes it).
+    """
+    options.setdefault("total", _total(rows))
+    return _source(rows) | default_flow(job, **options)  # type: ignore[no-any-return]
+
+
+async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
+              cache: str | os.PathLike[str] | ResponseCache | None = None,
+              concurrency: int = DEFAULT_CONCURRENCY, progress: bool = False,
+              attempts: int = 6, backoff: Backoff | None = None,
+              status: StatusTracker | None = None) -> Results:
+    """Send every row through the default pipeline; return the records in input order.
+
+    Args:
+        rows: dicts, pandas/Polars rows, strings, ready :class:`APIRequest`s... any
+            iterable or async iterable.
+        job: what to send where, e.g. ``service.chat(model=..., prompt="...{text}...")``.
+        cache: a directory (or :class:`ResponseCache`) of earlier answers: a rerun sends only
+            what is not there yet. Without it, running twice sends everything twice.
+        concurrency: requests in flight at most.
+        progress: show a progress bar.
+        attempts: attempts per row for retryable errors.
+        backoff: the retry wait policy.
+        status: a tracker to update (one is made otherwise); also ``results.status``.
+
+    Cancelling the run (Ctrl-C, a notebook interrupt, ``asyncio.timeout``) stops new requests at
+    once, cancels those in flight, and keeps every completed response in the cache.
+    """
+    status = status if status is not None else StatusTracker()
+    opened_cache, owned = _open_cache(cache)
+    collected: list[Record] = []
+    try:
+        flow = default_flow(job, cache=opened_cache, status=status, concurrency=concurrency,
+                            attempts=attempts, backoff=backoff, progress=progress,
+                            total=_total(rows))
+        async with (_source(rows) | flow).stream() as records:
+            async for record in records:
+                collected.append(record)
+    finally:
+        if owned and opened_cache is not None:
+            opened_cache.close()
+    collected.sort(key=lambda r: r.index)
+    return Results(collected, status)
+
+
+def run_sync(coro_or_rows: Any, job: Any = None, **options: Any) -> Any:
+    """Run from plain (non-async) code: ``run_sync(rows, job, ...)`` or ``run_sync(coro)``.
+
+    Refuses inside a running event loop (a notebook cell): there, use ``await run(...)``.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        if isinstance(coro_or_rows, Coroutine):
+            coro_or_rows.close()
+        raise RuntimeError("run_sync() cannot be used while an event loop is running (as in "
+                           "Jupyter); use `await pipeline.run(...)` there instead")
+    if isinstance(coro_or_rows, Coroutine):
+        return asyncio.run(coro_or_rows)
+    if job is None:
+        raise ConfigError("run_sync(rows, job) needs a job, e.g. service.chat(...)")
+
+    async def main() -> Results:
+        try:
+            return await run(coro_or_rows, job, **options)
+        finally:
+            # The HTTP client belongs to this short-lived loop: close it with the loop.
+            await job.service.aclose()
+
+    return asyncio.run(main())

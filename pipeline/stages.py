@@ -1,0 +1,418 @@
+"""Pipeline stages: small objects with one method, composed with ``|``.
+
+A stage takes a :class:`~pipeline.record.Record` and returns it, filled in a little more::
+
+    build(job) | lookup(cache) | retry(acquire(limiter) | call(service, "chat/completions"))
+               | store(cache) | track(status)
+
+Neighbouring stages fuse into one :class:`Chain`: each item runs through all of them as ONE
+coroutine, under one bounded-concurrency, unordered map (:func:`~pipeline.operators.
+map_unordered`). Applied to a stream, a chain is an aiostream operator, so any aiostream
+operator can sit between chains::
+
+    from aiostream import pipe, stream
+    xs = stream.iterate(rows) | flow | pipe.filter(lambda r: r.ok)
+    async with xs.stream() as records:
+        async for record in records: ...
+
+Plain items entering a chain become records numbered in arrival order. Errors are values on
+the record; stages after a failure (or a cache hit) skip it, except ``store`` and ``track``.
+A stream is lazy and re-runs each time it is iterated: running a flow twice sends every
+request twice, unless a cache makes the second run free.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import AsyncIterable, Callable
+from typing import Any
+
+from aiostream import pipable_operator, streamcontext
+from aiostream.core import Stream
+
+from pipeline.api_utils import cache_key
+from pipeline.cache import ResponseCache
+from pipeline.errors import APIError, ConfigError, PipelineError, RateLimitError
+from pipeline.operators import map_unordered
+from pipeline.record import Record
+from pipeline.request import APIRequest
+from pipeline.status import StatusTracker
+
+__all__ = ["Chain", "Flow", "Stage", "acquire", "build", "call", "lookup", "store", "track"]
+
+DEFAULT_CONCURRENCY = 64
+# How long everyone pauses after a 429 that did not say how long to wait.
+DEFAULT_COOLDOWN = 1.0
+
+
+class Stage:
+    """Base class of a per-record step. Subclasses implement :meth:`process`.
+
+    Class attribute ``after_done``: whether the stage still runs on a record that already
+    succeeded (e.g. from the cache) or failed. Optional hooks: :meth:`begin` (a record enters
+    the chain) and :meth:`finish` (the stream ends, however it ends).
+    """
+
+    after_done: bool = False
+
+    async def process(self, record: Record) -> Record:
+        """Do this stage's work on ``record`` and return it."""
+        raise NotImplementedError
+
+    def begin(self, record: Record) -> None:
+        """A record entered the chain this stage is in (before any stage ran)."""
+
+    def finish(self) -> None:
+        """The stream this stage ran in has ended (flush buffers, close progress bars)."""
+
+    def stages(self) -> tuple[Stage, ...]:
+        """The plain stages this one is made of (itself, for a simple stage)."""
+        return (self,)
+
+    def __or__(self, other: Any) -> Any:
+        if isinstance(other, Stage):
+            return Chain(*self.stages(), *other.stages())
+        if isinstance(other, Flow):
+            return Flow(Chain(*self.stages()), *other.parts)
+        if callable(other):  # an aiostream pipe operator, e.g. pipe.filter(...)
+            return Flow(Chain(*self.stages()), other)
+        return NotImplemented
+
+    def __call__(self, source: AsyncIterable[Any]) -> Stream[Record]:
+        """Apply to a stream (what ``stream | stage`` does)."""
+        return Chain(*self.stages())(source)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Chain(Stage):
+    """Stages fused into one per-record coroutine, run ``concurrency`` records at a time."""
+
+    after_done = True
+
+    def __init__(self, *stages: Stage, concurrency: int = DEFAULT_CONCURRENCY) -> None:
+        flat: list[Stage] = []
+        for stage in stages:
+            if not isinstance(stage, Stage):
+                raise ConfigError(f"not a stage: {stage!r}")
+            flat.extend(stage.stages())
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ConfigError(f"concurrency must be a positive int, got {concurrency!r}")
+        self._stages = tuple(flat)
+        self.concurrency = concurrency
+        self._steps = tuple((s.process, s.after_done) for s in flat)
+        self._begins = tuple(s.begin for s in flat if type(s).begin is not Stage.begin)
+
+    def stages(self) -> tuple[Stage, ...]:
+        return self._stages
+
+    def with_concurrency(self, concurrency: int) -> Chain:
+        """The same chain, running ``concurrency`` records at a time.
+
+        >>> (build(lambda row: row) | track(None)).with_concurrency(8).concurrency
+        8
+        """
+        return Chain(*self._stages, concurrency=concurrency)
+
+    async def process(self, record: Record) -> Record:
+        for begin in self._begins:
+            begin(record)
+        for step, after_done in self._steps:
+            if after_done or (record.response is None and record.error is None):
+                record = await step(record)
+        return record
+
+    def finish(self) -> None:
+        for stage in self._stages:
+            stage.finish()
+
+    def __call__(self, source: AsyncIterable[Any]) -> Stream[Record]:
+        return _run_chain(source, self)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        inner = " | ".join(repr(s) for s in self._stages)
+        return f"Chain({inner}, concurrency={self.concurrency})"
+
+
+@pipable_operator
+async def _run_chain(source: AsyncIterable[Any], chain: Chain) -> Any:
+    counter = itertools.count()
+    process = chain.process
+
+    async def one(item: Any) -> Record:
+        # Runs before the task's first await, so indices follow the order items were pulled.
+        index = next(counter)
+        record = item if isinstance(item, Record) else Record(index=index, row=item)
+        if not record.started:
+            record.started = time.perf_counter()
+        return await process(record)
+
+    try:
+        async with streamcontext(map_unordered.raw(source, one, chain.concurrency)) as results:
+            async for record in results:
+                yield record
+    finally:
+        chain.finish()
+
+
+class Flow:
+    """Chains and aiostream operators in sequence; apply it to a stream with ``|``."""
+
+    def __init__(self, *parts: Callable[[Any], Any]) -> None:
+        self.parts = parts
+
+    def __or__(self, other: Any) -> Flow:
+        if isinstance(other, Flow):
+            return Flow(*self.parts, *other.parts)
+        if isinstance(other, Stage):
+            return Flow(*self.parts, Chain(*other.stages()))
+        if callable(other):
+            return Flow(*self.parts, other)
+        return NotImplemented
+
+    def __call__(self, source: AsyncIterable[Any]) -> Any:
+        for part in self.parts:
+            source = part(source)
+        return source
+
+    def __repr__(self) -> str:
+        return "Flow(" + " | ".join(repr(p) for p in self.parts) + ")"
+
+
+# ------------------------------------------------------------------------------ the stages
+class build(Stage):
+    """Turn the row into a request with a builder (or a :class:`~pipeline.service.Job`).
+
+    A row that cannot be built becomes a failed record (a ``PayloadError``); nothing is sent.
+    A row that already is an :class:`~pipeline.request.APIRequest` passes through.
+
+    >>> from pipeline.payloads import chat
+    >>> stage = build(chat(model="gpt-4o-mini", prompt="Classify: {text}"))
+    """
+
+    def __init__(self, builder: Any) -> None:
+        if not callable(getattr(builder, "build", None)) and not callable(builder):
+            raise ConfigError(f"build() needs a payload builder or a function, got {builder!r}")
+        self.builder = builder
+        self._build = builder.build if callable(getattr(builder, "build", None)) else builder
+
+    async def process(self, record: Record) -> Record:
+        row = record.row
+        try:
+            request = row if isinstance(row, APIRequest) else self._build(row)
+        except PipelineError as exc:
+            record.error = exc
+            return record
+        except Exception as exc:  # a user's builder function failed: that row fails
+            record.error = exc
+            return record
+        if not isinstance(request, APIRequest):
+            record.error = ConfigError(f"the builder returned {type(request).__name__}, "
+                                       "not an APIRequest")
+            return record
+        record.request = request
+        record.endpoint = request.path
+        record.token_estimate = request.token_estimate
+        return record
+
+    def __repr__(self) -> str:
+        return f"build({self.builder!r})"
+
+
+class lookup(Stage):
+    """Answer from the response cache when the request was answered before.
+
+    ``namespace`` (e.g. the service's base URL) keeps answers of different servers apart.
+    """
+
+    def __init__(self, cache: ResponseCache, *, namespace: str | None = None) -> None:
+        self.cache = cache
+        self.namespace = namespace
+
+    async def process(self, record: Record) -> Record:
+        if record.request is None:
+            return record
+        key = record.cache_key
+        if key is None:
+            key = record.cache_key = cache_key(record.request, base_url=self.namespace)
+        response = self.cache.get(key)
+        if response is not None:
+            record.response = response
+            record.cached = True
+        return record
+
+    def __repr__(self) -> str:
+        return f"lookup({self.cache!r})"
+
+
+class store(Stage):
+    """Keep successful, fresh responses in the cache (buffered; flushed at the end)."""
+
+    after_done = True
+
+    def __init__(self, cache: ResponseCache, *, namespace: str | None = None) -> None:
+        self.cache = cache
+        self.namespace = namespace
+
+    async def process(self, record: Record) -> Record:
+        if record.response is None or record.error is not None or record.cached or \
+                record.request is None:
+            return record
+        key = record.cache_key
+        if key is None:
+            key = record.cache_key = cache_key(record.request, base_url=self.namespace)
+        try:
+            self.cache.put(key, record.response)
+        except PipelineError as exc:  # the answer is still good; say the cache failed
+            record.error = exc
+        return record
+
+    def finish(self) -> None:
+        self.cache.flush()
+
+    def __repr__(self) -> str:
+        return f"store({self.cache!r})"
+
+
+class acquire(Stage):
+    """Wait for capacity on a rate limiter: 1 request plus the record's token estimate.
+
+    Accepts a :class:`~pipeline.limiter.RateLimiter` or an endpoint (its limiter). The
+    reservation is settled by :class:`call` once the response reports real usage.
+    """
+
+    def __init__(self, limiter: Any) -> None:
+        limiter = getattr(limiter, "limiter", limiter)  # an Endpoint or a Job
+        if not callable(getattr(limiter, "acquire", None)):
+            raise ConfigError(f"acquire() needs a rate limiter, got {limiter!r}")
+        self.limiter = limiter
+
+    async def process(self, record: Record) -> Record:
+        try:
+            await self.limiter.acquire(1, record.token_estimate)
+        except PipelineError as exc:  # RequestTooLarge: it can never be sent
+            record.error = exc
+            return record
+        record.reservation = (self.limiter, record.token_estimate)
+        return record
+
+    def __repr__(self) -> str:
+        return f"acquire({self.limiter!r})"
+
+
+class call(Stage):
+    """Send the record's request once through a service; attach the response or the error.
+
+    After a response, the limiter reservation made by :class:`acquire` is reconciled with
+    the reported ``usage`` and the limiter follows the ``x-ratelimit-*`` headers. A 429 pauses
+    that limiter for everyone for the server's ``retry-after`` (a cooldown).
+    """
+
+    def __init__(self, service: Any, endpoint: Any = None) -> None:
+        if not callable(getattr(service, "call", None)):
+            raise ConfigError(f"call() needs a service with an async call(), got {service!r}")
+        self.service = service
+        if isinstance(endpoint, str):
+            endpoint = service.endpoint(endpoint)
+        self.endpoint = endpoint
+
+    async def process(self, record: Record) -> Record:
+        request = record.request
+        if request is None:
+            record.error = ConfigError("call() got a record without a request; put build() "
+                                       "before it")
+            return record
+        record.attempts += 1
+        reservation, record.reservation = record.reservation, None
+        try:
+            response = await self.service.call(self.endpoint or request.path, request)
+        except APIError as exc:
+            record.error = exc
+            record.latency = 0.0
+            if reservation is not None:
+                limiter = reservation[0]
+                limiter.update_from_headers(exc.headers)
+                if isinstance(exc, RateLimitError):
+                    limiter.pause(exc.retry_after if exc.retry_after is not None
+                                  else DEFAULT_COOLDOWN)
+            return record
+        except PipelineError as exc:
+            record.error = exc
+            return record
+        record.response = response
+        record.error = None
+        record.latency = response.latency
+        if reservation is not None:
+            limiter, estimate = reservation
+            usage = response.usage
+            if usage is not None and usage.total_tokens and estimate:
+                limiter.reconcile(estimate, usage.total_tokens)
+            limiter.update_from_headers(response.headers)
+        return record
+
+    def __repr__(self) -> str:
+        target = getattr(self.endpoint, "path", self.endpoint)
+        return f"call({type(self.service).__name__}, {target!r})"
+
+
+class track(Stage):
+    """Count records in a :class:`~pipeline.status.StatusTracker` and show a progress bar.
+
+    Args:
+        status: the tracker to update (a new one if ``None``).
+        progress: show a tqdm progress bar (a widget in notebooks).
+        total: the number of items expected, for the bar.
+    """
+
+    after_done = True
+
+    def __init__(self, status: StatusTracker | None = None, *, progress: bool = False,
+                 total: int | None = None, description: str = "requests") -> None:
+        self.status = status if status is not None else StatusTracker()
+        self.progress = progress
+        self.total = total
+        self.description = description
+        self._bar: Any = None
+        self._last_postfix = 0.0
+
+    def begin(self, record: Record) -> None:
+        self.status.record_started(record)
+
+    async def process(self, record: Record) -> Record:
+        record.finished = time.perf_counter()
+        status = self.status
+        if record.error is not None:
+            status.record_attempt_error(record.error)
+        status.record_finished(record)
+        if self.progress:
+            self._update_bar()
+        return record
+
+    def _update_bar(self) -> None:
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, desc=self.description, unit="req",
+                             mininterval=0.2, smoothing=0.05, dynamic_ncols=True)
+        self._bar.update(1)
+        now = time.monotonic()
+        if now - self._last_postfix > 0.25:
+            self._last_postfix = now
+            self._set_postfix()
+
+    def _set_postfix(self) -> None:
+        s = self.status
+        self._bar.set_postfix_str(
+            f"ok={s.succeeded} failed={s.failed} cached={s.cached} retries={s.retries} "
+            f"429s={s.rate_limit_errors}", refresh=False)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._set_postfix()
+            self._bar.close()
+            self._bar = None
+
+    def __repr__(self) -> str:
+        return f"track({self.status!r})"

@@ -1,0 +1,182 @@
+"""StatusTracker: what a run is doing, as counters, a progress bar and a table.
+
+>>> tracker = StatusTracker()
+>>> tracker.started += 1; tracker.succeeded += 1
+>>> print(tracker.summary().splitlines()[0])
+StatusTracker: 1 started, 0 in progress, 1 succeeded, 0 failed
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from array import array
+from typing import Any
+
+from pipeline.errors import APIError, RateLimitError
+from pipeline.record import Record
+
+__all__ = ["StatusTracker"]
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    k = (len(sorted_values) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+class StatusTracker:
+    """Counters for one or more runs.
+
+    The seed's counters (``started``, ``in_progress``, ``succeeded``, ``failed``,
+    ``rate_limit_errors``, ``api_errors``, ``other_errors``) plus ``cached``, ``retries``,
+    ``prompt_tokens``, ``completion_tokens`` and latency percentiles. A rate-limit error or an
+    API error is counted per *attempt* (as they happen, retried or not); ``failed`` counts
+    records that finally failed.
+
+    In a notebook the tracker renders as an HTML table; ``print(tracker)`` gives a text one.
+    """
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.in_progress = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.rate_limit_errors = 0
+        self.api_errors = 0
+        self.other_errors = 0
+        self.cached = 0
+        self.retries = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.errors_by_type: dict[str, int] = {}
+        self._latencies = array("d")  # 8 bytes a request, even for a million rows
+        self._t0: float | None = None
+        self._t1: float | None = None
+
+    # ---------------------------------------------------------------- updates from stages
+    def record_started(self, record: Record) -> None:
+        """A record entered the tracked part of the pipeline."""
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+        self.started += 1
+        self.in_progress += 1
+
+    def record_attempt_error(self, error: BaseException) -> None:
+        """One attempt failed (it may still be retried)."""
+        if isinstance(error, RateLimitError):
+            self.rate_limit_errors += 1
+        elif isinstance(error, APIError):
+            self.api_errors += 1
+        else:
+            self.other_errors += 1
+
+    def record_retry(self) -> None:
+        """A failed attempt is being retried."""
+        self.retries += 1
+
+    def on_retry(self, record: Record, error: BaseException, attempt: int,
+                 delay: float) -> None:
+        """Retry hook (see :class:`~pipeline.retry.retry`): count the error and the retry."""
+        self.record_attempt_error(error)
+        self.retries += 1
+
+    def record_finished(self, record: Record) -> None:
+        """A record reached the end: count its outcome, tokens and latency."""
+        self.in_progress -= 1
+        self._t1 = time.perf_counter()
+        if record.error is not None:
+            self.failed += 1
+            name = type(record.error).__name__
+            self.errors_by_type[name] = self.errors_by_type.get(name, 0) + 1
+            return
+        self.succeeded += 1
+        if record.cached:
+            self.cached += 1
+            return
+        response = record.response
+        if response is not None:
+            self._latencies.append(response.latency)
+            usage = response.usage
+            if usage is not None:
+                self.prompt_tokens += usage.prompt_tokens
+                self.completion_tokens += usage.completion_tokens
+
+    # ---------------------------------------------------------------- reading
+    @property
+    def finished(self) -> int:
+        """Records that succeeded or failed."""
+        return self.succeeded + self.failed
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from the first record started to the last finished."""
+        if self._t0 is None:
+            return 0.0
+        return (self._t1 or time.perf_counter()) - self._t0
+
+    def latency_percentiles(self) -> dict[str, float]:
+        """p50, p95 and p99 of the HTTP round trip of successful, uncached requests (s)."""
+        values = sorted(self._latencies)
+        return {f"p{int(q * 100)}": _percentile(values, q) for q in (0.5, 0.95, 0.99)}
+
+    def as_dict(self) -> dict[str, Any]:
+        """All counters as a plain dict (for logs, JSON or a DataFrame)."""
+        return {
+            "started": self.started, "in_progress": self.in_progress,
+            "succeeded": self.succeeded, "failed": self.failed,
+            "rate_limit_errors": self.rate_limit_errors, "api_errors": self.api_errors,
+            "other_errors": self.other_errors, "cached": self.cached, "retries": self.retries,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "elapsed_s": round(self.elapsed, 3),
+            **{f"latency_{k}_s": round(v, 4) for k, v in self.latency_percentiles().items()},
+            "errors_by_type": dict(self.errors_by_type),
+        }
+
+    def _rows(self) -> list[tuple[str, str]]:
+        lat = self.latency_percentiles()
+        rate = self.finished / self.elapsed if self.elapsed > 0 else 0.0
+        rows = [
+            ("succeeded", f"{self.succeeded:,}" + (f" ({self.cached:,} cached)"
+                                                  if self.cached else "")),
+            ("failed", f"{self.failed:,}"),
+            ("in progress", f"{self.in_progress:,}"),
+            ("retries", f"{self.retries:,}"),
+            ("rate-limit errors (429)", f"{self.rate_limit_errors:,}"),
+            ("other API errors", f"{self.api_errors:,}"),
+            ("other errors", f"{self.other_errors:,}"),
+            ("tokens (prompt / completion)",
+             f"{self.prompt_tokens:,} / {self.completion_tokens:,}"),
+            ("latency p50 / p95 / p99",
+             f"{lat['p50']:.3f} / {lat['p95']:.3f} / {lat['p99']:.3f} s"),
+            ("elapsed", f"{self.elapsed:.2f} s ({rate:,.1f} rows/s)"),
+        ]
+        if self.errors_by_type:
+            kinds = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors_by_type.items()))
+            rows.append(("failures by type", kinds))
+        return rows
+
+    def summary(self) -> str:
+        """A plain-text table of the counters."""
+        head = (f"StatusTracker: {self.started:,} started, {self.in_progress:,} in progress, "
+                f"{self.succeeded:,} succeeded, {self.failed:,} failed")
+        width = max(len(k) for k, _ in self._rows())
+        return "\n".join([head, *(f"  {k:<{width}}  {v}" for k, v in self._rows())])
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        return (f"<StatusTracker started={self.started} in_progress={self.in_progress} "
+                f"succeeded={self.succeeded} failed={self.failed} cached={self.cached} "
+                f"retries={self.retries} rate_limit_errors={self.rate_limit_errors}>")
+
+    def _repr_html_(self) -> str:
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in self._rows())
+        return f"<table><caption>StatusTracker</caption>{cells}</table>"
