@@ -308,9 +308,15 @@ class call(Stage):
     After a response, the limiter reservation made by :class:`acquire` is reconciled with
     the reported ``usage`` and the limiter follows the ``x-ratelimit-*`` headers. A 429 pauses
     that limiter for everyone for the server's ``retry-after`` (a cooldown).
+
+    Usage above the estimate is always taken from the limiter. Unused tokens are given back
+    only with ``refund_unused=True``: OpenAI counts a request's ``max_tokens`` against the
+    token limit whatever the answer's length, so refunding would overrun the server's limit.
     """
 
-    def __init__(self, service: Any, endpoint: Any = None) -> None:
+    def __init__(self, service: Any, endpoint: Any = None, *,
+                 refund_unused: bool = False) -> None:
+        self.refund_unused = refund_unused
         if not callable(getattr(service, "call", None)):
             raise ConfigError(f"call() needs a service with an async call(), got {service!r}")
         self.service = service
@@ -347,7 +353,7 @@ class call(Stage):
         if reservation is not None:
             limiter, estimate = reservation
             usage = response.usage
-            if usage is not None and usage.total_tokens and estimate:
+            if usage is not None and (usage.total_tokens > estimate or self.refund_unused):
                 limiter.reconcile(estimate, usage.total_tokens)
             limiter.update_from_headers(response.headers)
         return record

@@ -23,10 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import selectors
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["VirtualTimeLoop", "instant_backoff", "run_virtual"]
+from pipeline.errors import APIError
+from pipeline.request import APIRequest, Response
+from pipeline.service import OpenAIService
+
+__all__ = ["InstantService", "VirtualTimeLoop", "instant_backoff", "run_virtual"]
 
 T = TypeVar("T")
 
@@ -86,3 +90,52 @@ def instant_backoff() -> Iterator[None]:
         yield
     finally:
         retry._INSTANT = previous
+
+
+class InstantService(OpenAIService):
+    """An OpenAI-like service answered in-process, with no HTTP at all.
+
+    For unit tests of stages and for measuring the pipeline's own overhead. Every call
+    returns a small chat-completion body at once (after ``latency`` seconds, if given).
+    ``fail(request, n)`` may return an :class:`~pipeline.errors.APIError` to raise for the
+    ``n``-th call (counting from 1) of that request, to script failures and retries.
+
+    >>> async def main():
+    ...     service = InstantService()
+    ...     job = service.chat(model="m", prompt="hi {name}")
+    ...     return (await job.call({"name": "x"})).body["choices"][0]["message"]["content"]
+    >>> asyncio.run(main())
+    'ok'
+    """
+
+    def __init__(self, *, latency: float = 0.0,
+                 fail: Callable[[APIRequest, int], APIError | None] | None = None,
+                 **options: Any) -> None:
+        options.setdefault("api_key", "sk-instant")
+        options.setdefault("base_url", "http://127.0.0.1:9/v1")  # never contacted
+        super().__init__(**options)
+        self.latency = latency
+        self.fail = fail
+        self.calls = 0
+        self._calls_per_request: dict[int, int] = {}
+        self._headers = {"content-type": "application/json"}
+
+    async def call(self, endpoint: Any, request: APIRequest) -> Response:
+        self.calls += 1
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if self.fail is not None:
+            key = id(request)
+            n = self._calls_per_request[key] = self._calls_per_request.get(key, 0) + 1
+            error = self.fail(request, n)
+            if error is not None:
+                raise error
+        body = {"id": "chatcmpl-instant", "object": "chat.completion", "created": 0,
+                "model": "instant",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "ok"}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}
+        return Response(status=200, body=body, headers=self._headers, latency=self.latency)
+
+    async def aclose(self) -> None:
+        return None
