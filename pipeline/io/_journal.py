@@ -1,0 +1,243 @@
+"""Resumable runs: results are journaled as they complete, so a rerun sends only what is left.
+
+:func:`run_file` runs a :class:`~pipeline.io.Source` through the default pipeline plus one
+more stage, :class:`write_journal`, which appends each finished record's result to a journal
+file next to the output (one JSON line, written straight to the OS, so even ``kill -9`` loses
+nothing already journaled). Started again with the same input and job, it reads the journal,
+leaves out every row already answered (failed rows are tried again) and, at the end, writes
+the output: one result per input row, in input order.
+
+A journal whose input or job differ (another template, model, server or input file) is
+started afresh; the response cache still makes every unchanged request free.
+
+>>> # async with OpenAIService() as service:
+>>> #     summary = await run_file("reviews.csv", "answers.csv",
+>>> #                              service.chat(model="gpt-4o-mini", prompt="Classify: {text}"),
+>>> #                              cache=".cache", progress=True)
+>>> #     summary.failed            # rows that failed; rerun to retry them
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aiostream import stream as aiostream_stream
+
+from pipeline.cache import ResponseCache
+from pipeline.io._sinks import entry, write_entries
+from pipeline.io._sources import Source, format_of, read
+from pipeline.record import Record
+from pipeline.retry import Backoff
+from pipeline.runner import default_flow
+from pipeline.stages import DEFAULT_CONCURRENCY, Chain, Stage
+from pipeline.status import StatusTracker
+
+__all__ = ["Journal", "RunSummary", "run_file", "write_journal"]
+
+_VERSION = 1
+_encode = msgspec.json.Encoder(enc_hook=str).encode
+_decode = msgspec.json.Decoder().decode
+
+
+class Journal:
+    """An append-only file of results, one JSON line per finished record.
+
+    The first line holds a fingerprint of the run (input and job); :meth:`open` keeps the
+    entries of a journal with the same fingerprint and starts a new file otherwise.
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.csv.journal")
+    >>> j = Journal(path, fingerprint="abc"); j.open()
+    {}
+    >>> j.append({"i": 0, "status": "succeeded"}); j.close()
+    >>> Journal(path, fingerprint="abc").open()
+    {0: {'i': 0, 'status': 'succeeded'}}
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fingerprint: str) -> None:
+        self.path = os.fspath(path)
+        self.fingerprint = fingerprint
+        self.restarted = False  # an old journal of another run was replaced
+        self._file: Any = None
+
+    def open(self, *, resume: bool = True) -> dict[int, dict[str, Any]]:
+        """Open for appending; return the entries kept from earlier runs, by input position."""
+        entries: dict[int, dict[str, Any]] = {}
+        fresh = True
+        if resume and os.path.exists(self.path):
+            entries, fresh = self._load()
+        elif os.path.exists(self.path):
+            self.restarted = True
+        if fresh:
+            with open(self.path, "wb") as f:
+                f.write(_encode({"journal": _VERSION, "fingerprint": self.fingerprint}) + b"\n")
+            entries = {}
+        # Unbuffered: each line is one write() to the OS, which a killed process cannot undo.
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (closed in close())
+        return entries
+
+    def _load(self) -> tuple[dict[int, dict[str, Any]], bool]:
+        with open(self.path, "rb") as f:
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        lines = data[:end].split(b"\n")
+        try:
+            header = _decode(lines[0])
+        except msgspec.DecodeError:
+            header = None
+        if not isinstance(header, dict) or header.get("fingerprint") != self.fingerprint:
+            self.restarted = True
+            return {}, True
+        if end < len(data):  # a line cut short by a kill: drop it, its row runs again
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+        entries: dict[int, dict[str, Any]] = {}
+        for line in lines[1:]:
+            if not line:
+                continue
+            try:
+                item = _decode(line)
+            except msgspec.DecodeError:
+                continue
+            if isinstance(item, dict) and isinstance(item.get("i"), int):
+                entries[item["i"]] = item  # the latest result of a row wins
+        return entries, False
+
+    def append(self, item: dict[str, Any]) -> None:
+        """Append one entry (``{"i": position, ...}``) as one line."""
+        self._file.write(_encode(item) + b"\n")
+
+    def close(self) -> None:
+        """Close the file (safe to call twice)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __repr__(self) -> str:
+        state = "open" if self._file is not None else "closed"
+        return f"<Journal {self.path!r} {state}>"
+
+
+class write_journal(Stage):
+    """Append each finished record's result to a :class:`Journal` (successes and failures).
+
+    Put it last, after ``store``, so an answer is in the cache before the journal says so.
+    """
+
+    after_done = True
+
+    def __init__(self, journal: Journal, *, embeddings: bool = False,
+                 keep_body: bool = False, entries: dict[int, dict[str, Any]] | None = None
+                 ) -> None:
+        self.journal = journal
+        self.embeddings = embeddings
+        self.keep_body = keep_body
+        self.entries = entries  # also kept here when given (the final output is built from it)
+
+    async def process(self, record: Record) -> Record:
+        item = entry(record, embeddings=self.embeddings, keep_body=self.keep_body)
+        self.journal.append(item)
+        if self.entries is not None:
+            self.entries[record.index] = item
+        return record
+
+    def __repr__(self) -> str:
+        return f"write_journal({self.journal!r})"
+
+
+@dataclass
+class RunSummary:
+    """What :func:`run_file` did.
+
+    Attributes:
+        rows: input rows (= output rows).
+        succeeded, failed: rows answered / failed in the final output.
+        resumed: rows answered by earlier runs (taken from the journal, nothing sent).
+        output, journal: the files written.
+        restarted: an old journal of a different run was replaced.
+        status: the counters of this run's requests.
+    """
+
+    rows: int
+    succeeded: int
+    failed: int
+    resumed: int
+    output: str
+    journal: str
+    restarted: bool = False
+    status: StatusTracker = field(default_factory=StatusTracker)
+
+
+def fingerprint(source: Source, job: Any) -> str:
+    """A hash of what decides a run's answers: the input (file, size, mtime) and the job."""
+    parts = [str(_VERSION), source.kind, repr(job.builder), job.path,
+             str(getattr(job.service, "base_url", ""))]
+    if source.path is not None:
+        stat = os.stat(source.path)
+        parts += [os.path.abspath(source.path), str(stat.st_size), str(stat.st_mtime_ns)]
+    else:
+        parts.append(str(source.length))
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
+                   cache: str | os.PathLike[str] | ResponseCache | None = None,
+                   concurrency: int = DEFAULT_CONCURRENCY, attempts: int = 6,
+                   backoff: Backoff | None = None, progress: bool = False,
+                   status: StatusTracker | None = None, resume: bool = True,
+                   journal: str | os.PathLike[str] | None = None) -> RunSummary:
+    """Run every row of ``source`` not answered yet and write ``output``; resumable.
+
+    Args:
+        source: a file path, frame or :class:`~pipeline.io.Source` (see :func:`pipeline.io.read`).
+        output: the results file (``.jsonl``, ``.csv``, ``.tsv``, ``.parquet``); the input's
+            columns plus answer, status, error, tokens, latency. A Batch input file with a
+            ``.jsonl`` output gives the OpenAI Batch output format.
+        job: what to send, e.g. ``service.chat(model=..., prompt="...")``.
+        cache: a response cache (directory or :class:`ResponseCache`) that keeps answers.
+        resume: use the journal of an earlier run of the same input and job.
+        journal: the journal file (default: ``output`` + ``.journal``).
+        concurrency, attempts, backoff, progress, status: as for :func:`pipeline.run`.
+
+    Raises :class:`~pipeline.errors.InputError` for a missing file or an unknown format,
+    before anything is sent.
+    """
+    src = read(source, endpoint=None)
+    output = os.fspath(output)
+    format_of(output)  # an unknown output format fails before anything is sent
+    status = status if status is not None else StatusTracker()
+    journal_file = Journal(journal if journal is not None else f"{output}.journal",
+                           fingerprint=fingerprint(src, job))
+    owned = isinstance(cache, str | os.PathLike)
+    opened = ResponseCache(cache) if isinstance(cache, str | os.PathLike) else cache
+    entries = journal_file.open(resume=resume)
+    done = {i for i, e in entries.items() if e.get("status") == "succeeded"}
+    remaining = src.length - len(done) if src.length is not None else None
+    embeddings = job.path.strip("/") == "embeddings"
+    keep_body = src.kind == "batch" and format_of(output) == "jsonl"
+    try:
+        flow = default_flow(job, cache=opened, status=status, concurrency=concurrency,
+                            attempts=attempts, backoff=backoff, progress=progress,
+                            total=remaining)
+        # Chain(...) and not `flow | stage`: `|` would drop the flow's concurrency.
+        chain = Chain(*flow.stages(),
+                      write_journal(journal_file, embeddings=embeddings, keep_body=keep_body,
+                                    entries=entries),
+                      concurrency=concurrency)
+        records = aiostream_stream.iterate(src.records(skip=done)) | chain
+        async with records.stream() as finished:
+            async for _ in finished:
+                pass
+    finally:
+        journal_file.close()
+        if owned and opened is not None:
+            opened.close()
+    rows = write_entries(list(entries.values()), src, output)
+    succeeded = sum(1 for e in entries.values() if e.get("status") == "succeeded")
+    return RunSummary(rows=rows, succeeded=succeeded, failed=rows - succeeded,
+                      resumed=len(done), output=output, journal=journal_file.path,
+                      restarted=journal_file.restarted, status=status)

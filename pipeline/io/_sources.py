@@ -1,0 +1,372 @@
+"""Sources: anything with rows in, :class:`~pipeline.record.Record` values out, numbered by
+their position in the input.
+
+A :class:`Source` is what :func:`read` returns. Iterating it yields one record per input row,
+``Record(index=position, row=...)``; a row that cannot be read (a JSONL line that is not JSON, a
+CSV line with too many fields) comes out as a record that already failed with an
+:class:`~pipeline.errors.InputError`, so the rest still run. Records keep their index through
+the pipeline, which is what lets a resumed run skip rows by position.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import AsyncIterable, Callable, Container, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from pipeline.api_utils import endpoint_from_url
+from pipeline.errors import ConfigError, InputError
+from pipeline.record import Record
+from pipeline.request import APIRequest
+from pipeline.tokens import estimate_tokens
+
+__all__ = ["FORMATS", "BatchRequest", "Source", "format_of", "read"]
+
+#: File extensions and the format each one means.
+FORMATS: dict[str, str] = {
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv",
+    ".parquet": "parquet", ".pq": "parquet",
+}
+_BATCH_SIZE = 4096
+_json_decode = msgspec.json.Decoder().decode
+
+
+class BatchRequest(APIRequest, frozen=True, kw_only=True):
+    """A ready request read from a JSONL file, with the line's ``custom_id`` and ``metadata``.
+
+    It is an :class:`~pipeline.request.APIRequest`, so the build stage sends it as it is
+    (whatever the job's template), and its cache key ignores ``custom_id`` and ``metadata``.
+
+    >>> r = BatchRequest(path="embeddings", body={"model": "m", "input": "hi"}, custom_id="a-1")
+    >>> r.custom_id, isinstance(r, APIRequest)
+    ('a-1', True)
+    """
+
+    custom_id: str | None = None
+    metadata: Any = None
+
+
+class _Bad:
+    """A row that could not be read: becomes a record failed with ``error``."""
+
+    __slots__ = ("error", "raw")
+
+    def __init__(self, error: InputError, raw: Any = None) -> None:
+        self.error = error
+        self.raw = raw
+
+
+def format_of(path: str | os.PathLike[str]) -> str:
+    """The format a file name means (``"csv"``, ``"jsonl"``...), or an :class:`InputError`.
+
+    >>> format_of("data/rows.ndjson")
+    'jsonl'
+    """
+    suffix = Path(path).suffix.lower()
+    try:
+        return FORMATS[suffix]
+    except KeyError:
+        known = ", ".join(sorted(FORMATS))
+        raise InputError(f"unknown file format {suffix or '(no extension)'!r} of "
+                         f"{os.fspath(path)!r}; known extensions: {known}") from None
+
+
+class Source:
+    """The rows of one input, each with its position; iterate it to get records.
+
+    Attributes:
+        kind: ``"pandas"``, ``"polars"``, ``"polars-lazy"``, ``"csv"``, ``"tsv"``,
+            ``"parquet"``, ``"jsonl"`` (rows), ``"batch"`` (OpenAI Batch input lines),
+            ``"requests"`` (one request body per line, the cookbook format) or ``"iterable"``.
+        path: the file, for file sources.
+        data: the frame, for frame sources.
+        columns: the input's column names when known up front.
+
+    ``len(source)`` is the row count when it is known without reading everything
+    (frames, Parquet); otherwise ``len()`` raises ``TypeError``.
+    """
+
+    def __init__(self, kind: str, rows: Callable[[], Iterator[Any]], *,
+                 path: str | None = None, data: Any = None, length: int | None = None,
+                 columns: list[str] | None = None, endpoint: str | None = None) -> None:
+        self.kind = kind
+        self.path = path
+        self.data = data
+        self.columns = columns
+        self.endpoint = endpoint  # the endpoint of ready requests (Batch files)
+        self._rows = rows
+        self._length = length
+
+    def __len__(self) -> int:
+        if self._length is None:
+            raise TypeError(f"the length of a {self.kind} source is not known before reading it")
+        return self._length
+
+    @property
+    def length(self) -> int | None:
+        """The row count, or ``None`` when it is not known before reading."""
+        return self._length
+
+    @property
+    def ready_requests(self) -> bool:
+        """Whether rows are ready requests (Batch or cookbook JSONL), not rows for a template."""
+        return self.kind in ("batch", "requests")
+
+    def rows(self) -> Iterator[Any]:
+        """The raw rows in input order (unreadable ones as failed markers)."""
+        return self._rows()
+
+    def records(self, skip: Container[int] = ()) -> Iterator[Record]:
+        """``Record(index=position, row=row)`` per row, leaving out positions in ``skip``."""
+        for index, row in enumerate(self._rows()):
+            if index in skip:
+                continue
+            if type(row) is _Bad:
+                yield Record(index=index, row=row.raw, error=row.error)
+            else:
+                yield Record(index=index, row=row)
+
+    def __iter__(self) -> Iterator[Record]:
+        return self.records()
+
+    def __repr__(self) -> str:
+        where = f" {self.path!r}" if self.path else ""
+        size = f", {self._length:,} rows" if self._length is not None else ""
+        return f"<Source {self.kind}{where}{size}>"
+
+
+# ------------------------------------------------------------------------------ frames
+def _pandas_rows(frame: Any) -> Callable[[], Iterator[dict[str, Any]]]:
+    columns = list(frame.columns)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for values in frame.itertuples(index=False, name=None):
+            yield dict(zip(columns, values, strict=True))
+    return rows
+
+
+def _polars_rows(frame: Any, lazy: bool) -> Callable[[], Iterator[dict[str, Any]]]:
+    def rows() -> Iterator[dict[str, Any]]:
+        if not lazy:
+            for part in frame.iter_slices(_BATCH_SIZE):
+                yield from part.iter_rows(named=True)
+            return
+        # Streamed in batches: a LazyFrame larger than memory is never collected whole.
+        batches = frame.collect_batches(chunk_size=_BATCH_SIZE, lazy=True)
+        try:
+            for part in batches:
+                yield from part.iter_rows(named=True)
+        finally:
+            stop = getattr(batches, "stop", None)
+            if callable(stop):
+                stop()
+    return rows
+
+
+# ------------------------------------------------------------------------------ files
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise InputError(f"input file not found: {path!r}")
+    if os.path.isdir(path):
+        raise InputError(f"input {path!r} is a directory, not a file")
+
+
+def _csv_rows(path: str, delimiter: str) -> tuple[list[str], Callable[[], Iterator[Any]]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        header = next(csv.reader(f, delimiter=delimiter), None)
+    if not header:
+        raise InputError(f"{path!r} is empty: a CSV file needs a header line")
+
+    def rows() -> Iterator[Any]:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            next(reader, None)
+            width = len(header)
+            for values in reader:
+                if len(values) != width:
+                    yield _Bad(InputError(
+                        f"{path} line {reader.line_num}: {len(values)} fields, the header has "
+                        f"{width}"), None)
+                    continue
+                # An empty cell is missing, as pandas and Polars read it.
+                yield {k: (v if v != "" else None) for k, v in zip(header, values, strict=True)}
+    return header, rows
+
+
+def _parquet_source(path: str) -> Source:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path)
+    except Exception as exc:  # not a Parquet file, truncated...
+        raise InputError(f"cannot read Parquet file {path!r}: {exc}") from None
+    columns = list(meta.schema_arrow.names)
+    length = meta.metadata.num_rows
+
+    def rows() -> Iterator[Any]:
+        with pq.ParquetFile(path) as f:
+            for batch in f.iter_batches(batch_size=_BATCH_SIZE):
+                yield from batch.to_pylist()
+    return Source("parquet", rows, path=path, length=length, columns=columns)
+
+
+_REQUEST_KEYS = ("messages", "input", "prompt")
+
+
+def _endpoint_of_body(body: dict[str, Any]) -> str:
+    if "messages" in body:
+        return "chat/completions"
+    if "input" in body:
+        return "embeddings"
+    return "completions"
+
+
+def _jsonl_kind(path: str) -> str:
+    """``batch``, ``requests`` or ``jsonl``, from the first line that decodes to an object."""
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                first = _json_decode(line)
+            except msgspec.DecodeError:
+                continue
+            if not isinstance(first, dict):
+                continue
+            if "custom_id" in first and "body" in first:
+                return "batch"
+            if "model" in first and any(k in first for k in _REQUEST_KEYS):
+                return "requests"
+            return "jsonl"
+    return "jsonl"
+
+
+def _batch_line(value: Any, where: str) -> BatchRequest | _Bad:
+    if not isinstance(value, dict):
+        return _Bad(InputError(f"{where}: a Batch line must be a JSON object"), value)
+    custom_id = value.get("custom_id")
+    body = value.get("body")
+    if isinstance(body, str):  # a body given as JSON text
+        try:
+            body = _json_decode(body)
+        except msgspec.DecodeError as exc:
+            return _Bad(InputError(f"{where}: body is not JSON ({exc})"), value)
+    if not isinstance(body, dict):
+        return _Bad(InputError(f"{where}: body must be a JSON object, "
+                               f"not {type(body).__name__}"), value)
+    url = value.get("url")
+    if not isinstance(url, str) or not url:
+        return _Bad(InputError(f"{where}: missing url (e.g. \"/v1/chat/completions\")"), value)
+    try:
+        path = endpoint_from_url(url if "://" in url else f"http://batch{url}")
+    except ConfigError as exc:
+        return _Bad(InputError(f"{where}: {exc}"), value)
+    method = value.get("method", "POST")
+    return BatchRequest(path=path, method=str(method).upper(), body=body,
+                        token_estimate=estimate_tokens(body, path),
+                        custom_id=None if custom_id is None else str(custom_id))
+
+
+def _request_line(value: Any, where: str, endpoint: str | None) -> BatchRequest | _Bad:
+    if not isinstance(value, dict):
+        return _Bad(InputError(f"{where}: a request line must be a JSON object"), value)
+    body = dict(value)
+    metadata = body.pop("metadata", None)
+    path = endpoint or _endpoint_of_body(body)
+    return BatchRequest(path=path, body=body, token_estimate=estimate_tokens(body, path),
+                        metadata=metadata)
+
+
+def _jsonl_source(path: str, endpoint: str | None) -> Source:
+    kind = _jsonl_kind(path)
+
+    def rows() -> Iterator[Any]:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue  # blank lines are not rows
+                where = f"{path} line {number}"
+                try:
+                    value = _json_decode(line)
+                except msgspec.DecodeError as exc:
+                    text = line.decode("utf-8", "replace").strip()
+                    yield _Bad(InputError(f"{where}: not valid JSON ({exc})"),
+                               text[:200])
+                    continue
+                if kind == "batch":
+                    yield _batch_line(value, where)
+                elif kind == "requests":
+                    yield _request_line(value, where, endpoint)
+                elif isinstance(value, dict):
+                    yield value
+                else:
+                    yield _Bad(InputError(f"{where}: a row must be a JSON object, "
+                                          f"not {type(value).__name__}"), value)
+
+    found_endpoint = endpoint
+    if kind == "batch" and found_endpoint is None:
+        found_endpoint = _first_batch_endpoint(rows())
+    return Source(kind, rows, path=path, endpoint=found_endpoint)
+
+
+def _first_batch_endpoint(rows: Iterator[Any]) -> str | None:
+    for row in rows:
+        if isinstance(row, BatchRequest):
+            return row.path
+    return None
+
+
+# ------------------------------------------------------------------------------ read()
+def read(data: Any, *, format: str | None = None, endpoint: str | None = None) -> Source:
+    """A :class:`Source` for a file path, a pandas or Polars (lazy) frame, or any iterable.
+
+    Files: ``.csv``, ``.tsv``, ``.parquet``, ``.jsonl``/``.ndjson`` (or ``format=``). A JSONL file
+    of OpenAI Batch input lines (``{"custom_id", "method", "url", "body"}``) or of request bodies
+    (the cookbook format, with an optional ``"metadata"``) gives ready requests; other JSONL
+    gives one row per object. ``endpoint`` sets the endpoint path of cookbook request lines
+    (default: guessed from the body's fields). A missing file or an unknown format raises
+    :class:`~pipeline.errors.InputError` before anything is sent.
+
+    >>> import pandas as pd
+    >>> source = read(pd.DataFrame({"text": ["a", "b"]}, index=[10, 20]))
+    >>> [(r.index, r.row) for r in source]
+    [(0, {'text': 'a'}), (1, {'text': 'b'})]
+    """
+    if isinstance(data, Source):
+        return data
+    if isinstance(data, str | os.PathLike):
+        path = os.fspath(data)
+        kind = format or format_of(path)
+        _check_file(path)
+        if kind in ("csv", "tsv"):
+            columns, rows = _csv_rows(path, "," if kind == "csv" else "\t")
+            return Source(kind, rows, path=path, columns=columns)
+        if kind == "parquet":
+            return _parquet_source(path)
+        if kind == "jsonl":
+            return _jsonl_source(path, endpoint)
+        raise InputError(f"unknown format {kind!r}; known: {sorted(set(FORMATS.values()))}")
+    module = type(data).__module__.split(".")[0]
+    name = type(data).__name__
+    if module == "pandas" and name == "DataFrame":
+        return Source("pandas", _pandas_rows(data), data=data, length=len(data),
+                      columns=[str(c) for c in data.columns])
+    if module == "polars" and name == "DataFrame":
+        return Source("polars", _polars_rows(data, lazy=False), data=data, length=data.height,
+                      columns=list(data.columns))
+    if module == "polars" and name == "LazyFrame":
+        return Source("polars-lazy", _polars_rows(data, lazy=True), data=data,
+                      columns=list(data.collect_schema().names()))
+    if isinstance(data, AsyncIterable):
+        raise InputError("read() takes files, frames and iterables; pass an async iterable "
+                         "straight to pipeline.run()")
+    if isinstance(data, Iterable) and not isinstance(data, str | bytes | dict):
+        items = data
+        length = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
+        return Source("iterable", lambda: iter(items), data=data, length=length)
+    raise InputError(f"cannot read rows from {name}: give a file path, a pandas or Polars "
+                     "frame, or an iterable of rows")
