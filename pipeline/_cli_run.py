@@ -1,0 +1,161 @@
+"""Send every row of a file through an OpenAI-compatible API and write the answers, resumably.
+
+Example:
+
+    export OPENAI_API_KEY=sk-...
+    pipeline run reviews.csv -o answers.csv --model gpt-4o-mini \\
+        --template "Classify the sentiment of this review as positive, negative or neutral: {text}"
+
+Formats come from the file extensions: .csv, .tsv, .parquet, .jsonl. The output holds the
+input's columns plus answer (or embedding), status, error, tokens and latency, one row per
+input row in input order. A JSONL input of OpenAI Batch lines ({"custom_id", "method", "url",
+"body"}) or of request bodies (one per line, optional "metadata") is sent as it is; a Batch
+input with a .jsonl output is written in the Batch output format.
+
+Interrupted (Ctrl-C, a crash, kill -9)? Run the same command again: rows already answered
+(kept in OUTPUT.journal) are not sent again, and failed rows are retried. The API key comes
+only from OPENAI_API_KEY, the server from --base-url or OPENAI_BASE_URL. Exit code 1 when
+some rows failed, 2 for bad arguments or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import sys
+from typing import Any
+
+from pipeline.errors import PipelineError
+
+__all__ = ["build_job", "configure", "execute", "main"]
+
+_DEFAULT_MODELS = {"chat": "gpt-4o-mini", "embeddings": "text-embedding-3-small",
+                   "completions": "gpt-3.5-turbo-instruct"}
+_PATHS = {"chat": "chat/completions", "embeddings": "embeddings", "completions": "completions"}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``pipeline run`` options to ``parser``."""
+    add = parser.add_argument
+    add("input", help="input file: .csv, .tsv, .parquet or .jsonl")
+    add("-o", "--output", required=True, help="results file: .csv, .tsv, .parquet or .jsonl")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--template",
+                      help='prompt template over the columns, e.g. "Summarize: {text}"')
+    what.add_argument("--column", help="column holding what to send: ready chat messages "
+                      "(a JSON list), or the text for embeddings/completions")
+    add("--system", help="system message template (chat)")
+    add("--endpoint", choices=sorted(_PATHS), default=None,
+        help="API endpoint (default: chat, or the endpoint of a Batch file)")
+    add("--model", help="model (default: gpt-4o-mini; text-embedding-3-small for embeddings)")
+    add("--max-tokens", type=int, default=None, help="most tokens per answer")
+    add("--temperature", type=float, default=None)
+    add("--base-url", default=None, help="API base URL (default: OPENAI_BASE_URL, else OpenAI)")
+    add("--rpm", type=float, default=None, help="requests per minute your key allows")
+    add("--tpm", type=float, default=None, help="tokens per minute your key allows")
+    add("--concurrency", type=int, default=64, help="requests in flight at most (default 64)")
+    add("--max-attempts", type=int, default=6, help="attempts per row on retryable errors")
+    add("--cache", default=None, metavar="DIR",
+        help="response cache directory (default: OUTPUT.cache next to the output)")
+    add("--no-cache", action="store_true", help="keep no response cache")
+    add("--fresh", action="store_true", help="ignore an earlier run's journal (start over)")
+    add("--no-progress", action="store_true", help="no progress bar")
+    add("--transport", choices=("auto", "httpx", "aiohttp"), default="auto",
+        help="HTTP transport (auto: aiohttp when installed, it is faster)")
+
+
+def _transport(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    found = importlib.util.find_spec("httpx_aiohttp") and importlib.util.find_spec("aiohttp")
+    return "aiohttp" if found else "httpx"
+
+
+def build_job(service: Any, args: argparse.Namespace, source: Any) -> Any:
+    """The job the arguments describe, for ``source`` (a :class:`~pipeline.io.Source`)."""
+    endpoint = args.endpoint
+    if endpoint is None:
+        reversed_paths = {v: k for k, v in _PATHS.items()}
+        endpoint = reversed_paths.get(source.endpoint or "", "chat")
+    config: dict[str, Any] = {"model": args.model or _DEFAULT_MODELS[endpoint]}
+    if args.max_tokens is not None:
+        config["max_tokens"] = args.max_tokens
+    if args.temperature is not None:
+        config["temperature"] = args.temperature
+    template, column = args.template, args.column
+    if endpoint == "chat":
+        if args.system:
+            config["system"] = args.system
+        if template is not None:
+            config["prompt"] = template
+        if column is not None:
+            config["messages_column"] = column
+        elif template is None and not source.ready_requests and not args.system and \
+                "messages" not in (source.columns or ["messages"]):
+            raise PipelineError("say what to send: --template \"...{column}...\" or "
+                                "--column COLUMN (a column of chat messages)")
+        return service.chat(**config)
+    if endpoint == "embeddings":
+        if template is not None:
+            config["input"] = template
+        if column is not None:
+            config["input_column"] = column
+        return service.embeddings(**config)
+    if template is not None:
+        config["prompt"] = template
+    if column is not None:
+        config["prompt_column"] = column
+    return service.completions(**config)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.concurrency < 1:
+        raise PipelineError(f"--concurrency must be at least 1, got {args.concurrency}")
+    if args.max_attempts < 1:
+        raise PipelineError(f"--max-attempts must be at least 1, got {args.max_attempts}")
+    if os.path.abspath(args.input) == os.path.abspath(args.output):
+        raise PipelineError("the output must be another file than the input")
+
+
+async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
+    """Run the job the parsed arguments describe; return the exit code."""
+    from pipeline import io
+    from pipeline.service import OpenAIService
+
+    out = out if out is not None else sys.stderr
+    _check_args(args)
+    source = io.read(args.input)
+    io.format_of(args.output)
+    cache = None if args.no_cache else (args.cache or f"{args.output}.cache")
+    async with OpenAIService(base_url=args.base_url, rpm=args.rpm, tpm=args.tpm,
+                             transport=_transport(args.transport)) as service:
+        job = build_job(service, args, source)
+        model = "from the file" if source.ready_requests else job.builder.config.get("model")
+        print(f"pipeline run: {args.input} -> {args.output} ({job.path} at "
+              f"{service.base_url}, model {model})", file=out)
+        summary = await io.run_file(source, args.output, job, cache=cache,
+                                    concurrency=args.concurrency, attempts=args.max_attempts,
+                                    progress=not args.no_progress, resume=not args.fresh)
+    if summary.restarted:
+        print("(an earlier journal was for other input or settings: started afresh)", file=out)
+    if summary.resumed:
+        print(f"resumed: {summary.resumed:,} rows were answered by an earlier run "
+              "(nothing sent for them)", file=out)
+    print(summary.status.summary(), file=out)
+    print(f"wrote {summary.rows:,} rows to {summary.output}", file=out)
+    if summary.failed:
+        print(f"{summary.failed:,} of {summary.rows:,} rows failed (see the error column); "
+              "run the same command again to retry them", file=out)
+        return 1
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``pipeline run``."""
+    try:
+        return asyncio.run(execute(args))
+    except PipelineError as exc:
+        print(f"pipeline run: error: {exc}", file=sys.stderr)
+        return 2
