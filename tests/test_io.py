@@ -1,0 +1,290 @@
+"""pipeline.io: every source and sink, lined up with the input rows, against the simulator."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pandas as pd
+import polars as pl
+import pytest
+
+from pipeline import OpenAIService, io, run
+from pipeline.errors import InputError
+from pipeline.simulator import Simulator
+
+
+def echo(endpoint, body):
+    """The simulated model answers with the prompt it got: alignment becomes checkable."""
+    if "messages" in body:
+        return body["messages"][-1]["content"]
+    return str(body.get("prompt"))
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with Simulator(latency=0.0, responder=echo) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def service(sim):
+    async with OpenAIService(api_key="sk-test-io", base_url=sim.base_url) as svc:
+        yield svc
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def chat(service, prompt="Q: {text}"):
+    return service.chat(model="gpt-4o-mini", prompt=prompt, max_tokens=50)
+
+
+# ------------------------------------------------------------------------------ sources
+def test_read_iterable_numbers_rows_by_position():
+    source = io.read(["a", "b", "c"])
+    assert [(r.index, r.row) for r in source] == [(0, "a"), (1, "b"), (2, "c")]
+    assert len(source) == 3
+    assert [r.index for r in source.records(skip={1})] == [0, 2]
+
+
+def test_read_refuses_what_it_cannot_read(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        io.read(tmp_path / "missing.csv")
+    (tmp_path / "rows.xlsx").write_text("x")
+    with pytest.raises(InputError, match=r"unknown file format '\.xlsx'"):
+        io.read(tmp_path / "rows.xlsx")
+    with pytest.raises(InputError, match="cannot read rows from int"):
+        io.read(42)
+
+
+def test_polars_lazyframe_streams_every_row_in_order(monkeypatch):
+    from pipeline.io import _sources
+
+    monkeypatch.setattr(_sources, "_BATCH_SIZE", 7)  # many batches
+    lazy = pl.LazyFrame({"n": list(range(50))}).with_columns(sq=pl.col("n") ** 2)
+    source = io.read(lazy)
+    assert source.kind == "polars-lazy" and source.length is None
+    assert [r.row["n"] for r in source] == list(range(50))
+    assert [r.index for r in source] == list(range(50))
+
+
+def test_csv_reads_empty_cells_as_missing_and_ragged_lines_as_failed_rows(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("text,n\nhello,1\n,2\nx,3,extra\n")
+    records = list(io.read(path))
+    assert [r.row for r in records[:2]] == [{"text": "hello", "n": "1"}, {"text": None, "n": "2"}]
+    assert records[2].status == "failed"
+    assert "line 4: 3 fields, the header has 2" in str(records[2].error)
+
+
+def test_jsonl_kinds_are_recognised(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "a"}\n\n{"text": "b"}\n')
+    assert io.read(rows).kind == "jsonl"
+    assert [r.row for r in io.read(rows)] == [{"text": "a"}, {"text": "b"}]
+    cookbook = tmp_path / "requests.jsonl"
+    cookbook.write_text(json.dumps({"model": "m", "input": "hi", "metadata": {"row": 1}}) + "\n")
+    request = next(iter(io.read(cookbook))).row
+    assert isinstance(request, io.BatchRequest)
+    assert (request.path, request.body, request.metadata) == (
+        "embeddings", {"model": "m", "input": "hi"}, {"row": 1})
+
+
+# ------------------------------------------------------------------------------ frames
+async def test_pandas_frame_keeps_a_non_default_index_and_lines_up_with_nulls(service):
+    df = pd.DataFrame({"text": ["one", None, "three", float("nan"), "five"],
+                       "n": [1, 2, 3, 4, 5]}, index=[50, 7, "x", 7.5, -1])
+    out = await io.run_frame(df, chat(service))
+    assert list(out.index) == list(df.index)
+    assert list(out.columns) == ["text", "n", "answer", "status", "error", "tokens", "latency"]
+    pd.testing.assert_frame_equal(out[["text", "n"]], df)
+    assert out.loc[50, "answer"] == "Q: one" and out.loc[-1, "answer"] == "Q: five"
+    assert list(out["status"]) == ["succeeded", "failed", "succeeded", "failed", "succeeded"]
+    assert "needs column 'text', but its value is missing" in out.loc[7, "error"]
+    assert out["tokens"].dtype == "Int64" and out.loc[50, "tokens"] > 0
+    assert pd.isna(out.loc[7.5, "tokens"]) and pd.isna(out.loc["x", "error"])
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+async def test_polars_frames_line_up_with_nulls(service, lazy):
+    df = pl.DataFrame({"text": ["a", None, "c"], "k": [1, 2, None]})
+    out = await io.run_frame(df.lazy() if lazy else df, chat(service))
+    assert isinstance(out, pl.DataFrame)
+    assert out.select("text", "k").equals(df)
+    assert out["answer"].to_list() == ["Q: a", None, "Q: c"]
+    assert out["status"].to_list() == ["succeeded", "failed", "succeeded"]
+    assert out.schema["tokens"] == pl.Int64 and out.schema["latency"] == pl.Float64
+
+
+async def test_embeddings_frame_gets_an_embedding_column(service):
+    df = pl.DataFrame({"text": ["a", "b"]})
+    out = await io.run_frame(df, service.embeddings(model="text-embedding-3-small",
+                                                    input="{text}", dimensions=4))
+    assert "answer" not in out.columns
+    vectors = out["embedding"].to_list()
+    assert [len(v) for v in vectors] == [4, 4]
+
+
+async def test_a_result_column_name_taken_by_the_input_gets_a_suffix(service):
+    df = pd.DataFrame({"text": ["a"], "status": ["draft"]})
+    out = await io.run_frame(df, chat(service))
+    assert out.loc[0, "status"] == "draft" and out.loc[0, "status_result"] == "succeeded"
+
+
+async def test_a_missing_column_fails_each_row_with_a_clear_error(service):
+    out = await io.run_frame(pd.DataFrame({"body": ["a", "b"]}), chat(service))
+    assert set(out["status"]) == {"failed"}
+    assert "needs column 'text', which the row lacks; the row has 'body'" in out.loc[0, "error"]
+
+
+# ------------------------------------------------------------------------------ files
+async def test_csv_round_trip(tmp_path, service):
+    source = tmp_path / "in.csv"
+    source.write_text('id,text\n1,"hello, world"\n2,\n3,bye\n4,x,y\n')
+    summary = await io.run_file(source, tmp_path / "out.csv", chat(service))
+    assert (summary.rows, summary.succeeded, summary.failed) == (4, 2, 2)
+    rows = read_csv(tmp_path / "out.csv")
+    assert [r["id"] for r in rows] == ["1", "2", "3", ""]
+    assert rows[0]["text"] == "hello, world" and rows[0]["answer"] == "Q: hello, world"
+    assert rows[1]["status"] == "failed" and "value is missing" in rows[1]["error"]
+    assert rows[2]["answer"] == "Q: bye" and int(rows[2]["tokens"]) > 0
+    assert rows[3]["status"] == "failed" and "fields, the header has 2" in rows[3]["error"]
+
+
+async def test_parquet_round_trip_keeps_input_types(tmp_path, service):
+    df = pl.DataFrame({"text": ["a", None, "c"], "n": [1, None, 3], "f": [0.5, 1.5, None]})
+    df.write_parquet(tmp_path / "in.parquet")
+    await io.run_file(tmp_path / "in.parquet", tmp_path / "out.parquet", chat(service))
+    out = pl.read_parquet(tmp_path / "out.parquet")
+    assert out.select(df.columns).equals(df)
+    assert out["answer"].to_list() == ["Q: a", None, "Q: c"]
+
+
+async def test_jsonl_rows_round_trip_with_an_unreadable_line(tmp_path, service):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "a", "tags": [1, 2]}\n{oops\n[1, 2]\n{"text": "d"}\n')
+    await io.run_file(path, tmp_path / "out.jsonl", chat(service))
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(lines) == 4
+    assert lines[0]["tags"] == [1, 2] and lines[0]["answer"] == "Q: a"
+    assert lines[1]["status"] == "failed" and "line 2: not valid JSON" in lines[1]["error"]
+    assert "line 3: a row must be a JSON object" in lines[2]["error"]
+    assert lines[3]["answer"] == "Q: d"
+
+
+async def test_results_written_from_memory_line_up_with_the_source(tmp_path, service):
+    source = io.read(pd.DataFrame({"text": ["a", "b", "c"]}))
+    results = await run(source, chat(service), concurrency=3)
+    io.write(results, tmp_path / "out.csv", source)
+    assert [r["answer"] for r in read_csv(tmp_path / "out.csv")] == ["Q: a", "Q: b", "Q: c"]
+    io.write(results, tmp_path / "plain.jsonl")
+    lines = [json.loads(x) for x in (tmp_path / "plain.jsonl").read_text().splitlines()]
+    assert [x["answer"] for x in lines] == ["Q: a", "Q: b", "Q: c"]
+
+
+def _batch_line(i, body, url="/v1/chat/completions"):
+    return {"custom_id": f"task-{i}", "method": "POST", "url": url, "body": body}
+
+
+#: The Batch API's line shapes (the spec in ../shared has no component for them).
+BATCH_OUTPUT_LINE = {
+    "type": "object",
+    "required": ["id", "custom_id", "response", "error"],
+    "properties": {
+        "id": {"type": "string"}, "custom_id": {"type": ["string", "null"]},
+        "response": {"anyOf": [{"type": "null"}, {
+            "type": "object", "required": ["status_code", "request_id", "body"],
+            "properties": {"status_code": {"type": "integer"}, "request_id": {"type": "string"},
+                           "body": {"type": "object"}}}]},
+        "error": {"type": ["object", "null"]},
+    },
+}
+
+
+async def test_batch_chat_file_round_trip_matches_the_openapi_shapes(tmp_path, service,
+                                                                    validate_schema):
+    import jsonschema
+
+    bodies = [{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"hi {i}"}],
+               "max_tokens": 20} for i in range(3)]
+    lines = [_batch_line(i, b) for i, b in enumerate(bodies)]
+    lines.insert(2, _batch_line(9, "not json at all"))
+    for line in lines:
+        if isinstance(line["body"], dict):
+            assert validate_schema(line["body"], "CreateChatCompletionRequest") == []
+    path = tmp_path / "batch.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines) + "{broken\n")
+    summary = await io.run_file(path, tmp_path / "out.jsonl", chat(service, "unused {text}"))
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert (summary.rows, summary.failed) == (5, 2)
+    assert [x["custom_id"] for x in out] == ["task-0", "task-1", "task-9", "task-2", None]
+    for x in out:
+        jsonschema.validate(x, BATCH_OUTPUT_LINE)
+        if x["response"] is not None:
+            assert x["response"]["status_code"] == 200 and x["error"] is None
+            assert validate_schema(x["response"]["body"], "CreateChatCompletionResponse") == []
+        else:
+            assert validate_schema(x["error"], "BatchError") == []
+    assert out[0]["response"]["body"]["choices"][0]["message"]["content"] == "hi 0"
+    assert "body is not JSON" in out[2]["error"]["message"]
+    assert "line 5: not valid JSON" in out[4]["error"]["message"]
+
+
+async def test_batch_embeddings_file_uses_the_endpoint_of_its_urls(tmp_path, service,
+                                                                   validate_schema):
+    body = {"model": "text-embedding-3-small", "input": "hello", "dimensions": 3}
+    assert validate_schema(body, "CreateEmbeddingRequest") == []
+    path = tmp_path / "batch.jsonl"
+    path.write_text(json.dumps(_batch_line(0, body, url="/v1/embeddings")) + "\n")
+    source = io.read(path)
+    assert source.kind == "batch" and source.endpoint == "embeddings"
+    await io.run_file(source, tmp_path / "out.jsonl",
+                      service.embeddings(model="text-embedding-3-small"))
+    line = json.loads((tmp_path / "out.jsonl").read_text())
+    assert validate_schema(line["response"]["body"], "CreateEmbeddingResponse") == []
+
+
+async def test_an_api_error_becomes_a_batch_response_with_its_status(tmp_path, sim,
+                                                                    validate_schema):
+    too_long = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}],
+                "max_tokens": 1_000_000}
+    path = tmp_path / "batch.jsonl"
+    path.write_text(json.dumps(_batch_line(0, too_long)) + "\n")
+    async with OpenAIService(api_key="sk-test-io", base_url=sim.base_url) as svc:
+        await io.run_file(path, tmp_path / "out.jsonl", chat(svc), attempts=1)
+    line = json.loads((tmp_path / "out.jsonl").read_text())
+    assert line["response"]["status_code"] == 400 and line["error"] is None
+    assert validate_schema(line["response"]["body"], "ErrorResponse") == []
+
+
+async def test_cookbook_requests_keep_their_metadata(tmp_path, service):
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps({"model": "gpt-4o-mini", "max_tokens": 20,
+                                        "messages": [{"role": "user", "content": f"m{i}"}],
+                                        "metadata": {"row_id": i}}) + "\n" for i in range(3)))
+    await io.run_file(path, tmp_path / "out.csv", chat(service, "unused {text}"))
+    rows = read_csv(tmp_path / "out.csv")
+    assert [json.loads(r["metadata"]) for r in rows] == [{"row_id": i} for i in range(3)]
+    assert [r["answer"] for r in rows] == ["m0", "m1", "m2"]
+
+
+async def test_missing_file_or_unknown_output_format_sends_nothing(tmp_path, sim, service):
+    before = sim.stats().requests
+    with pytest.raises(InputError, match="not found"):
+        await io.run_file(tmp_path / "nope.csv", tmp_path / "out.csv", chat(service))
+    (tmp_path / "in.csv").write_text("text\na\n")
+    with pytest.raises(InputError, match="unknown file format"):
+        await io.run_file(tmp_path / "in.csv", tmp_path / "out.xlsx", chat(service))
+    assert sim.stats().requests == before
+
+
+def test_entry_of_an_unfinished_record_is_pending():
+    from pipeline.record import Record
+
+    e = io.entry(Record(index=2, row={"a": 1}))
+    assert e["status"] == "pending" and e["i"] == 2
+    assert not any(isinstance(v, float) and math.isnan(v) for v in e.values())
