@@ -1,0 +1,526 @@
+"""Benchmark client limiter settings against a simulated provider before paying a real one.
+
+:func:`sweep` sends the same job of ``requests`` chat requests through :func:`pipeline.run`
+once per client :class:`Setting`, each time against a FRESH :class:`~pipeline.simulator.
+Simulator` with the same seed, configured like your provider (:class:`Provider`: rpm, tpm,
+bucket size, latency distribution, fault rates). It returns one row per setting:
+
+>>> from pipeline import bench
+>>> provider = bench.Provider(rpm=600, tpm=100_000, burst=0.1, latency="lognormal:0.2,0.4")
+>>> settings = bench.grid(fractions=[0.9, 1.0, 1.2], concurrency=[16, 64])
+>>> # df = bench.sweep(provider, settings, requests=300)   # in a notebook: await sweep_async
+>>> # print(bench.format_table(df)); bench.plot(df, "bench.png")
+
+Honest numbers:
+
+- The 429s, the requests sent (hence the retries) and the requests and tokens the provider
+  admitted come from the simulator's own request log, not from the client's counters.
+  Throughput is what the log shows answered ``ok``, divided by the run's wall time.
+- Utilisation is the share of what the provider would have admitted in that time: its bucket
+  plus its refill over the run (``bucket + rate x wall``), so 1.0 means nothing was left on the
+  table and a client cannot score above 1 by spending the initial bucket.
+- Client CPU seconds are the CPU time of the thread running the client's event loop; the
+  simulator runs in a subprocess by default, so it is not counted (nor does it compete for the
+  GIL).
+
+Time compression: a provider allowing 600 requests a minute needs 30 s for 300 requests, so by
+default a run is compressed ``time_scale`` times (chosen so that one setting takes about
+``target_seconds``): the provider's and the client's rates are multiplied by it and every
+duration (latencies, backoff, timeouts, bucket refill) divided by it, which keeps the number
+of requests in flight (Little's law), the bucket sizes in requests, and so the shape of the
+results. The table reports times and rates in the provider's time (``run_s`` is what the run
+would take against the real provider; ``wall_s`` what it took here). What does not scale is
+the client's own cost per request (about a millisecond): keep ``time_scale`` where a run
+stays well under the client's few hundred requests/s, as the default does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import math
+import random
+import string
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from pipeline.errors import ConfigError
+from pipeline.limiter import IntervalLimiter, RateLimiter, TokenBucketLimiter
+from pipeline.retry import Backoff
+from pipeline.runner import run
+from pipeline.service import OpenAIService
+from pipeline.simulator import Faults, Latency, LogEntry, Simulator
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import polars as pl
+
+__all__ = [
+    "Provider",
+    "Setting",
+    "format_table",
+    "grid",
+    "plot",
+    "run_setting",
+    "sweep",
+    "sweep_async",
+]
+
+LimiterKind = Literal["token_bucket", "interval"]
+LIMITER_KINDS: tuple[str, ...] = ("token_bucket", "interval")
+
+#: Columns that describe the client setting of a row (the rest are measurements).
+SETTING_COLUMNS = ("limiter", "fraction", "burst_s", "concurrency", "attempts", "backoff_s")
+#: Outcomes logged for requests that got past the provider's rate limit (charged to it).
+_ADMITTED = frozenset({"ok", "fault:500", "fault:502", "fault:503", "fault:context_length",
+                       "hang", "reset", "truncated", "malformed"})
+_MODEL = "bench-model"
+
+
+# ------------------------------------------------------------------------------ settings
+@dataclasses.dataclass(frozen=True, slots=True)
+class Provider:
+    """The provider to imitate: its limits, bucket, latency and faults.
+
+    Args:
+        rpm, tpm: requests and tokens per minute allowed (``tpm=None``: no token limit).
+        burst: the share of a minute's limit the provider's bucket holds (``None``: a full
+            minute, as the simulator does by default; providers often enforce over shorter
+            windows, so ``0.1`` = 6 s worth is a fair pessimistic guess).
+        latency: seconds (``0.2``), ``"uniform:0.1,0.3"``, ``"lognormal:0.2,0.5"`` or a
+            :class:`~pipeline.simulator.Latency`.
+        faults: injected fault rates, e.g. ``{"500": 0.01, "503": 0.01}``.
+        seed: the seed of every simulator started (same seed: same draws for each setting).
+
+    >>> Provider(rpm=600, tpm=100_000, latency=0.2).bucket_requests
+    600.0
+    """
+
+    rpm: float
+    tpm: float | None = None
+    burst: float | None = None
+    latency: Latency | float | str = 0.2
+    faults: Faults | Mapping[str, float] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is None and name == "tpm":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"Provider {name} must be a positive number, got {value!r}")
+        if self.burst is not None and not 0 < self.burst <= 1:
+            raise ConfigError(f"Provider burst is a share of a minute in (0, 1], got "
+                              f"{self.burst!r}")
+        # Fail here, not in the middle of a sweep.
+        Latency.parse(self.latency)
+        Faults.parse(self.faults)
+
+    @property
+    def bucket_requests(self) -> float:
+        """Requests the provider admits at once after idling."""
+        return max(1.0, self.rpm * (self.burst or 1.0))
+
+    @property
+    def bucket_tokens(self) -> float | None:
+        """Tokens the provider admits at once after idling (``None``: not limited)."""
+        return None if self.tpm is None else max(1.0, self.tpm * (self.burst or 1.0))
+
+    def describe(self) -> str:
+        """One line for titles and logs."""
+        tpm = "no tpm" if self.tpm is None else f"{self.tpm:,.0f} tpm"
+        burst = "1 min" if self.burst is None else f"{self.burst * 60:g} s"
+        faults = Faults.parse(self.faults)
+        return (f"{self.rpm:,.0f} rpm, {tpm}, bucket {burst}, {Latency.parse(self.latency)!r}"
+                + (f", {faults!r}" if faults.any else ""))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Setting:
+    """One client configuration to try.
+
+    Args:
+        limiter: ``"token_bucket"`` (:class:`~pipeline.limiter.TokenBucketLimiter`) or
+            ``"interval"`` (:class:`~pipeline.limiter.IntervalLimiter`).
+        fraction: the client limiter's rpm and tpm as a share of the provider's.
+        burst_s: the token bucket's size in seconds of its rate; for the interval limiter the
+            window length (``None``: a full minute, each limiter's default).
+        concurrency: requests in flight at most.
+        attempts: attempts per row (1: no retry).
+        backoff_s: the first retry's wait cap, in seconds (it doubles per attempt, up to 30 s).
+
+    >>> Setting(fraction=0.9, concurrency=16)
+    Setting(limiter='token_bucket', fraction=0.9, burst_s=None, concurrency=16, attempts=6, backoff_s=0.5)
+    """  # noqa: E501
+
+    limiter: LimiterKind = "token_bucket"
+    fraction: float = 1.0
+    burst_s: float | None = None
+    concurrency: int = 64
+    attempts: int = 6
+    backoff_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.limiter not in LIMITER_KINDS:
+            raise ConfigError(f"limiter must be one of {LIMITER_KINDS}, got {self.limiter!r}")
+        if not (isinstance(self.fraction, int | float) and self.fraction > 0):
+            raise ConfigError(f"fraction must be > 0, got {self.fraction!r}")
+        if self.burst_s is not None and not self.burst_s > 0:
+            raise ConfigError(f"burst_s must be > 0 seconds or None, got {self.burst_s!r}")
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or \
+                self.concurrency < 1:
+            raise ConfigError(f"concurrency must be a positive int, got {self.concurrency!r}")
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or \
+                self.attempts < 1:
+            raise ConfigError(f"attempts must be an int >= 1, got {self.attempts!r}")
+        if not self.backoff_s >= 0:
+            raise ConfigError(f"backoff_s must be >= 0, got {self.backoff_s!r}")
+
+
+def grid(*, limiters: Sequence[LimiterKind] = ("token_bucket",),
+         fractions: Sequence[float] = (1.0,), bursts: Sequence[float | None] = (None,),
+         concurrency: Sequence[int] = (64,), attempts: Sequence[int] = (6,),
+         backoffs: Sequence[float] = (0.5,)) -> list[Setting]:
+    """Every combination of the given values, as :class:`Setting` objects.
+
+    >>> len(grid(fractions=[0.8, 1.0, 1.2], concurrency=[16, 64]))
+    6
+    """
+    return [Setting(limiter=k, fraction=f, burst_s=b, concurrency=c, attempts=a, backoff_s=w)
+            for k, f, b, c, a, w in itertools.product(limiters, fractions, bursts, concurrency,
+                                                      attempts, backoffs)]
+
+
+# ------------------------------------------------------------------------------ the job
+def _rows(requests: int, prompt_tokens: int, seed: int) -> list[dict[str, str]]:
+    """Seeded rows whose prompts cost about ``prompt_tokens`` each (0.5x to 1.5x)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(requests):
+        chars = 4 * max(1, round(prompt_tokens * rng.uniform(0.5, 1.5)))
+        words = []
+        length = 0
+        while length < chars:
+            word = "".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9)))
+            words.append(word)
+            length += len(word) + 1
+        # The index keeps every body distinct, so the log can tell retries from rows.
+        rows.append({"text": f"{i} {' '.join(words)}"[:chars]})
+    return rows
+
+
+def _cost(row: Mapping[str, str], max_tokens: int) -> int:
+    # The simulator's count: ceil(chars / 4) + 4 per message + 3, plus max_tokens.
+    return math.ceil(len(row["text"]) / 4) + 7 + max_tokens
+
+
+def _scaled_latency(latency: Latency, k: float) -> Latency:
+    if latency.kind == "lognormal":  # a is the median, b the shape: only the median scales
+        return msgspec.structs.replace(latency, a=latency.a / k,
+                                       per_output_token=latency.per_output_token / k)
+    return msgspec.structs.replace(latency, a=latency.a / k, b=latency.b / k,
+                                   per_output_token=latency.per_output_token / k)
+
+
+def _median_latency(latency: Latency) -> float:
+    base = (latency.a + latency.b) / 2 if latency.kind == "uniform" else latency.a
+    return base + latency.per_output_token * 28  # the simulator's answers: 8-48 tokens
+
+
+def auto_time_scale(provider: Provider, requests: int, tokens: int, concurrency: int,
+                    target_seconds: float = 4.0) -> float:
+    """How much to compress time so ``requests`` need about ``target_seconds`` at the limit.
+
+    The unscaled run time is the largest of: what the request bucket and refill allow, what
+    the token bucket and refill allow, and ``requests x latency / concurrency``. Never
+    below 1 (a run already shorter than the target is not slowed down).
+
+    >>> auto_time_scale(Provider(rpm=600, burst=0.1, latency=0.2), 300, 30_000, 64)
+    6.0
+    """
+    need = max(0.0, requests - provider.bucket_requests) / (provider.rpm / 60)
+    if provider.tpm is not None and provider.bucket_tokens is not None:
+        need = max(need, max(0.0, tokens - provider.bucket_tokens) / (provider.tpm / 60))
+    need = max(need, requests * _median_latency(Latency.parse(provider.latency)) / concurrency)
+    return max(1.0, need / target_seconds)
+
+
+def _limiter(setting: Setting, provider: Provider, k: float) -> RateLimiter:
+    """The client limiter of ``setting``, in compressed time (interval 60 / k)."""
+    rpm = provider.rpm * setting.fraction
+    tpm = None if provider.tpm is None else provider.tpm * setting.fraction
+    if setting.limiter == "interval":
+        window = 60.0 if setting.burst_s is None else setting.burst_s
+        share = window / 60.0
+        return IntervalLimiter(rpm * share, None if tpm is None else tpm * share,
+                               interval=window / k)
+    burst_r = burst_t = None
+    if setting.burst_s is not None:
+        burst_r = max(1.0, rpm / 60 * setting.burst_s)
+        burst_t = None if tpm is None else tpm / 60 * setting.burst_s
+    return TokenBucketLimiter(rpm, tpm, interval=60.0 / k, burst_requests=burst_r,
+                              burst_tokens=burst_t)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    values = sorted(values)
+    pos = (len(values) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def _measure(log: list[LogEntry], records: list[Any], setting: Setting, provider: Provider,
+             k: float, wall: float, cpu: float) -> dict[str, Any]:
+    """One table row: the setting, then figures from the simulator's log (and the client's
+    records for failures and per-row latency), in the provider's time."""
+    api = [e for e in log if not e.path.startswith("/_sim")]
+    ok = sum(1 for e in api if e.outcome == "ok")
+    admitted_requests = sum(1 for e in api if e.outcome in _ADMITTED)
+    admitted_tokens = sum(e.tokens for e in api if e.outcome in _ADMITTED)
+    ok_tokens = sum(e.prompt_tokens + e.completion_tokens for e in api if e.outcome == "ok")
+    run_s = wall * k  # what the run would take against the real provider
+    allowed_r = provider.bucket_requests + provider.rpm / 60 * run_s
+    util_tok = math.nan
+    if provider.tpm is not None and provider.bucket_tokens is not None:
+        util_tok = admitted_tokens / (provider.bucket_tokens + provider.tpm / 60 * run_s)
+    row_latency = [(r.finished - r.started) * k for r in records if r.finished and r.started]
+    return {
+        "limiter": setting.limiter,
+        "fraction": setting.fraction,
+        "burst_s": setting.burst_s if setting.burst_s is not None else math.nan,
+        "concurrency": setting.concurrency,
+        "attempts": setting.attempts,
+        "backoff_s": setting.backoff_s,
+        "run_s": run_s,
+        "wall_s": wall,
+        "req_per_s": ok / run_s if run_s else math.nan,
+        "tok_per_s": ok_tokens / run_s if run_s else math.nan,
+        "util_req": admitted_requests / allowed_r,
+        "util_tok": util_tok,
+        "n_429": sum(1 for e in api if e.outcome == "rate_limited"),
+        "sent": len(api),
+        "retries": len(api) - len({e.body_hash for e in api}),
+        "failed": sum(1 for r in records if r.error is not None),
+        "p50_s": _percentile(row_latency, 0.50),
+        "p95_s": _percentile(row_latency, 0.95),
+        "p99_s": _percentile(row_latency, 0.99),
+        "cpu_s": cpu,
+    }
+
+
+async def run_setting(provider: Provider, setting: Setting, *, requests: int = 300,
+                      prompt_tokens: int = 100, max_tokens: int = 50, time_scale: float = 1.0,
+                      timeout: float = 60.0, process: bool = True) -> dict[str, Any]:
+    """Run one setting against a fresh simulator; return its table row (see :func:`sweep`).
+
+    >>> # row = await run_setting(Provider(rpm=6000, latency=0.05), Setting(), requests=50)
+    """
+    k = float(time_scale)
+    if not (math.isfinite(k) and k > 0):
+        raise ConfigError(f"time_scale must be a positive number, got {time_scale!r}")
+    rows = _rows(requests, prompt_tokens, provider.seed)
+    latency = _scaled_latency(Latency.parse(provider.latency), k)
+    # The bucket holds the same number of requests as the real one: rates x k, share / k.
+    burst = min(1.0, (provider.burst or 1.0) / k)
+    sim = Simulator(rpm=provider.rpm * k, tpm=None if provider.tpm is None else provider.tpm * k,
+                    burst=burst, latency=latency, faults=Faults.parse(provider.faults),
+                    seed=provider.seed, answer_tokens=(min(8, max_tokens), max_tokens),
+                    process=process)
+    await asyncio.to_thread(sim.start)
+    try:
+        service = OpenAIService(api_key="sk-bench", base_url=sim.base_url,
+                                timeout=timeout / k, max_connections=max(setting.concurrency, 8),
+                                limits={"chat/completions": {
+                                    "limiter": _limiter(setting, provider, k)}})
+        job = service.chat(model=_MODEL, prompt="{text}", max_tokens=max_tokens)
+        backoff = Backoff(initial=setting.backoff_s / k, maximum=30.0 / k,
+                          rng=random.Random(provider.seed))
+        async with service:
+            cpu0, t0 = time.thread_time(), time.perf_counter()
+            results = await run(rows, job, concurrency=setting.concurrency,
+                                attempts=setting.attempts, backoff=backoff)
+            wall, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
+        log = await asyncio.to_thread(sim.log)
+    finally:
+        await asyncio.to_thread(sim.stop)
+    return _measure(log, list(results), setting, provider, k, wall, cpu)
+
+
+async def sweep_async(provider: Provider, settings: Iterable[Setting] | None = None, *,
+                      requests: int = 300, prompt_tokens: int = 100, max_tokens: int = 50,
+                      time_scale: float | None = None, target_seconds: float = 4.0,
+                      timeout: float = 60.0, process: bool = True, verbose: bool = False,
+                      polars: bool = False) -> pd.DataFrame | pl.DataFrame:
+    """Run every setting against a fresh simulator like ``provider``; one row per setting.
+
+    Args:
+        provider: the provider to imitate.
+        settings: client settings to try (see :func:`grid`); default: one :class:`Setting`.
+        requests: chat requests per setting, each a seeded prompt of about
+            ``prompt_tokens`` (0.5x-1.5x) asking for at most ``max_tokens``.
+        time_scale: compress time this many times (see the module docs); ``None``: so that
+            the largest concurrency needs about ``target_seconds`` per setting.
+        timeout: the client's read timeout, in provider seconds (matters with hang faults).
+        process: run each simulator in a subprocess (honest CPU and timing); ``False``: a
+            thread (faster to start, shares the GIL with the client).
+        verbose: print a line per setting to stderr as it finishes.
+        polars: return a Polars DataFrame instead of pandas.
+
+    Columns: the setting (``limiter fraction burst_s concurrency attempts backoff_s``), then
+    ``run_s`` (run time in provider seconds), ``wall_s`` (real seconds here), ``req_per_s``
+    and ``tok_per_s`` (answered ok, per provider second), ``util_req``/``util_tok``
+    (admitted / what the provider would have admitted in that time), ``n_429``, ``sent``,
+    ``retries`` (sent - distinct request bodies), ``failed`` (rows that finally failed),
+    ``p50_s p95_s p99_s`` (per-row time from start to done, limiter waits and retries
+    included, provider seconds) and ``cpu_s`` (client CPU). ``df.attrs`` holds the provider
+    and the time scale.
+
+    >>> # df = await sweep_async(Provider(rpm=600, tpm=100_000, burst=0.1),
+    >>> #                        grid(fractions=[0.8, 1.0, 1.2]), requests=300)
+    """
+    import pandas as pd
+
+    chosen = list(settings) if settings is not None else [Setting()]
+    if not chosen:
+        raise ConfigError("sweep needs at least one setting")
+    if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
+        raise ConfigError(f"requests must be a positive int, got {requests!r}")
+    tokens = sum(_cost(r, max_tokens) for r in _rows(requests, prompt_tokens, provider.seed))
+    if requests <= provider.bucket_requests and (provider.bucket_tokens is None
+                                                 or tokens <= provider.bucket_tokens):
+        warnings.warn(f"the provider's bucket holds all {requests} requests ({tokens:,} tokens): "
+                      "no rate limit will bind; send more requests or give a smaller burst",
+                      stacklevel=2)
+    if time_scale is None:
+        time_scale = auto_time_scale(provider, requests, tokens,
+                                     max(s.concurrency for s in chosen), target_seconds)
+    rows = []
+    for number, setting in enumerate(chosen, 1):
+        row = await run_setting(provider, setting, requests=requests,
+                                prompt_tokens=prompt_tokens, max_tokens=max_tokens,
+                                time_scale=time_scale, timeout=timeout, process=process)
+        rows.append(row)
+        if verbose:
+            print(f"[{number}/{len(chosen)}] {setting.limiter} x{setting.fraction:g} "
+                  f"burst={setting.burst_s} c={setting.concurrency}: "
+                  f"{row['req_per_s']:.2f} req/s, util {row['util_req']:.2f}, "
+                  f"{row['n_429']} x 429, {row['wall_s']:.1f} s", file=sys.stderr, flush=True)
+    df = pd.DataFrame(rows)
+    df.attrs["provider"] = provider.describe()
+    df.attrs["time_scale"] = time_scale
+    df.attrs["requests"] = requests
+    if polars:
+        import polars as pl
+
+        return pl.from_pandas(df)
+    return df
+
+
+def sweep(provider: Provider, settings: Iterable[Setting] | None = None,
+          **options: Any) -> pd.DataFrame | pl.DataFrame:
+    """:func:`sweep_async` from plain code (a script); in a notebook ``await sweep_async``.
+
+    >>> # df = sweep(Provider(rpm=600, tpm=100_000, burst=0.1), grid(concurrency=[16, 64]))
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(sweep_async(provider, settings, **options))
+    raise RuntimeError("sweep() cannot run inside a running event loop (as in Jupyter); "
+                       "use `await sweep_async(...)` there")
+
+
+# ------------------------------------------------------------------------------ output
+_FORMATS: dict[str, str] = {
+    "fraction": "{:g}", "burst_s": "{:g}", "backoff_s": "{:g}", "run_s": "{:.1f}",
+    "wall_s": "{:.1f}", "req_per_s": "{:.2f}", "tok_per_s": "{:,.0f}", "util_req": "{:.2f}",
+    "util_tok": "{:.2f}", "p50_s": "{:.2f}", "p95_s": "{:.2f}", "p99_s": "{:.2f}",
+    "cpu_s": "{:.2f}",
+}
+
+
+def format_table(df: Any) -> str:
+    """The sweep's table as text (pandas or Polars input), with readable number formats.
+
+    An empty ``burst_s`` means each limiter's default (a full minute).
+    """
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        df = df.to_pandas()
+    shown = df.copy()
+    for column, fmt in _FORMATS.items():
+        if column in shown:
+            shown[column] = [("-" if isinstance(v, float) and math.isnan(v) else fmt.format(v))
+                             for v in shown[column]]
+    head = []
+    if "provider" in df.attrs:
+        head.append(f"provider: {df.attrs['provider']}; {df.attrs.get('requests', '?')} "
+                    f"requests per setting; time compressed x{df.attrs.get('time_scale', 1):g}")
+    return "\n".join([*head, shown.to_string(index=False)])
+
+
+def _label(row: Mapping[str, Any], columns: Sequence[str]) -> str:
+    parts = []
+    for column in columns:
+        value = row[column]
+        if isinstance(value, float) and math.isnan(value):
+            value = "default"
+        parts.append(f"{column}={value:g}" if isinstance(value, float) else f"{column}={value}")
+    return ", ".join(parts) or "all"
+
+
+def plot(df: Any, path: str | Any, *, x: str | None = None) -> Any:
+    """Save a PNG of throughput (utilisation of the provider's rpm) and 429s against ``x``.
+
+    ``x`` defaults to the first setting column that varies (``fraction`` first); one line per
+    combination of the other varying settings. Returns the matplotlib Figure.
+
+    >>> # plot(df, "bench.png")   # x = "fraction"; lines per concurrency, limiter...
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        df = df.to_pandas()
+    varying = [c for c in SETTING_COLUMNS if c in df and df[c].nunique(dropna=False) > 1]
+    if x is None:
+        x = "fraction" if "fraction" in varying else (varying[0] if varying else "fraction")
+    others = [c for c in varying if c != x]
+    fig, (top, mid, bottom) = plt.subplots(3, 1, figsize=(7.5, 9), sharex=True)
+    groups = df.groupby(others, dropna=False, sort=True) if others else [((), df)]
+    for _, part in groups:
+        part = part.sort_values(x)
+        label = _label(part.iloc[0], others)
+        xs = part[x].fillna(0) if x == "burst_s" else part[x]
+        top.plot(xs, part["req_per_s"], marker="o", label=label)
+        mid.plot(xs, part["util_req"], marker="o", label=label)
+        bottom.plot(xs, part["n_429"], marker="o", label=label)
+    top.set_ylabel("answered requests/s\n(provider time)")
+    mid.set_ylabel("utilisation of\nprovider rpm")
+    mid.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    bottom.set_ylabel("429s received\n(simulator log)")
+    bottom.set_xlabel(x + (" (0 = limiter default)" if x == "burst_s" else ""))
+    top.legend(fontsize="small")
+    title = "Client limiter settings"
+    if "provider" in df.attrs:
+        title += f"\nprovider: {df.attrs['provider']}"
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return fig
