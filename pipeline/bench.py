@@ -43,6 +43,7 @@ import math
 import random
 import string
 import sys
+import textwrap
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -518,7 +519,7 @@ def plot(df: Any, path: str | Any, *, x: str | None = None) -> Any:
     top.legend(fontsize="small")
     title = "Client limiter settings"
     if "provider" in df.attrs:
-        title += f"\nprovider: {df.attrs['provider']}"
+        title += "\n" + textwrap.fill(f"provider: {df.attrs['provider']}", 90)
     fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
