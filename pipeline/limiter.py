@@ -423,6 +423,8 @@ class RateLimiter(ABC):
         Missing, negative (Azure's ``-1``) or garbage values are ignored.
         """
         get = _header_getter(headers)
+        if get is None:
+            return
         changed = False
         now = _now()
         limit_r = _positive_number(get("x-ratelimit-limit-requests"))
@@ -702,20 +704,30 @@ class IntervalLimiter(RateLimiter):
         self._limits_changed()
 
 
+_RATELIMIT_PREFIX = "x-ratelimit-"
+
+
 def _header_getter(headers: Mapping[str, str]) -> Any:
-    """A case-insensitive ``get`` for plain dicts and httpx/aiohttp header objects alike."""
-    lowered: dict[str, Any] | None = None
+    """A case-insensitive ``get`` for plain dicts and httpx/aiohttp header objects alike.
 
-    def get(name: str) -> Any:
-        nonlocal lowered
-        value = headers.get(name)
-        if value is None:
-            if lowered is None:
-                lowered = {str(k).lower(): v for k, v in headers.items()}
-            value = lowered.get(name)
-        return value
-
-    return get
+    Returns ``None`` when there is no ``x-ratelimit-*`` header at all (the common case for
+    servers without them), so callers can skip the work.
+    """
+    if isinstance(headers, dict):
+        # Plain dicts (our Response lower-cases names): look for a rate-limit header cheaply,
+        # and lower-case the keys only when one is spelled in another case.
+        if "x-ratelimit-limit-requests" in headers or "x-ratelimit-remaining-requests" in headers:
+            return headers.get
+        mixed_case = False
+        for key in headers:
+            if isinstance(key, str) and key[:12].lower() == _RATELIMIT_PREFIX:
+                if key.startswith(_RATELIMIT_PREFIX):
+                    return headers.get
+                mixed_case = True
+        if not mixed_case:
+            return None
+        return {str(k).lower(): v for k, v in headers.items()}.get
+    return headers.get  # case-insensitive header objects (httpx, aiohttp, CIMultiDict)
 
 
 def _nonnegative_number(value: Any) -> float | None:

@@ -37,11 +37,13 @@ U = TypeVar("U")
 
 @pipable_operator
 async def map_unordered(source: AsyncIterable[T], func: Callable[[T], Awaitable[U]],
-                        limit: int = 64) -> AsyncIterator[U]:
+                        limit: int = 64, *,
+                        on_close: Callable[[], None] | None = None) -> AsyncIterator[U]:
     """Apply ``func`` to every item with at most ``limit`` running at once; yield as completed.
 
     An exception from ``func`` cancels the other tasks and propagates (pipeline stages store
-    errors on records instead, so this means a bug).
+    errors on records instead, so this means a bug). ``on_close`` runs once the stream ends,
+    however it ends (after every task it started has finished).
     """
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise ConfigError(f"limit must be a positive int, got {limit!r}")
@@ -92,3 +94,5 @@ async def map_unordered(source: AsyncIterable[T], func: Callable[[T], Awaitable[
         for task in finished:
             if not task.cancelled():
                 task.exception()
+        if on_close is not None:
+            on_close()

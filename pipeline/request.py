@@ -89,10 +89,13 @@ class Response(msgspec.Struct, kw_only=True):
         raw = self.body.get("usage") if isinstance(self.body, dict) else None
         if not isinstance(raw, dict):
             return None
-        try:
-            return msgspec.convert(raw, Usage)
-        except msgspec.ValidationError:
-            return None
+        # Plain lookups: this runs for every response, and msgspec.convert costs more.
+        prompt = raw.get("prompt_tokens", 0)
+        completion = raw.get("completion_tokens", 0)
+        total = raw.get("total_tokens", 0)
+        if type(prompt) is not int or type(completion) is not int or type(total) is not int:
+            return None  # a server that lies about usage: ignore it rather than trust it
+        return Usage(prompt, completion, total)
 
     def __repr__(self) -> str:
         body = _short(self.body)

@@ -28,7 +28,6 @@ import time
 from collections.abc import AsyncIterable, Callable
 from typing import Any
 
-from aiostream import pipable_operator, streamcontext
 from aiostream.core import Stream
 
 from pipeline.api_utils import cache_key
@@ -136,25 +135,21 @@ class Chain(Stage):
         return f"Chain({inner}, concurrency={self.concurrency})"
 
 
-@pipable_operator
-async def _run_chain(source: AsyncIterable[Any], chain: Chain) -> Any:
+def _run_chain(source: AsyncIterable[Any], chain: Chain) -> Stream[Record]:
     counter = itertools.count()
     process = chain.process
+    perf_counter = time.perf_counter
 
     async def one(item: Any) -> Record:
         # Runs before the task's first await, so indices follow the order items were pulled.
         index = next(counter)
         record = item if isinstance(item, Record) else Record(index=index, row=item)
         if not record.started:
-            record.started = time.perf_counter()
+            record.started = perf_counter()
         return await process(record)
 
-    try:
-        async with streamcontext(map_unordered.raw(source, one, chain.concurrency)) as results:
-            async for record in results:
-                yield record
-    finally:
-        chain.finish()
+    return map_unordered(source, one, chain.concurrency,  # type: ignore[no-any-return]
+                         on_close=chain.finish)
 
 
 class Flow:
@@ -389,6 +384,7 @@ class track(Stage):
     async def process(self, record: Record) -> Record:
         record.finished = time.perf_counter()
         status = self.status
+        status._t1 = record.finished
         if record.error is not None:
             status.record_attempt_error(record.error)
         status.record_finished(record)

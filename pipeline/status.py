@@ -87,7 +87,7 @@ class StatusTracker:
     def record_finished(self, record: Record) -> None:
         """A record reached the end: count its outcome, tokens and latency."""
         self.in_progress -= 1
-        self._t1 = time.perf_counter()
+        self._t1 = record.finished or time.perf_counter()
         if record.error is not None:
             self.failed += 1
             name = type(record.error).__name__

@@ -1,0 +1,215 @@
+"""How fast is the pipeline's own machinery, and what does it cost end to end?
+
+    python benchmarks/pipeline_throughput.py            # all three parts (about a minute)
+    python benchmarks/pipeline_throughput.py --quick    # smaller counts
+
+1. Machinery: items/s through the full default stage chain (build, retry(acquire, call),
+   track) with an in-process instant service and no cache, beside aiostream ``pipe.map``
+   chained naively (five concurrent maps) and a bare ``asyncio.gather`` + semaphore loop
+   doing the same work (build the payload, acquire, call).
+2. End to end over loopback HTTP against the simulator (a subprocess; no limits, no
+   latency): requests/s of ``pipeline.run`` beside a bare loop over the same service.
+3. Peak memory (RSS) for 1,000,000 rows through the machinery, in a fresh process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiostream import pipe, stream
+
+import pipeline
+from pipeline.limiter import TokenBucketLimiter
+from pipeline.record import Record
+from pipeline.simulator import Simulator
+from pipeline.testing import InstantService
+
+CONCURRENCY = 64
+
+
+def _rows(n: int) -> list[dict[str, str]]:
+    return [{"text": f"row {i}"} for i in range(n)]
+
+
+def _job(service: Any) -> Any:
+    return service.chat(model="m", prompt="Classify: {text}", max_tokens=5)
+
+
+def _best(n: int, repeat: int, make: Callable[[], Coroutine[Any, Any, Any]]) -> float:
+    """Best items/s of ``repeat`` runs of ``make()`` over ``n`` items."""
+    best = 0.0
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        asyncio.run(make())
+        best = max(best, n / (time.perf_counter() - start))
+    return best
+
+
+def machinery(n: int, repeat: int) -> list[tuple[str, float]]:
+    rows = _rows(n)
+
+    async def ours() -> None:
+        service = InstantService()
+        results = await pipeline.run(rows, _job(service), concurrency=CONCURRENCY)
+        assert len(results) == n and results[-1].ok
+
+    async def naive_aiostream() -> None:
+        service = InstantService()
+        job = _job(service)
+        limiter = TokenBucketLimiter()
+
+        async def make(i_row: Any) -> Record:
+            return Record(index=0, row=i_row)
+
+        async def build(r: Record) -> Record:
+            r.request = job.build(r.row)
+            return r
+
+        async def acquire(r: Record) -> Record:
+            await limiter.acquire(1, r.request.token_estimate)  # type: ignore[union-attr]
+            return r
+
+        async def call(r: Record) -> Record:
+            r.response = await service.call(job.endpoint, r.request)  # type: ignore[arg-type]
+            return r
+
+        async def track(r: Record) -> Record:
+            return r
+
+        xs = (stream.iterate(rows)
+              | pipe.map(make, task_limit=CONCURRENCY) | pipe.map(build, task_limit=CONCURRENCY)
+              | pipe.map(acquire, task_limit=CONCURRENCY) | pipe.map(call, task_limit=CONCURRENCY)
+              | pipe.map(track, task_limit=CONCURRENCY))
+        assert len(await stream.list(xs)) == n
+
+    async def bare_gather() -> None:
+        service = InstantService()
+        job = _job(service)
+        limiter = TokenBucketLimiter()
+        semaphore = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(row: Any) -> Any:
+            async with semaphore:
+                request = job.build(row)
+                await limiter.acquire(1, request.token_estimate)
+                return await service.call(job.endpoint, request)
+
+        out = await asyncio.gather(*(one(r) for r in rows))
+        assert len(out) == n
+
+    return [
+        ("pipeline.run (default chain)", _best(n, repeat, ours)),
+        ("aiostream pipe.map x5, task_limit=64", _best(n, repeat, naive_aiostream)),
+        ("bare asyncio.gather + semaphore", _best(n, repeat, bare_gather)),
+    ]
+
+
+def end_to_end(n: int, repeat: int, transport: str) -> list[tuple[str, float]]:
+    rows = _rows(n)
+    out: list[tuple[str, float]] = []
+    with Simulator(process=True, seed=1) as sim:
+
+        async def ours() -> None:
+            async with pipeline.OpenAIService(api_key="sk-bench", base_url=sim.base_url,
+                                              transport=transport) as service:
+                results = await pipeline.run(rows, _job(service), concurrency=CONCURRENCY)
+                assert all(r.ok for r in results)
+
+        async def bare() -> None:
+            async with pipeline.OpenAIService(api_key="sk-bench", base_url=sim.base_url,
+                                              transport=transport) as service:
+                job = _job(service)
+                semaphore = asyncio.Semaphore(CONCURRENCY)
+
+                async def one(row: Any) -> Any:
+                    async with semaphore:
+                        return await service.call(job.endpoint, job.build(row))
+
+                await asyncio.gather(*(one(r) for r in rows))
+
+        for _ in range(repeat):  # interleave, so drift in machine load hits both alike
+            out.append(("pipeline.run", _best(n, 1, ours)))
+            out.append(("bare loop, same service", _best(n, 1, bare)))
+    best: dict[str, float] = {}
+    for name, value in out:
+        best[name] = max(best.get(name, 0.0), value)
+    return [(f"{name} [{transport}]", value) for name, value in best.items()]
+
+
+_MEMORY_CHILD = """
+import asyncio, resource, sys
+import pipeline
+from pipeline.testing import InstantService
+n = int(sys.argv[1])
+def rows():
+    for i in range(n):
+        yield {"text": f"row {i}"}
+async def main():
+    service = InstantService()
+    job = service.chat(model="m", prompt="Classify: {text}", max_tokens=5)
+    done = 0
+    async with pipeline.stream(rows(), job, concurrency=64).stream() as records:
+        async for record in records:
+            done += record.ok
+    assert done == n, done
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+asyncio.run(main())
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(base / 1024, peak / 1024)
+"""
+
+
+def memory(n: int) -> tuple[float, float, float]:
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(n)], check=True,
+                         capture_output=True, text=True).stdout.split()
+    return float(out[0]), float(out[1]), time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller counts, one repeat")
+    args = parser.parse_args(argv)
+    n_mach, n_http, n_mem, repeat = (20_000, 2_000, 100_000, 1) if args.quick else \
+        (100_000, 5_000, 1_000_000, 3)
+
+    print(f"1. Machinery: {n_mach:,} items, concurrency {CONCURRENCY}, instant in-process "
+          f"service, no cache (best of {repeat})")
+    rows = machinery(n_mach, repeat)
+    bare = rows[-1][1]
+    print(f"   {'':40} {'items/s':>10} {'vs bare':>8}")
+    for name, rate in rows:
+        print(f"   {name:40} {rate:10,.0f} {rate / bare:7.2f}x")
+    ours = rows[0][1]
+    print(f"   target >= 50,000 items/s and >= 0.5x bare: "
+          f"{'met' if ours >= 50_000 and ours >= 0.5 * bare else 'NOT met'}")
+
+    print(f"\n2. End to end: {n_http:,} requests over loopback HTTP to the simulator "
+          f"(subprocess, no limits, no latency), concurrency {CONCURRENCY}")
+    print(f"   {'':40} {'req/s':>10} {'vs bare':>8}")
+    for transport in ("httpx", "aiohttp"):
+        pair = end_to_end(n_http, repeat, transport)
+        bare_rate = pair[1][1]
+        for name, rate in pair:
+            print(f"   {name:40} {rate:10,.0f} {rate / bare_rate:7.2f}x")
+
+    base, peak, seconds = memory(n_mem)
+    print(f"\n3. Memory: {n_mem:,} rows streamed through the machinery in {seconds:.1f} s: "
+          f"peak RSS {peak:,.0f} MB (interpreter and imports alone: {base:,.0f} MB); "
+          f"target < 300 MB: {'met' if peak < 300 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))
+    sys.exit(main())
