@@ -17,7 +17,25 @@ def openapi_spec() -> dict:
 
     if not OPENAPI_PATH.exists():
         pytest.skip(f"OpenAPI spec not found at {OPENAPI_PATH}")
-    return json.loads(OPENAPI_PATH.read_text())
+    return _fix_exclusive_bounds(json.loads(OPENAPI_PATH.read_text()))
+
+
+def _fix_exclusive_bounds(node):
+    """The document says OpenAPI 3.1 but keeps some 3.0-style ``exclusiveMinimum: true``
+    (a flag beside ``minimum``); JSON Schema 2020-12 reads that as the number 1. Rewrite
+    those to the 2020-12 form so valid values such as ``learning_rate_multiplier=0.5`` pass."""
+    if isinstance(node, dict):
+        for flag, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if node.get(flag) is True and bound in node:
+                node[flag] = node.pop(bound)
+            elif node.get(flag) is False:
+                del node[flag]
+        for value in node.values():
+            _fix_exclusive_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _fix_exclusive_bounds(value)
+    return node
 
 
 @pytest.fixture(scope="session")
