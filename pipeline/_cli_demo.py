@@ -43,6 +43,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--rpm", type=float, default=1200, help="the simulated key's requests per minute")
     add("--tpm", type=float, default=200_000, help="the simulated key's tokens per minute")
     add("--latency", type=float, default=0.25, help="median seconds per answer (default 0.25)")
+    add("--error-rate", type=float, default=0.03,
+        help="fraction of requests the server fails with a 500 (default 0.03; retried)")
     add("--concurrency", type=int, default=32, help="requests in flight at most (default 32)")
     add("--no-progress", action="store_true", help="no progress bar")
 
@@ -68,11 +70,11 @@ async def _demo(args: argparse.Namespace) -> int:
     out = sys.stderr
     latency = Latency.lognormal(args.latency, 0.4) if args.latency > 0 else 0.0
     simulator = Simulator(rpm=args.rpm, tpm=args.tpm, latency=latency,
-                          faults={"500": 0.03}, seed=7, responder=_classify)
+                          faults={"500": args.error_rate}, seed=7, responder=_classify)
     with simulator as sim, tempfile.TemporaryDirectory(prefix="pipeline-demo-") as tmp:
         print(f"simulated API at {sim.base_url}: {args.rpm:,.0f} requests/min, "
-              f"{args.tpm:,.0f} tokens/min, ~{args.latency:.2f}s latency, 3% server errors",
-              file=out)
+              f"{args.tpm:,.0f} tokens/min, ~{args.latency:.2f}s latency, "
+              f"{args.error_rate:.0%} server errors", file=out)
         print(f"classifying the 300 reviews of {sample_path()}", file=out)
         async with OpenAIService(api_key="sk-demo", base_url=sim.base_url, rpm=args.rpm,
                                  tpm=args.tpm) as service:
