@@ -38,7 +38,8 @@ from pipeline.record import Record
 from pipeline.request import APIRequest
 from pipeline.status import StatusTracker
 
-__all__ = ["Chain", "Flow", "Stage", "acquire", "build", "call", "lookup", "store", "track"]
+__all__ = ["Backoff", "Chain", "Flow", "Stage", "acquire", "build", "call", "lookup", "retry", "store",
+           "track"]
 
 DEFAULT_CONCURRENCY = 64
 # How long everyone pauses after a 429 that did not say how long to wait.
@@ -418,3 +419,8 @@ class track(Stage):
 
     def __repr__(self) -> str:
         return f"track({self.status!r})"
+
+
+# The retry stage lives in its own module (with its backoff policy); it is a stage like the
+# others, so it is offered here too: ``stages.retry(stages.acquire(...) | stages.call(...))``.
+from pipeline.retry import Backoff, retry  # noqa: E402
