@@ -38,8 +38,8 @@ from pipeline.record import Record
 from pipeline.request import APIRequest
 from pipeline.status import StatusTracker
 
-__all__ = ["Backoff", "Chain", "Flow", "Stage", "acquire", "build", "call", "lookup", "retry", "store",
-           "track"]
+__all__ = ["Backoff", "Chain", "Flow", "Stage", "acquire", "build", "call", "lookup", "retry",
+           "store", "track"]
 
 DEFAULT_CONCURRENCY = 64
 # How long everyone pauses after a 429 that did not say how long to wait.
