@@ -8,17 +8,18 @@ Three measurements, every limiter in the same process and the same event loop:
    drift hits them alike.
 2. **Saturated**: 1,000 tasks looping ``acquire`` against 20,000/s with a burst of 200 (1% of
    a second's worth) wherever the peer lets us set one. Achieved rate (steady state, after
-   the first window) / configured; the most grants seen in any window of ``--window``
-   seconds / allowed (``rate x window + 200``); CPU seconds per 10,000 grants.
+   the first window) / configured; the most grants seen in any 1-second window (0.1 s with
+   ``--quick``) / allowed (``rate x window + 200``); CPU seconds per 10,000 grants.
 3. **Fairness**: the bucket is drained, one 900-token request arrives first, then 100-token
    requests arrive at twice the token rate. How long the large one waits, where it lands in
    grant order, and how many later arrivals were served before it.
 
 Ours always tracks two dimensions: every acquire takes 1 request *and* tokens, each limited.
-The peers limit a single quantity. limits' ``hit()`` never waits, so it is wrapped in the
-waiting acquire described in :func:`limits_waiting_acquire` (the output says so too).
+The peers limit a single quantity. pyrate-limiter is used through its v4 API (the installed
+4.x: ``Limiter(bucket)``, ``try_acquire_async``). limits' ``hit()`` never waits, so it is
+wrapped in the waiting acquire described in :func:`limits_waiting_acquire` (the output says so).
 
-    python benchmarks/limiter_throughput.py            # about 45 s
+    python benchmarks/limiter_throughput.py            # about 40 s
     python benchmarks/limiter_throughput.py --quick    # a few seconds, numbers only indicative
 """
 
