@@ -534,11 +534,17 @@ class TokenBucketLimiter(RateLimiter):
         if stamp is None or now < stamp:
             self._stamp = now
         elif now > stamp:
+            # Capped with a comparison, not min(): on CPython 3.11 a two-argument min() call
+            # costs more than the rest of this refill put together.
             elapsed = now - stamp
-            if self._burst_r is not None:
-                self._level_r = min(self._burst_r, self._level_r + elapsed * self._rate_r)
-            if self._burst_t is not None:
-                self._level_t = min(self._burst_t, self._level_t + elapsed * self._rate_t)
+            burst = self._burst_r
+            if burst is not None:
+                level = self._level_r + elapsed * self._rate_r
+                self._level_r = burst if level > burst else level
+            burst = self._burst_t
+            if burst is not None:
+                level = self._level_t + elapsed * self._rate_t
+                self._level_t = burst if level > burst else level
             self._stamp = now
         if (requests and self._burst_r is not None
                 and requests - self._level_r > _SLACK * requests) or \
@@ -569,10 +575,14 @@ class TokenBucketLimiter(RateLimiter):
             return
         elapsed = now - self._stamp
         if elapsed > 0:
-            if self._burst_r is not None:
-                self._level_r = min(self._burst_r, self._level_r + elapsed * self._rate_r)
-            if self._burst_t is not None:
-                self._level_t = min(self._burst_t, self._level_t + elapsed * self._rate_t)
+            burst = self._burst_r  # no min(): see _fast_take
+            if burst is not None:
+                level = self._level_r + elapsed * self._rate_r
+                self._level_r = burst if level > burst else level
+            burst = self._burst_t
+            if burst is not None:
+                level = self._level_t + elapsed * self._rate_t
+                self._level_t = burst if level > burst else level
             self._stamp = now
 
     def _delay(self, requests: float, tokens: float, now: float) -> float:
