@@ -46,6 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                       help='prompt template over the columns, e.g. "Summarize: {text}"')
     what.add_argument("--column", help="column holding what to send: ready chat messages "
                       "(a JSON list), or the text for embeddings/completions")
+    what.add_argument("--request-column", metavar="COLUMN",
+                      help="column holding ready request bodies (JSON objects), sent as they are")
     add("--system", help="system message template (chat)")
     add("--endpoint", choices=sorted(_PATHS), default=None,
         help="API endpoint (default: chat, or the endpoint of a Batch file)")
@@ -126,7 +128,8 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
 
     out = out if out is not None else sys.stderr
     _check_args(args)
-    source = io.read(args.input)
+    endpoint = _PATHS[args.endpoint] if args.endpoint else None
+    source = io.read(args.input, request_column=args.request_column, endpoint=endpoint)
     io.format_of(args.output)
     cache = None if args.no_cache else (args.cache or f"{args.output}.cache")
     async with OpenAIService(base_url=args.base_url, rpm=args.rpm, tpm=args.tpm,

@@ -130,3 +130,19 @@ def test_demo_runs_the_bundled_dataset_and_says_where_the_results_are(tmp_path):
     rows = read_csv(output)
     assert len(rows) == 300 and {r["status"] for r in rows} == {"succeeded"}
     assert {r["answer"] for r in rows} <= {"positive", "negative", "neutral"}
+
+
+def test_run_chat_from_a_column_of_messages(tmp_path, sim):
+    messages = [json.dumps([{"role": "system", "content": "Be brief."},
+                            {"role": "user", "content": f"question {i}"}]) for i in range(3)]
+    with open(tmp_path / "in.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "conversation"])
+        writer.writerows([i, m] for i, m in enumerate(messages))
+    result = pipeline_cli("run", str(tmp_path / "in.csv"), "-o", str(tmp_path / "out.jsonl"),
+                          "--column", "conversation", "--max-tokens", "3",
+                          "--base-url", sim.base_url, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in out] == ["0", "1", "2"]
+    assert all(x["status"] == "succeeded" and x["answer"] for x in out)

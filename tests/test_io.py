@@ -288,3 +288,33 @@ def test_entry_of_an_unfinished_record_is_pending():
     e = io.entry(Record(index=2, row={"a": 1}))
     assert e["status"] == "pending" and e["i"] == 2
     assert not any(isinstance(v, float) and math.isnan(v) for v in e.values())
+
+
+async def test_a_column_of_ready_request_bodies_is_sent_as_it_is(tmp_path, service):
+    bodies = [json.dumps({"model": "gpt-4o-mini", "max_tokens": 20,
+                          "messages": [{"role": "user", "content": f"body {i}"}]})
+              for i in range(3)]
+    bodies[1] = "{not json"
+    df = pd.DataFrame({"id": [7, 8, 9], "request": bodies}, index=["a", "b", "c"])
+    source = io.read(df, request_column="request")
+    assert source.ready_requests
+    out = io.to_pandas(await run(source, chat(service, "unused {text}")), df)
+    assert out.loc["a", "answer"] == "body 0" and out.loc["c", "answer"] == "body 2"
+    assert pd.isna(out.loc["b", "answer"])
+    assert "row 1, column 'request': not a JSON request body" in out.loc["b", "error"]
+    with pytest.raises(InputError, match="no column 'payload'"):
+        io.read(df, request_column="payload")
+
+
+async def test_failed_rows_keep_their_input_columns_in_files(tmp_path, service):
+    df = pd.DataFrame({"id": [1, 2], "request": ["{}", "[1]"]})
+    source = io.read(df, request_column="request")
+    await io.run_file(source, tmp_path / "out.csv", chat(service))
+    rows = read_csv(tmp_path / "out.csv")
+    assert [r["id"] for r in rows] == ["1", "2"]
+    assert "must be a JSON object, not a list" in rows[1]["error"]
+
+
+async def test_run_file_refuses_an_iterator_it_cannot_read_twice(tmp_path, service):
+    with pytest.raises(InputError, match="reads its input twice"):
+        await io.run_file(iter([{"text": "a"}]), tmp_path / "out.jsonl", chat(service))

@@ -28,6 +28,7 @@ import msgspec
 from aiostream import stream as aiostream_stream
 
 from pipeline.cache import ResponseCache
+from pipeline.errors import InputError
 from pipeline.io._sinks import entry, write_entries
 from pipeline.io._sources import Source, format_of, read
 from pipeline.record import Record
@@ -206,7 +207,10 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
     Raises :class:`~pipeline.errors.InputError` for a missing file or an unknown format,
     before anything is sent.
     """
-    src = read(source, endpoint=None)
+    src = read(source)
+    if src.kind == "iterable" and iter(src.data) is src.data:
+        raise InputError("run_file() reads its input twice (to run it, then to write the "
+                         "output): give a file, a frame or a list, not an iterator")
     output = os.fspath(output)
     format_of(output)  # an unknown output format fails before anything is sent
     status = status if status is not None else StatusTracker()

@@ -198,6 +198,8 @@ def _row_fields(row: Any) -> dict[str, Any]:
     if isinstance(row, dict):
         return row
     if isinstance(row, BatchRequest):
+        if isinstance(row.source_row, dict):
+            return row.source_row
         fields: dict[str, Any] = {}
         if row.custom_id is not None:
             fields["custom_id"] = row.custom_id
@@ -209,6 +211,13 @@ def _row_fields(row: Any) -> dict[str, Any]:
         return {}
     to_dict = getattr(row, "to_dict", None)
     return to_dict() if callable(to_dict) else {"input": row}
+
+
+def _input_fields(record: Record) -> dict[str, Any]:
+    """The input columns of a record's row ({} for a line that could not be read at all)."""
+    if record.error is None or isinstance(record.row, dict | BatchRequest):
+        return _row_fields(record.row)
+    return {}
 
 
 def _input_columns(source: Source) -> list[str]:
@@ -298,7 +307,7 @@ def _write_csv(tmp: str, source: Source, entries: Sequence[dict[str, Any] | None
         writer = csv.writer(f, delimiter=delimiter)
         writer.writerow([*columns, *names.values()])
         for _, record, e in _rows_with_results(source, entries):
-            fields = _row_fields(record.row) if record.error is None else {}
+            fields = _input_fields(record)
             results = [e.get(k) if e is not None else None for k in names]
             if e is None:
                 results[1] = "failed" if record.error is not None else "pending"
@@ -319,7 +328,7 @@ def _write_parquet(tmp: str, source: Source, entries: Sequence[dict[str, Any] | 
     elif source.kind == "polars-lazy":
         inputs = source.data.collect()
     else:
-        rows = [_row_fields(r.row) if r.error is None else {} for r in source.records()]
+        rows = [_input_fields(r) for r in source.records()]
         columns = _input_columns(source)
         try:
             inputs = pl.DataFrame(rows, schema=columns or None, infer_schema_length=None)

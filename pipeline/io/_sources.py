@@ -48,6 +48,7 @@ class BatchRequest(APIRequest, frozen=True, kw_only=True):
 
     custom_id: str | None = None
     metadata: Any = None
+    source_row: Any = None  # the frame or file row it came from (a column of ready bodies)
 
 
 class _Bad:
@@ -92,8 +93,10 @@ class Source:
 
     def __init__(self, kind: str, rows: Callable[[], Iterator[Any]], *,
                  path: str | None = None, data: Any = None, length: int | None = None,
-                 columns: list[str] | None = None, endpoint: str | None = None) -> None:
+                 columns: list[str] | None = None, endpoint: str | None = None,
+                 request_column: str | None = None) -> None:
         self.kind = kind
+        self.request_column = request_column
         self.path = path
         self.data = data
         self.columns = columns
@@ -114,7 +117,7 @@ class Source:
     @property
     def ready_requests(self) -> bool:
         """Whether rows are ready requests (Batch or cookbook JSONL), not rows for a template."""
-        return self.kind in ("batch", "requests")
+        return self.kind in ("batch", "requests") or self.request_column is not None
 
     def rows(self) -> Iterator[Any]:
         """The raw rows in input order (unreadable ones as failed markers)."""
@@ -320,15 +323,53 @@ def _first_batch_endpoint(rows: Iterator[Any]) -> str | None:
     return None
 
 
+def _with_request_column(source: Source, column: str, endpoint: str | None) -> Source:
+    """The same rows, each sent as the ready request body in its ``column``."""
+    if source.columns is not None and column not in source.columns:
+        raise InputError(f"no column {column!r} of ready requests; the input has "
+                         f"{', '.join(map(repr, source.columns)) or 'no columns'}")
+    inner = source.rows
+
+    def rows() -> Iterator[Any]:
+        for number, row in enumerate(inner()):
+            if type(row) is _Bad or not isinstance(row, dict):
+                yield row
+                continue
+            where = f"row {number}, column {column!r}"
+            body = row.get(column)
+            if isinstance(body, str):
+                try:
+                    body = _json_decode(body)
+                except msgspec.DecodeError as exc:
+                    yield _Bad(InputError(f"{where}: not a JSON request body ({exc})"), row)
+                    continue
+            if not isinstance(body, dict):
+                shown = "missing" if body is None else f"a {type(body).__name__}"
+                yield _Bad(InputError(f"{where}: a request body must be a JSON object, "
+                                      f"not {shown}"), row)
+                continue
+            path = endpoint or _endpoint_of_body(body)
+            yield BatchRequest(path=path, body=body, token_estimate=estimate_tokens(body, path),
+                               source_row=row)
+
+    return Source(source.kind, rows, path=source.path, data=source.data,
+                  length=source.length, columns=source.columns, endpoint=endpoint,
+                  request_column=column)
+
+
 # ------------------------------------------------------------------------------ read()
-def read(data: Any, *, format: str | None = None, endpoint: str | None = None) -> Source:
+def read(data: Any, *, format: str | None = None, endpoint: str | None = None,
+         request_column: str | None = None) -> Source:
     """A :class:`Source` for a file path, a pandas or Polars (lazy) frame, or any iterable.
 
     Files: ``.csv``, ``.tsv``, ``.parquet``, ``.jsonl``/``.ndjson`` (or ``format=``). A JSONL file
     of OpenAI Batch input lines (``{"custom_id", "method", "url", "body"}``) or of request bodies
     (the cookbook format, with an optional ``"metadata"``) gives ready requests; other JSONL
-    gives one row per object. ``endpoint`` sets the endpoint path of cookbook request lines
-    (default: guessed from the body's fields). A missing file or an unknown format raises
+    gives one row per object. ``request_column`` names a column of ready request bodies (dicts
+    or JSON text) to send as they are, the other columns kept for the output. ``endpoint`` sets
+    the endpoint path of cookbook lines and request columns (default: guessed from the body:
+    ``messages`` chat, ``input`` embeddings, else completions). A missing file, an unknown
+    format or a missing request column raises
     :class:`~pipeline.errors.InputError` before anything is sent.
 
     >>> import pandas as pd
@@ -336,6 +377,13 @@ def read(data: Any, *, format: str | None = None, endpoint: str | None = None) -
     >>> [(r.index, r.row) for r in source]
     [(0, {'text': 'a'}), (1, {'text': 'b'})]
     """
+    source = _read(data, format, endpoint)
+    if request_column is not None:
+        return _with_request_column(source, request_column, endpoint)
+    return source
+
+
+def _read(data: Any, format: str | None, endpoint: str | None) -> Source:
     if isinstance(data, Source):
         return data
     if isinstance(data, str | os.PathLike):
