@@ -1,0 +1,536 @@
+"""Write the tutorial notebooks of this folder (outputs cleared) from the cells below.
+
+    python notebooks/make_notebooks.py          # rewrites 01_...ipynb to 04_...ipynb
+
+Edit the cells here, not the .ipynb files, so the notebooks stay reviewable as Python.
+``tests/test_notebooks.py`` executes every notebook against the local simulator.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+Cells = list[tuple[str, str]]  # ("md" | "py", source)
+
+
+STAND_IN = """\
+def stand_in_model(endpoint, body):
+    \"\"\"The simulator's "model": a keyword rule, so that the answers make sense.\"\"\"
+    text = body["messages"][-1]["content"].lower()
+    rules = [("negative", ("broken", "stopped working", "cracked", "returned", "overpriced",
+                           "never answered", "too small", "wrong")),
+             ("neutral", ("not bad", "fine", "average", "decent", "okay", "took a while",
+                          "different from")),
+             ("positive", ("great", "love", "happy", "sturdy", "just works"))]
+    for label, words in rules:
+        if any(word in text for word in words):
+            return label
+    return "neutral"
+"""
+
+
+QUICKSTART: Cells = [
+    ("md", """\
+# Quickstart: 200 rows of a DataFrame through an API
+
+This notebook starts a local OpenAI-compatible **simulator** (real rate limits, latency and
+faults; nothing leaves your machine), sends 200 rows of a pandas DataFrame through
+`pipeline.run`, and shows the progress bar, the status tracker and the results lined up with
+the rows. To use a real provider, drop the simulator and give `OpenAIService` your key (or set
+`OPENAI_API_KEY`)."""),
+    ("py", """\
+import importlib.resources
+
+import pandas as pd
+
+from pipeline import OpenAIService, io, run
+from pipeline.simulator import Simulator"""),
+    ("md", """\
+## 1. Start the simulator
+
+It runs in a background thread (so it keeps answering while this notebook's event loop is
+busy) and allows 600 requests and 100,000 tokens a minute, like a small API tier. Its
+"model" is a stand-in keyword rule, so the answers below make sense."""),
+    ("py", STAND_IN + """
+sim = Simulator(rpm=600, tpm=100_000, latency="lognormal:0.1,0.3", seed=0,
+                responder=stand_in_model).start()
+sim.base_url"""),
+    ("md", """\
+## 2. The data: 200 product reviews
+
+A small dataset ships with the package."""),
+    ("py", """\
+data = importlib.resources.files("pipeline") / "data" / "reviews.csv"
+with importlib.resources.as_file(data) as path:
+    df = pd.read_csv(path).head(200)
+df.head()"""),
+    ("md", """\
+## 3. A service and a job
+
+`OpenAIService` holds the base URL, the key and one HTTP client; its endpoints get a rate
+limiter from `rpm`/`tpm`. A **job** says what to send for each row: here a chat completion
+whose prompt is filled from the row's `review` column."""),
+    ("py", """\
+service = OpenAIService(api_key="sk-local-test", base_url=sim.base_url, rpm=600, tpm=100_000)
+job = service.chat(model="gpt-4o-mini", max_tokens=5,
+                   prompt="Is this review positive, negative or neutral? {review}")
+job.build(df.iloc[0]).body"""),
+    ("md", """\
+## 4. Run
+
+`await` works at the top level of a notebook cell. `io.read(df)` numbers the rows by position,
+so results come back lined up with the frame. `progress=True` shows a progress bar."""),
+    ("py", """\
+results = await run(io.read(df), job, concurrency=16, progress=True)
+results"""),
+    ("md", """\
+The run's **status tracker**: counters, tokens and latency percentiles (`print(results.status)`
+gives the same as text)."""),
+    ("py", """\
+results.status"""),
+    ("md", """\
+Each result is a `Record`: the row, the request, the response (or the error), attempts and
+timings. `results[i]` belongs to row `i`."""),
+    ("py", """\
+results[0]"""),
+    ("md", """\
+## 5. Back to a DataFrame
+
+`io.to_pandas` adds `answer`, `status`, `error`, `tokens` and `latency` columns, row for row,
+keeping the frame's index. (`await io.run_frame(df, job)` does run + to_pandas in one go.)"""),
+    ("py", """\
+out = io.to_pandas(results, df)
+out[["product", "stars", "answer", "status", "tokens", "latency"]].head(10)"""),
+    ("md", """\
+How do the answers compare with the stars the reviewers gave?"""),
+    ("py", """\
+pd.crosstab(out["stars"], out["answer"])"""),
+    ("md", """\
+The simulator's own view: every request answered and no rate-limit errors (429), because the
+client's limiter kept within the limits."""),
+    ("py", """\
+stats = sim.stats()
+assert stats.ok == len(df) and stats.rate_limited == 0
+stats"""),
+    ("md", """\
+## Clean up"""),
+    ("py", """\
+await service.aclose()
+sim.stop()"""),
+]
+
+
+DATAFRAMES: Cells = [
+    ("md", """\
+# DataFrames in and out: pandas, Polars, LazyFrames, failed rows and reruns
+
+- results are lined up with the input rows, whatever the index;
+- pandas and Polars frames (including a `LazyFrame`, streamed in batches) go in and come out;
+- a row that fails does not stop the others, and can be rerun alone;
+- with a cache, rerunning everything costs nothing for the rows already answered.
+
+The simulator here answers every prompt with an **echo** of it, so we can check that each answer
+sits on the row it came from. It also fails 10% of the requests with a 503."""),
+    ("py", """\
+import shutil
+import tempfile
+
+import pandas as pd
+import polars as pl
+
+from pipeline import OpenAIService, io
+from pipeline.simulator import Simulator
+
+
+def echo(endpoint, body):
+    return "echo: " + body["messages"][-1]["content"]
+
+
+sim = Simulator(rpm=3_000, tpm=500_000, latency=0.02, faults={"503": 0.1}, seed=1,
+                responder=echo).start()
+service = OpenAIService(api_key="sk-local-test", base_url=sim.base_url, rpm=3_000, tpm=500_000)
+job = service.chat(model="gpt-4o-mini", prompt="{text}", max_tokens=20)"""),
+    ("md", """\
+## pandas: any index, results on the right rows
+
+An index of string ids in shuffled order. The pipeline runs requests concurrently and they
+finish in any order; `io.run_frame` puts each answer back on its row."""),
+    ("py", """\
+df = pd.DataFrame({"text": [f"row number {i}" for i in range(60)]},
+                  index=[f"id-{i:03d}" for i in range(60)]).sample(frac=1, random_state=0)
+out = await io.run_frame(df, job, concurrency=16)
+assert (out["answer"] == "echo: " + out["text"]).all()   # every answer is its own row's
+assert out.index.equals(df.index)
+out.head()"""),
+    ("md", """\
+The 503s were retried (up to 6 attempts by default), so every row succeeded. The simulator's
+log shows the extra attempts:"""),
+    ("py", """\
+stats = sim.stats()
+print(f"{len(df)} rows, {stats.requests} requests sent, {stats.faults} answered 503")"""),
+    ("md", """\
+## Polars, and a LazyFrame
+
+A Polars `DataFrame` comes back as a Polars `DataFrame` with the result columns added. A
+`LazyFrame` is streamed into the pipeline in batches and comes back collected."""),
+    ("py", """\
+pl_df = pl.DataFrame({"id": range(40), "text": [f"polars row {i}" for i in range(40)]})
+pl_out = await io.run_frame(pl_df, job, concurrency=16)
+pl_out.head()"""),
+    ("py", """\
+lazy = pl_df.lazy().filter(pl.col("id") % 2 == 0).with_columns(
+    text=pl.concat_str([pl.lit("even "), pl.col("text")]))
+lazy_out = await io.run_frame(lazy, job, concurrency=16)
+assert (lazy_out["answer"] == "echo: " + lazy_out["text"]).all()
+lazy_out.head()"""),
+    ("md", """\
+## Failed rows, and rerunning only them
+
+With `attempts=1` (no retries) about one row in ten fails on a 503. A row that cannot even be
+built (a missing prompt value) fails too, and is never sent. The other rows are unaffected."""),
+    ("py", """\
+df = pd.DataFrame({"text": [f"review {i}" for i in range(50)]})
+df.loc[7, "text"] = None   # this row cannot be built
+out = await io.run_frame(df, job, attempts=1, concurrency=16)
+failed = out[out["status"] == "failed"]
+failed[["text", "status", "error"]]"""),
+    ("md", """\
+Rerun just those rows (with retries this time) and put their results back. The None row still
+fails, with an error that says why."""),
+    ("py", """\
+retried = await io.run_frame(df.loc[failed.index], job, concurrency=16)
+out = pd.concat([out.drop(index=retried.index), retried]).loc[df.index]   # input order
+out.loc[failed.index, ["text", "answer", "status", "error"]]"""),
+    ("md", """\
+## The cache makes a rerun free
+
+With `cache=` (a directory), answers are kept on disk keyed by the request (no secrets in the
+key). Run the frame once without retries, then rerun the *whole* frame: only the rows that
+failed the first time are sent again. A third run sends nothing at all."""),
+    ("py", """\
+cache_dir = tempfile.mkdtemp(prefix="pipeline-cache-")
+df = pd.DataFrame({"text": [f"cached review {i}" for i in range(50)]})
+
+sim.reset()
+first = await io.run_frame(df, job, cache=cache_dir, attempts=1, concurrency=16)
+sent_first = sim.stats().requests
+second = await io.run_frame(df, job, cache=cache_dir, concurrency=16)
+sent_second = sim.stats().requests - sent_first
+third = await io.run_frame(df, job, cache=cache_dir, concurrency=16)
+sent_third = sim.stats().requests - sent_first - sent_second
+
+print(f"first run:  {sent_first} requests, {(first['status'] == 'failed').sum()} rows failed")
+print(f"second run: {sent_second} requests (only the failed rows, retried as needed)")
+answered = (third["status"] == "succeeded").sum()
+print(f"third run:  {sent_third} requests; all {answered} rows answered from the cache")
+assert sent_third == 0 and (third["answer"] == second["answer"]).all()"""),
+    ("md", """\
+Without a cache, running the same frame twice sends every request twice: a pipeline is lazy
+and re-executes each time it runs.
+
+## Clean up"""),
+    ("py", """\
+shutil.rmtree(cache_dir)
+await service.aclose()
+sim.stop()"""),
+]
+
+
+CUSTOM: Cells = [
+    ("md", """\
+# Custom pipelines: stages, aiostream operators, your own stage, two endpoints
+
+`pipeline.run` uses a default chain of stages:
+
+    build | retry(acquire | call) | track        (plus lookup/store with a cache)
+
+Each stage takes a `Record` and returns it a little more filled in. Stages compose with `|`;
+neighbouring stages fuse into one concurrent step, and any
+[aiostream](https://aiostream.readthedocs.io) operator can sit between them."""),
+    ("py", """\
+import importlib.resources
+
+import pandas as pd
+from aiostream import pipe, stream
+
+from pipeline import OpenAIService, Record, StatusTracker, TokenBucketLimiter
+from pipeline.retry import retry
+from pipeline.simulator import Simulator
+from pipeline.stages import Stage, acquire, build, call, track
+
+""" + STAND_IN + """
+sim = Simulator(rpm=1_200, tpm=200_000, latency=0.03, seed=2, responder=stand_in_model).start()
+
+data = importlib.resources.files("pipeline") / "data" / "reviews.csv"
+with importlib.resources.as_file(data) as path:
+    reviews = pd.read_csv(path)
+rows = reviews.to_dict("records")
+len(rows)"""),
+    ("md", """\
+## Two endpoints, one shared limiter
+
+A provider counts the requests of all endpoints against one key. Giving chat and embeddings
+the same limiter keeps their sum within the limits."""),
+    ("py", """\
+shared = TokenBucketLimiter(max_requests=1_200, max_tokens=200_000)
+service = OpenAIService(api_key="sk-local-test", base_url=sim.base_url,
+                        limits={"chat/completions": {"limiter": shared},
+                                "embeddings": {"limiter": shared}})
+chat = service.chat(model="gpt-4o-mini", max_tokens=5,
+                    prompt="Positive, negative or neutral? {review}")
+embed = service.embeddings(model="text-embedding-3-small", dimensions=64)
+shared"""),
+    ("md", """\
+## 1. The default chain, spelled out
+
+A flow is applied to a stream with `|`; `pipe.list()` collects the records."""),
+    ("py", """\
+status = StatusTracker()
+classify = (build(chat)
+            | retry(acquire(chat.endpoint) | call(service, chat.endpoint), attempts=4)
+            | track(status, progress=True, total=len(rows)))
+classify"""),
+    ("py", """\
+records = await (stream.iterate(rows) | classify | pipe.list())
+records.sort(key=lambda r: r.index)   # records arrive as they complete; index = input position
+print(status)
+records[:3]"""),
+    ("md", """\
+## 2. aiostream operators between stages
+
+Keep only the 1- and 2-star reviews before anything is built, and stop after the first 10
+answers. The stream is lazy and pulls rows only as fast as they are processed, so `take(10)`
+stops the run: only a handful more than 10 requests are sent (those already in flight)."""),
+    ("py", """\
+sim.reset()
+flow = (build(chat)
+        | retry(acquire(chat.endpoint) | call(service, chat.endpoint)))
+first_ten = await (stream.iterate(rows)
+                   | pipe.filter(lambda row: row["stars"] <= 2)
+                   | flow.with_concurrency(4)
+                   | pipe.filter(lambda record: record.ok)
+                   | pipe.take(10)
+                   | pipe.list())
+print(f"{len(first_ten)} answers; the simulator saw {sim.stats().requests} requests "
+      f"out of {sum(r['stars'] <= 2 for r in rows)} low-star rows")
+[(r.row["stars"], r.text) for r in first_ten[:3]]"""),
+    ("md", """\
+## 3. Embeddings in batches with `pipe.chunks`
+
+The embeddings endpoint takes up to 2,048 inputs per request. `pipe.chunks(32)` groups the
+texts, and the embeddings builder turns a list of rows into one batched request."""),
+    ("py", """\
+texts = [r["review"] for r in rows]
+embed_flow = (build(embed)
+              | retry(acquire(embed.endpoint) | call(service, embed.endpoint))
+              | track(StatusTracker(), progress=True, total=-(-len(texts) // 32)))
+batches = await (stream.iterate(texts) | pipe.chunks(32) | embed_flow | pipe.list())
+batches.sort(key=lambda r: r.index)   # batch i holds texts 32*i ... 32*i+31
+vectors = [item["embedding"] for batch in batches for item in batch.body["data"]]
+print(f"{len(batches)} requests for {len(vectors)} texts; vectors of {len(vectors[0])} floats")"""),
+    ("md", """\
+## 4. Your own stage
+
+Subclass `Stage` and write `async def process(self, record)`. This one cleans the review text
+before the request is built: it collapses whitespace and cuts long reviews (fewer tokens). A
+stage runs only on records still in progress unless it sets `after_done = True`, like the
+second one, which tallies the answers of every finished record."""),
+    ("py", """\
+from collections import Counter
+
+
+class Clean(Stage):
+    \"\"\"Collapse whitespace and cut the review to `max_chars` characters.\"\"\"
+
+    def __init__(self, max_chars: int = 80):
+        self.max_chars = max_chars
+
+    async def process(self, record: Record) -> Record:
+        row = dict(record.row)
+        row["review"] = " ".join(str(row["review"]).split())[: self.max_chars]
+        record.row = row
+        return record
+
+
+class Tally(Stage):
+    \"\"\"Count the answers (runs on succeeded and failed records too).\"\"\"
+
+    after_done = True
+
+    def __init__(self):
+        self.counts = Counter()
+
+    async def process(self, record: Record) -> Record:
+        self.counts[record.text if record.ok else "(failed)"] += 1
+        return record
+
+
+tally = Tally()
+custom = Clean(max_chars=80) | flow | tally
+cleaned = await (stream.iterate(rows[:50]) | custom | pipe.list())
+print(max(len(r.row["review"]) for r in cleaned), "characters at most")
+tally.counts.most_common(5)"""),
+    ("md", """\
+## 5. Two endpoints in one flow
+
+Classify each review, keep the successes, then embed each *answer* together with its review.
+`pipe.map` turns a finished chat record into a new record for the embeddings chain; it keeps
+the record's `index`, so the final results still line up with the input rows. Both endpoints
+draw on the shared limiter."""),
+    ("py", """\
+def to_embedding_input(record: Record) -> Record:
+    text = f"{record.text}: {record.row['review']}"
+    return Record(index=record.index, row={"text": text})
+
+
+two_step = (flow
+            | pipe.filter(lambda record: record.ok)
+            | pipe.map(to_embedding_input)
+            | build(embed)
+            | retry(acquire(embed.endpoint) | call(service, embed.endpoint)))
+sim.reset()
+pairs = await (stream.iterate(rows[:40]) | two_step | pipe.list())
+pairs.sort(key=lambda r: r.index)
+print(sim.stats().outcomes, "| paths:", sorted({e.path for e in sim.log()}))
+[(r.index, r.row["text"][:40], len(r.embedding)) for r in pairs[:3]]"""),
+    ("md", """\
+## Clean up"""),
+    ("py", """\
+await service.aclose()
+sim.stop()"""),
+]
+
+
+TUNING: Cells = [
+    ("md", """\
+# Tuning limiter settings before paying for a real API
+
+Your provider allows, say, 600 requests and 100,000 tokens a minute. How should the client's
+limiter be set: at the limit, a little under, a little over? With which bucket size, which
+concurrency, which kind of limiter? `pipeline.bench.sweep` answers with measurements: it sends
+the same job once per client setting, each time against a **fresh simulator** (same seed)
+configured like the provider, and reads the 429s and the throughput from the **simulator's own
+request log**.
+
+Time is compressed so each setting takes a second or two; the table reports rates and times
+in the provider's time (`run_s` is how long the run would take against the real API). From a
+shell, `pipeline bench --help` runs the same sweep, and `benchmarks/limiter_sweep.py` a larger
+one."""),
+    ("py", """\
+import tempfile
+from pathlib import Path
+
+from IPython.display import Image
+
+from pipeline import bench"""),
+    ("md", """\
+## The provider
+
+600 rpm and 100,000 tpm, enforced over 6-second buckets (`burst=0.1` of a minute: providers
+often enforce "per minute" limits over shorter windows), a lognormal latency with a 0.2 s
+median, and 1% of requests failing with a 500."""),
+    ("py", """\
+provider = bench.Provider(rpm=600, tpm=100_000, burst=0.1, latency="lognormal:0.2,0.4",
+                          faults={"500": 0.01}, seed=7)
+provider.describe()"""),
+    ("md", """\
+## The grid
+
+The token-bucket limiter at 0.8, 1.0 and 1.2 x the provider's limits, with its default bucket
+(a full minute's worth) or one matching the provider's (6 s), at concurrency 32; the same at
+1.0 x with a 6 s bucket at concurrency 4; and the interval limiter (a fixed one-minute window).
+The simulators run in threads here (quicker to start); the CLI and the benchmark script use
+subprocesses, which keeps the client's CPU figures clean."""),
+    ("py", """\
+settings = [
+    *bench.grid(fractions=[0.8, 1.0, 1.2], bursts=[None, 6.0], concurrency=[32]),
+    bench.Setting(fraction=1.0, burst_s=6.0, concurrency=4),
+    bench.Setting(limiter="interval", fraction=1.0, concurrency=32),
+]
+len(settings)"""),
+    ("py", """\
+df = await bench.sweep_async(provider, settings, requests=200, target_seconds=1.5,
+                             process=False)
+print(bench.format_table(df))"""),
+    ("md", """\
+Columns: `run_s` run time in provider seconds (`wall_s` here); `req_per_s`/`tok_per_s`
+answered per provider second; `util_req`/`util_tok` what the provider admitted over what it
+would have admitted in that time (its bucket plus its refill: 1.0 leaves nothing on the table);
+`n_429` and `retries` from the simulator's log; `failed` rows; `p50_s`..`p99_s` per-row time
+from start to done (limiter waits and retries included); `cpu_s` the client's CPU time."""),
+    ("py", """\
+png = Path(tempfile.mkdtemp()) / "limiter_sweep.png"
+bench.plot(df, png)
+Image(str(png))"""),
+    ("md", """\
+## What to conclude
+
+Read the table and the plot together. On this provider the pattern is (the figures move a
+little from run to run, the 429 counts most):
+
+- **Fraction**: 0.8 x leaves about a fifth of the quota unused, as it must. 1.2 x does not beat
+  1.0 x: the limiter lowers itself to the `x-ratelimit-limit-*` the provider reports, so
+  overshooting buys nothing. **Set the limiter at the provider's limits.**
+- **Bucket**: the limiter's default bucket holds a full minute, so at the start it lets through
+  a burst (up to the concurrency) that the provider's 6-second bucket does not hold: most of
+  the 429s come from there. A bucket matching the provider's enforcement window gives fewer
+  429s at the same throughput.
+- **Limiter kind**: the interval limiter releases a whole minute's quota at the start of its
+  window (the worst case for a provider that enforces over short windows) and then waits for
+  whole windows, so it reaches a clearly lower utilisation: prefer the token bucket.
+- **Concurrency** only needs to cover rate x latency (10 requests/s x 0.2 s = 2 in flight,
+  a few more for the latency's tail): concurrency 4 reaches the throughput of 32, with a
+  smaller first burst (fewer 429s) and a far shorter time per row (`p50_s`), because rows do
+  not queue in the limiter.
+- A few 429s remain even with a matching bucket when the token limit binds: the client
+  refunds the unused part of `max_tokens` after each answer, while the provider (like
+  OpenAI) charged the full `max_tokens`. A slightly lower `tpm` (0.9 x) on the client absorbs
+  that.
+
+The settings ranked by utilisation of the provider's request limit:"""),
+    ("py", """\
+columns = ["limiter", "fraction", "burst_s", "concurrency", "util_req", "n_429", "p50_s"]
+df.sort_values("util_req", ascending=False)[columns].head(4)"""),
+    ("md", """\
+To try your own provider from a shell:
+
+    pipeline bench --rpm 600 --tpm 100000 --burst 0.1 --latency lognormal:0.2,0.4 \\
+        --faults 500=0.01 --requests 300 --fractions 0.8,1.0,1.2 --concurrency 16,64 \\
+        --bursts default,6 --csv bench.csv --out bench.png"""),
+]
+
+
+NOTEBOOKS: dict[str, Cells] = {
+    "01_quickstart.ipynb": QUICKSTART,
+    "02_dataframes.ipynb": DATAFRAMES,
+    "03_custom_pipelines.ipynb": CUSTOM,
+    "04_tuning_limiters.ipynb": TUNING,
+}
+
+
+def build(cells: Cells) -> nbformat.NotebookNode:
+    """A notebook with these cells, no outputs, the python3 kernel."""
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for kind, source in cells:
+        nb.cells.append(new_markdown_cell(source) if kind == "md" else new_code_cell(source))
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating changes nothing
+    return nb
+
+
+def main() -> None:
+    for name, cells in NOTEBOOKS.items():
+        nbformat.write(build(cells), HERE / name)
+        print("wrote", HERE / name)
+
+
+if __name__ == "__main__":
+    main()
