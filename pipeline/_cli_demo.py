@@ -76,8 +76,9 @@ async def _demo(args: argparse.Namespace) -> int:
               f"{args.tpm:,.0f} tokens/min, ~{args.latency:.2f}s latency, "
               f"{args.error_rate:.0%} server errors", file=out)
         print(f"classifying the 300 reviews of {sample_path()}", file=out)
-        async with OpenAIService(api_key="sk-demo", base_url=sim.base_url, rpm=args.rpm,
-                                 tpm=args.tpm) as service:
+        service = OpenAIService(api_key="sk-demo", base_url=sim.base_url, rpm=args.rpm,
+                                tpm=args.tpm)
+        async with service:
             job = service.chat(model="gpt-4o-mini", prompt=_TEMPLATE, max_tokens=3,
                                temperature=0)
             summary = await io.run_file(

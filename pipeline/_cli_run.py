@@ -25,7 +25,7 @@ import asyncio
 import importlib.util
 import os
 import sys
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.errors import PipelineError
 
@@ -68,9 +68,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="HTTP transport (auto: aiohttp when installed, it is faster)")
 
 
-def _transport(choice: str) -> str:
-    if choice != "auto":
-        return choice
+def _transport(choice: str) -> Literal["httpx", "aiohttp"]:
+    if choice in ("httpx", "aiohttp"):
+        return choice  # type: ignore[return-value]
     found = importlib.util.find_spec("httpx_aiohttp") and importlib.util.find_spec("aiohttp")
     return "aiohttp" if found else "httpx"
 
@@ -132,8 +132,9 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
     source = io.read(args.input, request_column=args.request_column, endpoint=endpoint)
     io.format_of(args.output)
     cache = None if args.no_cache else (args.cache or f"{args.output}.cache")
-    async with OpenAIService(base_url=args.base_url, rpm=args.rpm, tpm=args.tpm,
-                             transport=_transport(args.transport)) as service:
+    service = OpenAIService(base_url=args.base_url, rpm=args.rpm, tpm=args.tpm,
+                            transport=_transport(args.transport))
+    async with service:
         job = build_job(service, args, source)
         model = "from the file" if source.ready_requests else job.builder.config.get("model")
         print(f"pipeline run: {args.input} -> {args.output} ({job.path} at "

@@ -159,8 +159,9 @@ def _polars_results(entries: Sequence[dict[str, Any] | None], answer: str,
                     names: dict[str, str]) -> Any:
     import polars as pl
 
-    types = {"answer": pl.String, "embedding": pl.List(pl.Float64), "status": pl.String,
-             "error": pl.String, "tokens": pl.Int64, "latency": pl.Float64}
+    types: dict[str, Any] = {
+        "answer": pl.String, "embedding": pl.List(pl.Float64), "status": pl.String,
+        "error": pl.String, "tokens": pl.Int64, "latency": pl.Float64}
     values = _result_values(entries, answer)
     return pl.DataFrame([pl.Series(names[k], v, dtype=types[k]) for k, v in values.items()])
 
