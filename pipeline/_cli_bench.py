@@ -54,9 +54,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     provider.add_argument("--rpm", type=float, default=600, help="requests per minute (600)")
     provider.add_argument("--tpm", type=float, default=100_000,
                           help="tokens per minute (100000; 0: no token limit)")
-    provider.add_argument("--burst", type=float, default=None,
-                          help="share of a minute's limit its bucket holds, in (0, 1] "
-                               "(default 1: a full minute)")
+    provider.add_argument("--burst", type=float, default=0.1,
+                          help="share of a minute's limit its bucket holds, in (0, 1]: "
+                               "0.1 (default) enforces over 6 s windows, as providers often "
+                               "do; 1 lets a full minute's quota through at once")
     provider.add_argument("--latency", default="0.2",
                           help="seconds, uniform:LOW,HIGH or lognormal:MEDIAN,SIGMA (0.2)")
     provider.add_argument("--faults", nargs="*", default=[], metavar="NAME=P",

@@ -380,12 +380,15 @@ async def sweep_async(provider: Provider, settings: Iterable[Setting] | None = N
 
     Columns: the setting (``limiter fraction burst_s concurrency attempts backoff_s``), then
     ``run_s`` (run time in provider seconds), ``wall_s`` (real seconds here), ``req_per_s``
-    and ``tok_per_s`` (answered ok, per provider second), ``util_req``/``util_tok``
-    (admitted / what the provider would have admitted in that time), ``n_429``, ``sent``,
+    and ``tok_per_s`` (requests answered ok and their ``usage`` tokens, per provider second),
+    ``util_req``/``util_tok`` (requests and charged tokens the provider admitted / what it
+    would have admitted in that time: its bucket plus its refill), ``n_429``, ``sent``,
     ``retries`` (sent - distinct request bodies), ``failed`` (rows that finally failed),
     ``p50_s p95_s p99_s`` (per-row time from start to done, limiter waits and retries
-    included, provider seconds) and ``cpu_s`` (client CPU). ``df.attrs`` holds the provider
-    and the time scale.
+    included, provider seconds) and ``cpu_s`` (client CPU seconds, not scaled: the same work
+    as the real run). ``df.attrs`` holds the provider, the time scale and ``requests``.
+
+    Warns when the provider's bucket holds the whole job (no limit would ever bind).
 
     >>> # df = await sweep_async(Provider(rpm=600, tpm=100_000, burst=0.1),
     >>> #                        grid(fractions=[0.8, 1.0, 1.2]), requests=300)

@@ -134,3 +134,10 @@ def test_cli_prints_the_table_and_writes_csv_and_png(tmp_path, capsys) -> None:
     assert len(table) == 1 and table["sent"].iloc[0] >= 20
     assert not math.isnan(table["p50_s"].iloc[0])
     assert png_path.stat().st_size > 1000
+
+
+def test_sweep_warns_when_no_limit_can_bind() -> None:
+    roomy = bench.Provider(rpm=6_000, latency=0.0)  # a full minute's bucket: 6,000 requests
+    with pytest.warns(UserWarning, match="no rate limit will bind"):
+        df = bench.sweep(roomy, [bench.Setting(concurrency=4)], requests=5, process=False)
+    assert df["n_429"].iloc[0] == 0 and df["sent"].iloc[0] == 5
