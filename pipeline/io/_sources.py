@@ -87,8 +87,8 @@ class Source:
         data: the frame, for frame sources.
         columns: the input's column names when known up front.
 
-    ``len(source)`` is the row count when it is known without reading everything
-    (frames, Parquet); otherwise ``len()`` raises ``TypeError``.
+    ``len(source)`` is the row count when it is known before running (frames and files, by
+    one quick pass; not a LazyFrame or an iterator); otherwise ``len()`` raises ``TypeError``.
     """
 
     def __init__(self, kind: str, rows: Callable[[], Iterator[Any]], *,
@@ -178,9 +178,13 @@ def _check_file(path: str) -> None:
         raise InputError(f"input {path!r} is a directory, not a file")
 
 
-def _csv_rows(path: str, delimiter: str) -> tuple[list[str], Callable[[], Iterator[Any]]]:
+def _csv_rows(path: str, delimiter: str
+              ) -> tuple[list[str], int, Callable[[], Iterator[Any]]]:
+    # One quick pass for the header and the row count (a progress bar with an ETA).
     with open(path, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f, delimiter=delimiter), None)
+        reader = csv.reader(f, delimiter=delimiter)
+        header = next(reader, None)
+        count = sum(1 for values in reader if values)
     if not header:
         raise InputError(f"{path!r} is empty: a CSV file needs a header line")
 
@@ -190,6 +194,8 @@ def _csv_rows(path: str, delimiter: str) -> tuple[list[str], Callable[[], Iterat
             next(reader, None)
             width = len(header)
             for values in reader:
+                if not values:
+                    continue  # a blank line is not a row
                 if len(values) != width:
                     yield _Bad(InputError(
                         f"{path} line {reader.line_num}: {len(values)} fields, the header has "
@@ -197,7 +203,7 @@ def _csv_rows(path: str, delimiter: str) -> tuple[list[str], Callable[[], Iterat
                     continue
                 # An empty cell is missing, as pandas and Polars read it.
                 yield {k: (v if v != "" else None) for k, v in zip(header, values, strict=True)}
-    return header, rows
+    return header, count, rows
 
 
 def _parquet_source(path: str) -> Source:
@@ -313,7 +319,9 @@ def _jsonl_source(path: str, endpoint: str | None) -> Source:
     found_endpoint = endpoint
     if kind == "batch" and found_endpoint is None:
         found_endpoint = _first_batch_endpoint(rows())
-    return Source(kind, rows, path=path, endpoint=found_endpoint)
+    with open(path, "rb") as f:
+        count = sum(1 for line in f if line.strip())
+    return Source(kind, rows, path=path, endpoint=found_endpoint, length=count)
 
 
 def _first_batch_endpoint(rows: Iterator[Any]) -> str | None:
@@ -391,8 +399,8 @@ def _read(data: Any, format: str | None, endpoint: str | None) -> Source:
         kind = format or format_of(path)
         _check_file(path)
         if kind in ("csv", "tsv"):
-            columns, rows = _csv_rows(path, "," if kind == "csv" else "\t")
-            return Source(kind, rows, path=path, columns=columns)
+            columns, count, rows = _csv_rows(path, "," if kind == "csv" else "\t")
+            return Source(kind, rows, path=path, columns=columns, length=count)
         if kind == "parquet":
             return _parquet_source(path)
         if kind == "jsonl":
