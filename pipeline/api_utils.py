@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import hashlib
 import math
 import mimetypes
@@ -179,6 +180,7 @@ def retry_after(
     source: HeadersLike | httpx.Response | Response | APIError | None,
     *,
     now: float | None = None,
+    reset_headers: bool = True,
 ) -> float | None:
     """Seconds the server asked us to wait before trying again, or ``None`` when it did not say.
 
@@ -186,7 +188,9 @@ def retry_after(
     (``now`` is the wall-clock time to measure a date from, ``time.time()`` by default); then
     OpenAI's ``x-ratelimit-reset-requests`` / ``-tokens`` (``"20ms"``, ``"1.5s"``, ``"6m0s"``),
     preferring the limit whose ``x-ratelimit-remaining-*`` is 0. Missing, negative (Azure's
-    ``-1``) and unreadable values are ignored.
+    ``-1``) and unreadable values are ignored. ``reset_headers=False`` skips the reset headers:
+    they say when a rate-limit bucket is full again, which is a wait only for a 429 (a 500
+    that happens to carry them must not wait for the bucket to refill).
 
     >>> retry_after({"Retry-After": "2"}), retry_after({"x-ratelimit-reset-tokens": "6m0s"})
     (2.0, 360.0)
@@ -210,6 +214,8 @@ def retry_after(
         if seconds is not None:
             return seconds
 
+    if not reset_headers:
+        return None
     resets: list[float] = []
     exhausted: list[float] = []
     for kind in ("requests", "tokens"):
@@ -347,7 +353,7 @@ def classify_error(
         code=code,
         body=decoded,
         headers=redact_headers(header_map, secrets),
-        retry_after=retry_after(header_map),
+        retry_after=retry_after(header_map, reset_headers=status == 429),
     )
 
 
@@ -572,6 +578,12 @@ async def upload_file_with_retry(
 # ---------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
+def _key_namespace(base_url: str) -> str:
+    # The same few base URLs come with every row: redact each once.
+    return redact_url(base_url.strip().rstrip("/"))
+
+
 def cache_key(request: APIRequest, *, base_url: str | None = None) -> str:
     """A stable SHA-256 hex key for a request: same request, same key, in any process.
 
@@ -599,6 +611,6 @@ def cache_key(request: APIRequest, *, base_url: str | None = None) -> str:
         "files": files,
     }
     if base_url is not None:
-        document["base_url"] = redact_url(base_url.strip().rstrip("/"))
+        document["base_url"] = _key_namespace(base_url)
     encoded = msgspec.json.encode(document, order="deterministic")
     return hashlib.sha256(encoded).hexdigest()

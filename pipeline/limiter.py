@@ -186,6 +186,10 @@ class RateLimiter(ABC):
     def _rates_changed(self, now: float) -> None:
         """Called after ``max_requests``/``max_tokens``/``interval`` change."""
 
+    def _scale_burst(self, requests_factor: float, tokens_factor: float) -> None:
+        """The limits are being lowered by these factors: shrink explicit bursts alike."""
+        return None  # policies without an explicit burst have nothing to scale
+
     def _sync_reset(self, reset_requests: float | None, reset_tokens: float | None,
                     now: float) -> bool:
         """Use the server's reset times; True if anything changed.
@@ -433,10 +437,12 @@ class RateLimiter(ABC):
         scale = self._interval / 60.0
         if limit_r is not None and (self._max_requests is None
                                     or limit_r * scale < self._max_requests):
+            self._scale_burst(limit_r * scale / (self._max_requests or limit_r * scale), 1.0)
             self._max_requests = limit_r * scale
             changed = True
         if limit_t is not None and (self._max_tokens is None
                                     or limit_t * scale < self._max_tokens):
+            self._scale_burst(1.0, limit_t * scale / (self._max_tokens or limit_t * scale))
             self._max_tokens = limit_t * scale
             changed = True
         if changed:
@@ -554,6 +560,13 @@ class TokenBucketLimiter(RateLimiter):
         self._level_r -= requests
         self._level_t -= tokens
         return True
+
+    def _scale_burst(self, requests_factor: float, tokens_factor: float) -> None:
+        # A burst chosen for the old limit is too large for the new one: keep its proportion.
+        if self._user_burst_r is not None:
+            self._user_burst_r *= requests_factor
+        if self._user_burst_t is not None:
+            self._user_burst_t *= tokens_factor
 
     def _configure(self) -> None:
         if self._max_requests is None:

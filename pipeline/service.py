@@ -28,7 +28,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import httpx
 import msgspec
@@ -391,7 +391,7 @@ class BaseService(abc.ABC):
         if client is not None and loop is asyncio.get_running_loop():
             await client.aclose()
 
-    async def __aenter__(self) -> BaseService:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

@@ -37,6 +37,11 @@ from pipeline.operators import map_unordered
 from pipeline.record import Record
 from pipeline.request import APIRequest
 from pipeline.status import StatusTracker
+from pipeline.tokens import (
+    CHAT_DEFAULT_MAX_TOKENS,
+    COMPLETION_DEFAULT_MAX_TOKENS,
+    max_output_tokens,
+)
 
 __all__ = ["Backoff", "Chain", "Flow", "Stage", "acquire", "build", "call", "lookup", "retry",
            "store", "track"]
@@ -73,10 +78,11 @@ class Stage:
     def __or__(self, other: Any) -> Any:
         if isinstance(other, Stage):
             return Chain(*self.stages(), *other.stages())
+        head = self if isinstance(self, Chain) else Chain(*self.stages())
         if isinstance(other, Flow):
-            return Flow(Chain(*self.stages()), *other.parts)
+            return Flow(head, *other.parts)
         if callable(other):  # an aiostream pipe operator, e.g. pipe.filter(...)
-            return Flow(Chain(*self.stages()), other)
+            return Flow(head, other)
         return NotImplemented
 
     def __call__(self, source: AsyncIterable[Any]) -> Stream[Record]:
@@ -107,6 +113,12 @@ class Chain(Stage):
 
     def stages(self) -> tuple[Stage, ...]:
         return self._stages
+
+    def __or__(self, other: Any) -> Any:
+        # Extending a chain keeps its concurrency.
+        if isinstance(other, Stage):
+            return Chain(*self._stages, *other.stages(), concurrency=self.concurrency)
+        return super().__or__(other)
 
     def with_concurrency(self, concurrency: int) -> Chain:
         """The same chain, running ``concurrency`` records at a time.
@@ -163,7 +175,7 @@ class Flow:
         if isinstance(other, Flow):
             return Flow(*self.parts, *other.parts)
         if isinstance(other, Stage):
-            return Flow(*self.parts, Chain(*other.stages()))
+            return Flow(*self.parts, other if isinstance(other, Chain) else Chain(*other.stages()))
         if callable(other):
             return Flow(*self.parts, other)
         return NotImplemented
@@ -305,9 +317,10 @@ class call(Stage):
     the reported ``usage`` and the limiter follows the ``x-ratelimit-*`` headers. A 429 pauses
     that limiter for everyone for the server's ``retry-after`` (a cooldown).
 
-    Usage above the estimate is always taken from the limiter. Unused tokens are given back
-    only with ``refund_unused=True``: OpenAI counts a request's ``max_tokens`` against the
-    token limit whatever the answer's length, so refunding would overrun the server's limit.
+    The provider counts the real prompt tokens plus ``max_tokens`` x ``n`` (used or not)
+    against its token limit; when that is more than the estimate (the prompt estimate was
+    low), the difference is taken from the limiter too. Unused answer tokens are given back
+    only with ``refund_unused=True``: refunding them would overrun an OpenAI-style limit.
     """
 
     def __init__(self, service: Any, endpoint: Any = None, *,
@@ -349,14 +362,38 @@ class call(Stage):
         if reservation is not None:
             limiter, estimate = reservation
             usage = response.usage
-            if usage is not None and (usage.total_tokens > estimate or self.refund_unused):
-                limiter.reconcile(estimate, usage.total_tokens)
+            if usage is not None:
+                if self.refund_unused:
+                    limiter.reconcile(estimate, usage.total_tokens)
+                else:
+                    charged = _provider_charge(request, usage.prompt_tokens)
+                    if charged > estimate:  # our prompt estimate was low: take the rest
+                        limiter.reconcile(estimate, charged)
             limiter.update_from_headers(response.headers)
         return record
 
     def __repr__(self) -> str:
         target = getattr(self.endpoint, "path", self.endpoint)
         return f"call({type(self.service).__name__}, {target!r})"
+
+
+def _provider_charge(request: APIRequest, prompt_tokens: int) -> int:
+    """What an OpenAI-style provider counts against the token limit for a request: the real
+    prompt tokens plus the most the answers may use (``max_tokens`` x ``n``), used or not."""
+    body = request.body
+    if not body:
+        return prompt_tokens
+    path = request.path
+    if path.endswith("chat/completions"):
+        default = CHAT_DEFAULT_MAX_TOKENS
+    elif path.endswith("completions"):
+        default = COMPLETION_DEFAULT_MAX_TOKENS
+    else:
+        return prompt_tokens  # embeddings and the like: the input is the cost
+    try:
+        return prompt_tokens + max_output_tokens(body, default)
+    except (TypeError, ValueError):
+        return prompt_tokens
 
 
 class track(Stage):

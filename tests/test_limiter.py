@@ -431,3 +431,10 @@ def test_repr_and_snapshot_show_live_state():
     assert "requests=0/600 per min" in text
     assert "tokens=89,900/90,000 per min" in text
     assert "waiters=1" in text and "paused 3s" in text and "next wake in 3s" in text
+
+
+def test_header_limits_shrink_an_explicit_burst_in_proportion():
+    limiter = TokenBucketLimiter(max_requests=1200, burst_requests=120)
+    limiter.update_from_headers({"x-ratelimit-limit-requests": "600"})
+    assert limiter.max_requests == 600
+    assert limiter.snapshot().requests_available == pytest.approx(60)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 
+import msgspec
 import pytest
 from aiostream import pipe, stream
 
@@ -343,3 +344,23 @@ def test_records_do_not_keep_references_alive():
     service = InstantService()
     results = run_sync(ROWS[:2], _job(service))
     assert all(r.reservation is None for r in results)
+
+
+def test_a_low_prompt_estimate_is_charged_what_the_provider_counts():
+    service = InstantService()  # reports 5 prompt tokens
+    limiter = TokenBucketLimiter(max_tokens=100_000, interval=60.0)
+    job = _job(service)  # max_tokens=5
+    request = msgspec.structs.replace(job.build(ROWS[0]), token_estimate=2)
+
+    async def main() -> float | None:
+        record = Record(index=0, request=request, token_estimate=2)
+        record = await acquire(limiter).process(record)
+        await call(service, job.endpoint).process(record)
+        return limiter.snapshot().tokens_available
+
+    assert run_virtual(main()) == pytest.approx(100_000 - (5 + 5))
+
+
+def test_chain_keeps_its_concurrency_when_extended():
+    chain = Chain(build(lambda r: r), concurrency=7) | track(None)
+    assert chain.concurrency == 7
