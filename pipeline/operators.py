@@ -71,7 +71,7 @@ async def map_unordered(source: AsyncIterable[T], func: Callable[[T], Awaitable[
                     except StopAsyncIteration:
                         exhausted = True
                         break
-                    task = loop.create_task(func(item))  # type: ignore[arg-type]
+                    task: asyncio.Task[U] = loop.create_task(func(item))  # type: ignore[arg-type]
                     running.add(task)
                     task.add_done_callback(on_done)
                 if finished:

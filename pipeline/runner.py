@@ -111,7 +111,7 @@ def stream(rows: Iterable[Any] | AsyncIterable[Any], job: Any, **options: Any) -
     owner closes it).
     """
     options.setdefault("total", _total(rows))
-    return _source(rows) | default_flow(job, **options)  # type: ignore[no-any-return]
+    return _source(rows) | default_flow(job, **options)
 
 
 async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,

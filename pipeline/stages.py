@@ -141,7 +141,7 @@ class Chain(Stage):
             stage.finish()
 
     def __call__(self, source: AsyncIterable[Any]) -> Stream[Record]:
-        return _run_chain(source, self)  # type: ignore[no-any-return]
+        return _run_chain(source, self)
 
     def __repr__(self) -> str:
         inner = " | ".join(repr(s) for s in self._stages)
@@ -161,7 +161,7 @@ def _run_chain(source: AsyncIterable[Any], chain: Chain) -> Stream[Record]:
             record.started = perf_counter()
         return await process(record)
 
-    return map_unordered(source, one, chain.concurrency,  # type: ignore[no-any-return]
+    return map_unordered(source, one, chain.concurrency,
                          on_close=chain.finish)
 
 

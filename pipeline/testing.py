@@ -35,7 +35,7 @@ __all__ = ["InstantService", "VirtualTimeLoop", "instant_backoff", "run_virtual"
 T = TypeVar("T")
 
 
-class _JumpingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _JumpingSelector(selectors.DefaultSelector):
     """A selector that, instead of blocking for ``timeout``, advances the virtual clock."""
 
     def __init__(self) -> None:
@@ -48,7 +48,7 @@ class _JumpingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-ty
             return ready
         if timeout is None:
             # Nothing scheduled at all: only another thread or real I/O can wake us.
-            return super().select(None)  # type: ignore[no-any-return]
+            return super().select(None)
         self.now += timeout
         return ready
 
