@@ -535,23 +535,8 @@ class TokenBucketLimiter(RateLimiter):
         self._level_t = self._burst_t or 0.0
 
     def _fast_take(self, requests: float, tokens: float, now: float) -> bool:
-        # _delay + _take fused: this is the hot path of every uncontended acquire.
-        stamp = self._stamp
-        if stamp is None or now < stamp:
-            self._stamp = now
-        elif now > stamp:
-            # Capped with a comparison, not min(): on CPython 3.11 a two-argument min() call
-            # costs more than the rest of this refill put together.
-            elapsed = now - stamp
-            burst = self._burst_r
-            if burst is not None:
-                level = self._level_r + elapsed * self._rate_r
-                self._level_r = burst if level > burst else level
-            burst = self._burst_t
-            if burst is not None:
-                level = self._level_t + elapsed * self._rate_t
-                self._level_t = burst if level > burst else level
-            self._stamp = now
+        # _delay + _take fused, with one refill: this is every uncontended acquire.
+        self._refill(now)
         if (requests and self._burst_r is not None
                 and requests - self._level_r > _SLACK * requests) or \
                 (tokens and self._burst_t is not None
@@ -588,7 +573,9 @@ class TokenBucketLimiter(RateLimiter):
             return
         elapsed = now - self._stamp
         if elapsed > 0:
-            burst = self._burst_r  # no min(): see _fast_take
+            # Capped with a comparison, not min(): on CPython 3.11 a two-argument min() call
+            # costs more than the rest of this refill put together.
+            burst = self._burst_r
             if burst is not None:
                 level = self._level_r + elapsed * self._rate_r
                 self._level_r = burst if level > burst else level
