@@ -42,7 +42,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -51,7 +51,7 @@ import msgspec
 from pipeline._durations import format_duration, parse_duration
 from pipeline.errors import ConfigError, RequestTooLarge
 
-__all__ = ["IntervalLimiter", "LimiterSnapshot", "RateLimiter", "TokenBucketLimiter"]
+__all__ = ["IntervalLimiter", "LimiterSnapshot", "RateLimiter", "TokenBucketLimiter", "set_clock"]
 
 _INF = math.inf
 _SLACK = 1e-9  # relative tolerance for floating-point rounding of bucket levels
@@ -69,15 +69,23 @@ class _Keep:
 KEEP = _Keep()
 
 
-_get_running_loop = asyncio.get_running_loop
+# The clock all limiters measure time with. asyncio's own loops use time.monotonic() too;
+# pipeline.testing.VirtualTimeLoop installs its virtual clock here while it runs. (Reading the
+# running loop's clock instead would cost a getpid() system call per acquire on Python 3.11.)
+_clock: Callable[[], float] = time.monotonic
 
 
 def _now() -> float:
-    """The running loop's clock (so a virtual-time loop is honoured), else monotonic time."""
-    try:
-        return asyncio.get_running_loop().time()
-    except RuntimeError:
-        return time.monotonic()
+    return _clock()
+
+
+def set_clock(clock: Callable[[], float] | None) -> Callable[[], float]:
+    """Make every limiter read ``clock`` (``None``: back to ``time.monotonic``); returns the
+    previous clock. For test loops with a virtual clock; timers still run on the event loop."""
+    global _clock
+    previous = _clock
+    _clock = clock if clock is not None else time.monotonic
+    return previous
 
 
 def _check_rate(name: str, value: float | None) -> float | None:
@@ -252,8 +260,7 @@ class RateLimiter(ABC):
         Raises :class:`~pipeline.errors.RequestTooLarge` at once if the amount can never fit,
         and :class:`~pipeline.errors.ConfigError` for negative or non-finite amounts.
         """
-        loop = _get_running_loop()
-        now = loop.time()
+        now = _clock()
         # Cheap validation first (NaN fails the comparisons, a str raises TypeError); the
         # full check runs only to explain what is wrong.
         try:
@@ -266,6 +273,7 @@ class RateLimiter(ABC):
         if not self._waiters and now >= self._paused_until and \
                 self._fast_take(requests, tokens, now):
             return
+        loop = asyncio.get_running_loop()
         waiter = _Waiter(loop.create_future(), requests, tokens)
         self._waiters.append(waiter)
         if len(self._waiters) == 1:
@@ -306,7 +314,7 @@ class RateLimiter(ABC):
             loop = waiters[0].future.get_loop()
         # Loops fire timers up to their clock resolution early; a timer's own deadline is
         # the honest "now" for it (otherwise a tiny shortfall re-arms it forever).
-        now = max(loop.time(), not_before)
+        now = max(_clock(), not_before)
         while waiters:
             head = waiters[0]
             if head.future.done():  # cancelled while queued
@@ -331,7 +339,7 @@ class RateLimiter(ABC):
             self._timer.cancel()
         self._timer_loop = loop
         self._timer_when = when
-        self._timer = loop.call_at(when, self._on_timer)
+        self._timer = loop.call_later(max(0.0, when - _clock()), self._on_timer)
 
     def _on_timer(self) -> None:
         when = self._timer_when

@@ -66,6 +66,16 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         return self._jumping.now
 
+    def run_forever(self) -> None:
+        # Rate limiters read a process-wide clock: make it this loop's while it runs.
+        from pipeline import limiter
+
+        previous = limiter.set_clock(self.time)
+        try:
+            super().run_forever()
+        finally:
+            limiter.set_clock(previous)
+
 
 def run_virtual(coro: Coroutine[Any, Any, T], *, debug: bool = False) -> T:
     """Run ``coro`` to completion on a fresh :class:`VirtualTimeLoop` and return its result."""
