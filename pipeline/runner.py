@@ -89,12 +89,27 @@ def default_flow(job: Any, *, cache: ResponseCache | None = None,
     return Chain(*stages, concurrency=concurrency)
 
 
+def _rows(rows: Any) -> Any:
+    """Frames and files become a :class:`pipeline.io.Source` (records numbered by position);
+    things that iterate as something other than rows are refused clearly."""
+    module = type(rows).__module__.split(".")[0]
+    if module in ("pandas", "polars") or isinstance(rows, os.PathLike) or \
+            type(rows).__name__ == "Source":
+        from pipeline.io import read
+
+        return read(rows)
+    if isinstance(rows, str | bytes | dict):
+        raise ConfigError(
+            f"rows must be an iterable of rows, got a {type(rows).__name__} (a file path "
+            "goes through pipeline.io.read(path); a single row goes in a list)")
+    if not isinstance(rows, Iterable | AsyncIterable):
+        raise ConfigError(f"rows must be an iterable or async iterable, got "
+                          f"{type(rows).__name__}")
+    return rows
+
+
 def _source(rows: Iterable[Any] | AsyncIterable[Any]) -> Stream[Any]:
-    if isinstance(rows, AsyncIterable):
-        return aiostream_stream.iterate(rows)
-    if isinstance(rows, Iterable):
-        return aiostream_stream.iterate(rows)
-    raise ConfigError(f"rows must be an iterable or async iterable, got {type(rows).__name__}")
+    return aiostream_stream.iterate(rows)
 
 
 def _total(rows: Any) -> int | None:
@@ -110,6 +125,7 @@ def stream(rows: Iterable[Any] | AsyncIterable[Any], job: Any, **options: Any) -
     Takes the options of :func:`run` except ``cache`` must be a :class:`ResponseCache` (its
     owner closes it).
     """
+    rows = _rows(rows)
     options.setdefault("total", _total(rows))
     return _source(rows) | default_flow(job, **options)
 
@@ -122,8 +138,8 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
     """Send every row through the default pipeline; return the records in input order.
 
     Args:
-        rows: dicts, pandas/Polars rows, strings, ready :class:`APIRequest`s... any
-            iterable or async iterable.
+        rows: a pandas or Polars frame, a file path (``pathlib.Path``), or any iterable or
+            async iterable of rows: dicts, strings, ready requests (:class:`APIRequest`).
         job: what to send where, e.g. ``service.chat(model=..., prompt="...{text}...")``.
         cache: a directory (or :class:`ResponseCache`) of earlier answers: a rerun sends only
             what is not there yet. Without it, running twice sends everything twice.
@@ -136,6 +152,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
     Cancelling the run (Ctrl-C, a notebook interrupt, ``asyncio.timeout``) stops new requests at
     once, cancels those in flight, and keeps every completed response in the cache.
     """
+    rows = _rows(rows)
     status = status if status is not None else StatusTracker()
     opened_cache, owned = _open_cache(cache)
     collected: list[Record] = []

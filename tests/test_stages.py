@@ -364,3 +364,17 @@ def test_a_low_prompt_estimate_is_charged_what_the_provider_counts():
 def test_chain_keeps_its_concurrency_when_extended():
     chain = Chain(build(lambda r: r), concurrency=7) | track(None)
     assert chain.concurrency == 7
+
+
+async def test_run_takes_frames_and_refuses_things_that_are_not_rows(tmp_path):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"text": ["a", "b", None]}, index=[10, 20, 30])
+    results = await run(frame, _job(InstantService()))
+    assert [r.index for r in results] == [0, 1, 2]
+    assert [r.status for r in results] == ["succeeded", "succeeded", "failed"]
+    csv = tmp_path / "rows.csv"
+    csv.write_text("text\nhello\n")
+    assert [r.ok for r in await run(csv, _job(InstantService()))] == [True]
+    for bad in ("rows.csv", {"text": "x"}, 42):
+        with pytest.raises(ConfigError):
+            await run(bad, _job(InstantService()))
