@@ -1,39 +1,5 @@
-"""Rate limiters for requests AND tokens per interval.
-
-A provider such as OpenAI limits a key on two dimensions at once: requests per minute and
-tokens per minute. A limiter here grants ``(requests, tokens)`` atomically on both.
-
-Two policies share one waiting machinery (:class:`RateLimiter`):
-
-* :class:`TokenBucketLimiter` (the default) refills continuously, like the providers' own
-  limits: in any window of length ``W`` it grants at most ``rate * W + burst`` on each
-  dimension.
-* :class:`IntervalLimiter` restores full capacity at the start of every ``interval`` (the
-  classic "N per minute" window). It never grants past capacity and owns no background task.
-
-The waiting machinery, shared by both:
-
-* Waiters are served strictly first-in, first-out. A large request at the head is not
-  overtaken by later small ones (it would starve), and a newcomer never jumps the queue.
-* One timer, armed for the moment the head waiter can be served; no polling, and only the
-  waiters actually granted are woken (no thundering herd).
-* ``pause(seconds)`` holds every grant until the cooldown ends (after a 429, say).
-* A cancelled waiter takes nothing; if it is cancelled just after being granted, the grant
-  is given back.
-* A request that can never fit (more than the bucket holds) raises :class:`RequestTooLarge`
-  at once instead of waiting forever.
-* Nothing is bound to the event loop the limiter was created in: the clock and the timer
-  come from whichever loop is running when it is used.
-
->>> import asyncio
->>> limiter = TokenBucketLimiter(max_requests=600, max_tokens=90_000)  # per minute
->>> async def main():
-...     await limiter.acquire(tokens=1_200)      # 1 request, 1,200 tokens
-...     async with limiter:                      # 1 request, no tokens
-...         pass
-...     limiter.reconcile(estimated=1_200, actual=800)   # the response used fewer
->>> asyncio.run(main())
-"""
+"""The waiting machinery every limiter shares: FIFO waiters, one timer, pause, refunds,
+header sync, snapshots; and the clock all limiters read."""
 
 from __future__ import annotations
 
@@ -51,7 +17,7 @@ import msgspec
 from pipeline._durations import format_duration, parse_duration
 from pipeline.errors import ConfigError, RequestTooLarge
 
-__all__ = ["IntervalLimiter", "LimiterSnapshot", "RateLimiter", "TokenBucketLimiter", "set_clock"]
+__all__ = ["KEEP", "LimiterSnapshot", "RateLimiter", "set_clock"]
 
 _INF = math.inf
 _SLACK = 1e-9  # relative tolerance for floating-point rounding of bucket levels
@@ -245,6 +211,7 @@ class RateLimiter(ABC):
         Returns ``False`` when it would have to wait, when others are already waiting (they
         come first), or during a pause.
 
+        >>> from pipeline.limiter import TokenBucketLimiter
         >>> TokenBucketLimiter(max_requests=1, interval=1).try_acquire()
         True
         """
@@ -364,6 +331,7 @@ class RateLimiter(ABC):
     def refund(self, tokens: float = 0, requests: float = 0) -> None:
         """Give back capacity that was reserved but not used (capped at the bucket size).
 
+        >>> from pipeline.limiter import TokenBucketLimiter
         >>> limiter = TokenBucketLimiter(max_tokens=1_000)
         >>> limiter.try_acquire(tokens=1_000), limiter.try_acquire(tokens=1)
         (True, False)
@@ -408,6 +376,7 @@ class RateLimiter(ABC):
                  *, interval: float | None = None) -> None:
         """Change the limits at run time; leave out what should stay, pass ``None`` to lift one.
 
+        >>> from pipeline.limiter import TokenBucketLimiter
         >>> limiter = TokenBucketLimiter(max_requests=60)
         >>> limiter.set_rate(max_tokens=10_000); limiter.max_requests, limiter.max_tokens
         (60.0, 10000.0)
@@ -502,224 +471,6 @@ class RateLimiter(ABC):
         if snap.next_wake_in is not None:
             parts.append(f"next wake in {format_duration(snap.next_wake_in)}")
         return f"<{type(self).__name__} {' '.join(parts)}>"
-
-
-class TokenBucketLimiter(RateLimiter):
-    """Continuous refill on both dimensions (a token bucket; equivalently GCRA).
-
-    Args:
-        max_requests: requests per ``interval`` (``None``: not limited).
-        max_tokens: tokens per ``interval`` (``None``: not limited).
-        interval: seconds; 60 makes the limits "per minute", like OpenAI's RPM and TPM.
-        burst_requests: bucket size in requests: the most granted at once after idling.
-            Defaults to ``max_requests`` (a full interval's worth, as providers do).
-        burst_tokens: bucket size in tokens; also the largest single request. Defaults to
-            ``max_tokens``.
-
-    In every window of length ``W`` it grants at most ``rate * W + burst`` on each dimension.
-    The bucket starts full.
-
-    >>> limiter = TokenBucketLimiter(max_requests=5_000, max_tokens=2_000_000, burst_requests=100)
-    >>> limiter
-    <TokenBucketLimiter requests=100/5,000 per min tokens=2,000,000/2,000,000 per min waiters=0>
-    """
-
-    __slots__ = ("_burst_r", "_burst_t", "_level_r", "_level_t", "_rate_r", "_rate_t",
-                 "_stamp", "_user_burst_r", "_user_burst_t")
-
-    def __init__(self, max_requests: float | None = None, max_tokens: float | None = None, *,
-                 interval: float = 60.0, burst_requests: float | None = None,
-                 burst_tokens: float | None = None) -> None:
-        super().__init__(max_requests, max_tokens, interval)
-        self._user_burst_r = _check_rate("burst_requests", burst_requests)
-        self._user_burst_t = _check_rate("burst_tokens", burst_tokens)
-        self._stamp: float | None = None  # set at first use, in the clock of that loop
-        self._level_r = self._level_t = 0.0
-        self._rate_r = self._rate_t = 0.0
-        self._burst_r: float | None = None
-        self._burst_t: float | None = None
-        self._configure()
-        self._level_r = self._burst_r or 0.0
-        self._level_t = self._burst_t or 0.0
-
-    def _fast_take(self, requests: float, tokens: float, now: float) -> bool:
-        # _delay + _take fused, with one refill: this is every uncontended acquire.
-        self._refill(now)
-        if (requests and self._burst_r is not None
-                and requests - self._level_r > _SLACK * requests) or \
-                (tokens and self._burst_t is not None
-                 and tokens - self._level_t > _SLACK * tokens):
-            return False
-        self._level_r -= requests
-        self._level_t -= tokens
-        return True
-
-    def _scale_burst(self, requests_factor: float, tokens_factor: float) -> None:
-        # A burst chosen for the old limit is too large for the new one: keep its proportion.
-        if self._user_burst_r is not None:
-            self._user_burst_r *= requests_factor
-        if self._user_burst_t is not None:
-            self._user_burst_t *= tokens_factor
-
-    def _configure(self) -> None:
-        if self._max_requests is None:
-            self._burst_r = None
-        else:
-            self._rate_r = self._max_requests / self._interval
-            self._burst_r = self._user_burst_r or self._max_requests
-        if self._max_tokens is None:
-            self._burst_t = None
-        else:
-            self._rate_t = self._max_tokens / self._interval
-            self._burst_t = self._user_burst_t or self._max_tokens
-        self._limits_changed()
-
-    def _refill(self, now: float) -> None:
-        if self._stamp is None or now < self._stamp:
-            # First use, or a different loop whose clock is behind: no refill to credit.
-            self._stamp = now
-            return
-        elapsed = now - self._stamp
-        if elapsed > 0:
-            # Capped with a comparison, not min(): on CPython 3.11 a two-argument min() call
-            # costs more than the rest of this refill put together.
-            burst = self._burst_r
-            if burst is not None:
-                level = self._level_r + elapsed * self._rate_r
-                self._level_r = burst if level > burst else level
-            burst = self._burst_t
-            if burst is not None:
-                level = self._level_t + elapsed * self._rate_t
-                self._level_t = burst if level > burst else level
-            self._stamp = now
-
-    def _delay(self, requests: float, tokens: float, now: float) -> float:
-        self._refill(now)
-        delay = 0.0
-        # Shortfalls within rounding error count as fitting: a timer armed for
-        # ``now + 1e-17`` would fire at ``now`` again, and again, forever.
-        # A dimension the request does not use (0 requests, 0 tokens) never holds it up,
-        # not even when a debt has driven that bucket below zero.
-        if requests and self._burst_r is not None and \
-                requests - self._level_r > _SLACK * requests:
-            delay = (requests - self._level_r) / self._rate_r
-        if tokens and self._burst_t is not None and tokens - self._level_t > _SLACK * tokens:
-            delay = max(delay, (tokens - self._level_t) / self._rate_t)
-        return delay
-
-    def _take(self, requests: float, tokens: float, now: float) -> None:
-        self._refill(now)
-        self._level_r -= requests
-        self._level_t -= tokens
-
-    def _give(self, requests: float, tokens: float, now: float) -> None:
-        self._refill(now)
-        if self._burst_r is not None:
-            self._level_r = min(self._burst_r, self._level_r + requests)
-        if self._burst_t is not None:
-            self._level_t = min(self._burst_t, self._level_t + tokens)
-
-    def _available(self, now: float) -> tuple[float | None, float | None]:
-        self._refill(now)
-        return (None if self._burst_r is None else self._level_r,
-                None if self._burst_t is None else self._level_t)
-
-    def _capacity(self) -> tuple[float | None, float | None]:
-        return self._burst_r, self._burst_t
-
-    def _rates_changed(self, now: float) -> None:
-        self._refill(now)
-        was_r, was_t = self._burst_r, self._burst_t
-        self._configure()
-        # A dimension that just became limited starts full; existing levels are capped.
-        if self._burst_r is not None:
-            self._level_r = self._burst_r if was_r is None else min(self._level_r, self._burst_r)
-        if self._burst_t is not None:
-            self._level_t = self._burst_t if was_t is None else min(self._level_t, self._burst_t)
-
-
-class IntervalLimiter(RateLimiter):
-    """Full capacity restored at the start of every ``interval`` (a fixed window).
-
-    The windows start at the first use and follow each other back to back. Unlike a naive
-    counter it never grants past capacity; a debt left by :meth:`reconcile` carries over.
-    Beware the fixed window's edge: up to twice the limit can pass within one interval
-    that straddles a boundary. Prefer :class:`TokenBucketLimiter` unless a provider really
-    resets at fixed times.
-
-    >>> IntervalLimiter(max_requests=100, max_tokens=10_000, interval=60)
-    <IntervalLimiter requests=100/100 per min tokens=10,000/10,000 per min waiters=0>
-    """
-
-    __slots__ = ("_used_r", "_used_t", "_window_start")
-
-    def __init__(self, max_requests: float | None = None, max_tokens: float | None = None, *,
-                 interval: float = 60.0) -> None:
-        super().__init__(max_requests, max_tokens, interval)
-        self._window_start: float | None = None
-        self._used_r = 0.0
-        self._used_t = 0.0
-        self._limits_changed()
-
-    def _roll(self, now: float) -> None:
-        if self._window_start is None or now < self._window_start - self._interval:
-            self._window_start = now  # first use (or a loop whose clock is far behind)
-            return
-        elapsed = now - self._window_start
-        if elapsed >= self._interval:
-            windows = math.floor(elapsed / self._interval)
-            self._window_start += windows * self._interval
-            # Carry over only a debt (usage above capacity), once per window passed.
-            for _ in range(min(windows, 2)):
-                self._used_r = max(0.0, self._used_r - (self._max_requests or 0.0))
-                self._used_t = max(0.0, self._used_t - (self._max_tokens or 0.0))
-            if windows > 2:
-                self._used_r = self._used_t = 0.0
-
-    def _delay(self, requests: float, tokens: float, now: float) -> float:
-        self._roll(now)
-        assert self._window_start is not None
-        fits = ((self._max_requests is None or self._used_r + requests <= self._max_requests)
-                and (self._max_tokens is None or self._used_t + tokens <= self._max_tokens))
-        if fits:
-            return 0.0
-        return max(self._window_start + self._interval - now, 1e-9)
-
-    def _take(self, requests: float, tokens: float, now: float) -> None:
-        self._roll(now)
-        self._used_r += requests
-        self._used_t += tokens
-
-    def _give(self, requests: float, tokens: float, now: float) -> None:
-        self._roll(now)
-        self._used_r = max(0.0, self._used_r - requests)
-        self._used_t = max(0.0, self._used_t - tokens)
-
-    def _available(self, now: float) -> tuple[float | None, float | None]:
-        self._roll(now)
-        return (None if self._max_requests is None else self._max_requests - self._used_r,
-                None if self._max_tokens is None else self._max_tokens - self._used_t)
-
-    def _capacity(self) -> tuple[float | None, float | None]:
-        return self._max_requests, self._max_tokens
-
-    def _sync_reset(self, reset_requests: float | None, reset_tokens: float | None,
-                    now: float) -> bool:
-        # The server says when its window ends: end ours then too (never later than a full
-        # interval from now).
-        reset = reset_requests if reset_requests is not None else reset_tokens
-        if reset is None or reset > self._interval:
-            return False
-        self._roll(now)
-        start = now + reset - self._interval
-        if self._window_start is not None and abs(start - self._window_start) < 1e-3:
-            return False
-        self._window_start = start
-        return True
-
-    def _rates_changed(self, now: float) -> None:
-        self._roll(now)
-        self._limits_changed()
 
 
 _RATELIMIT_PREFIX = "x-ratelimit-"

@@ -1,0 +1,45 @@
+"""Rate limiters for requests AND tokens per interval.
+
+A provider such as OpenAI limits a key on two dimensions at once: requests per minute and
+tokens per minute. A limiter here grants ``(requests, tokens)`` atomically on both.
+
+Two policies share one waiting machinery (:class:`RateLimiter`):
+
+* :class:`TokenBucketLimiter` (the default) refills continuously, like the providers' own
+  limits: in any window of length ``W`` it grants at most ``rate * W + burst`` on each
+  dimension.
+* :class:`IntervalLimiter` restores full capacity at the start of every ``interval`` (the
+  classic "N per minute" window). It never grants past capacity and owns no background task.
+
+The waiting machinery, shared by both:
+
+* Waiters are served strictly first-in, first-out. A large request at the head is not
+  overtaken by later small ones (it would starve), and a newcomer never jumps the queue.
+* One timer, armed for the moment the head waiter can be served; no polling, and only the
+  waiters actually granted are woken (no thundering herd).
+* ``pause(seconds)`` holds every grant until the cooldown ends (after a 429, say).
+* A cancelled waiter takes nothing; if it is cancelled just after being granted, the grant
+  is given back.
+* A request that can never fit (more than the bucket holds) raises :class:`RequestTooLarge`
+  at once instead of waiting forever.
+* Nothing is bound to the event loop the limiter was created in: the clock and the timer
+  come from whichever loop is running when it is used.
+
+>>> import asyncio
+>>> limiter = TokenBucketLimiter(max_requests=600, max_tokens=90_000)  # per minute
+>>> async def main():
+...     await limiter.acquire(tokens=1_200)      # 1 request, 1,200 tokens
+...     async with limiter:                      # 1 request, no tokens
+...         pass
+...     limiter.reconcile(estimated=1_200, actual=800)   # the response used fewer
+>>> asyncio.run(main())
+"""
+
+from __future__ import annotations
+
+from pipeline.limiter._base import KEEP, LimiterSnapshot, RateLimiter, set_clock
+from pipeline.limiter._interval import IntervalLimiter
+from pipeline.limiter._token_bucket import TokenBucketLimiter
+
+__all__ = ["KEEP", "IntervalLimiter", "LimiterSnapshot", "RateLimiter", "TokenBucketLimiter",
+           "set_clock"]

@@ -1,0 +1,143 @@
+"""The default policy: a token bucket refilled continuously on both dimensions."""
+
+from __future__ import annotations
+
+from pipeline.limiter._base import _SLACK, RateLimiter, _check_rate
+
+__all__ = ["TokenBucketLimiter"]
+
+
+class TokenBucketLimiter(RateLimiter):
+    """Continuous refill on both dimensions (a token bucket; equivalently GCRA).
+
+    Args:
+        max_requests: requests per ``interval`` (``None``: not limited).
+        max_tokens: tokens per ``interval`` (``None``: not limited).
+        interval: seconds; 60 makes the limits "per minute", like OpenAI's RPM and TPM.
+        burst_requests: bucket size in requests: the most granted at once after idling.
+            Defaults to ``max_requests`` (a full interval's worth, as providers do).
+        burst_tokens: bucket size in tokens; also the largest single request. Defaults to
+            ``max_tokens``.
+
+    In every window of length ``W`` it grants at most ``rate * W + burst`` on each dimension.
+    The bucket starts full.
+
+    >>> limiter = TokenBucketLimiter(max_requests=5_000, max_tokens=2_000_000, burst_requests=100)
+    >>> limiter
+    <TokenBucketLimiter requests=100/5,000 per min tokens=2,000,000/2,000,000 per min waiters=0>
+    """
+
+    __slots__ = ("_burst_r", "_burst_t", "_level_r", "_level_t", "_rate_r", "_rate_t",
+                 "_stamp", "_user_burst_r", "_user_burst_t")
+
+    def __init__(self, max_requests: float | None = None, max_tokens: float | None = None, *,
+                 interval: float = 60.0, burst_requests: float | None = None,
+                 burst_tokens: float | None = None) -> None:
+        super().__init__(max_requests, max_tokens, interval)
+        self._user_burst_r = _check_rate("burst_requests", burst_requests)
+        self._user_burst_t = _check_rate("burst_tokens", burst_tokens)
+        self._stamp: float | None = None  # set at first use, in the clock of that loop
+        self._level_r = self._level_t = 0.0
+        self._rate_r = self._rate_t = 0.0
+        self._burst_r: float | None = None
+        self._burst_t: float | None = None
+        self._configure()
+        self._level_r = self._burst_r or 0.0
+        self._level_t = self._burst_t or 0.0
+
+    def _fast_take(self, requests: float, tokens: float, now: float) -> bool:
+        # _delay + _take fused, with one refill: this is every uncontended acquire.
+        self._refill(now)
+        if (requests and self._burst_r is not None
+                and requests - self._level_r > _SLACK * requests) or \
+                (tokens and self._burst_t is not None
+                 and tokens - self._level_t > _SLACK * tokens):
+            return False
+        self._level_r -= requests
+        self._level_t -= tokens
+        return True
+
+    def _scale_burst(self, requests_factor: float, tokens_factor: float) -> None:
+        # A burst chosen for the old limit is too large for the new one: keep its proportion.
+        if self._user_burst_r is not None:
+            self._user_burst_r *= requests_factor
+        if self._user_burst_t is not None:
+            self._user_burst_t *= tokens_factor
+
+    def _configure(self) -> None:
+        if self._max_requests is None:
+            self._burst_r = None
+        else:
+            self._rate_r = self._max_requests / self._interval
+            self._burst_r = self._user_burst_r or self._max_requests
+        if self._max_tokens is None:
+            self._burst_t = None
+        else:
+            self._rate_t = self._max_tokens / self._interval
+            self._burst_t = self._user_burst_t or self._max_tokens
+        self._limits_changed()
+
+    def _refill(self, now: float) -> None:
+        if self._stamp is None or now < self._stamp:
+            # First use, or a different loop whose clock is behind: no refill to credit.
+            self._stamp = now
+            return
+        elapsed = now - self._stamp
+        if elapsed > 0:
+            # Capped with a comparison, not min(): on CPython 3.11 a two-argument min() call
+            # costs more than the rest of this refill put together.
+            burst = self._burst_r
+            if burst is not None:
+                level = self._level_r + elapsed * self._rate_r
+                self._level_r = burst if level > burst else level
+            burst = self._burst_t
+            if burst is not None:
+                level = self._level_t + elapsed * self._rate_t
+                self._level_t = burst if level > burst else level
+            self._stamp = now
+
+    def _delay(self, requests: float, tokens: float, now: float) -> float:
+        self._refill(now)
+        delay = 0.0
+        # Shortfalls within rounding error count as fitting: a timer armed for
+        # ``now + 1e-17`` would fire at ``now`` again, and again, forever.
+        # A dimension the request does not use (0 requests, 0 tokens) never holds it up,
+        # not even when a debt has driven that bucket below zero.
+        if requests and self._burst_r is not None and \
+                requests - self._level_r > _SLACK * requests:
+            delay = (requests - self._level_r) / self._rate_r
+        if tokens and self._burst_t is not None and tokens - self._level_t > _SLACK * tokens:
+            delay = max(delay, (tokens - self._level_t) / self._rate_t)
+        return delay
+
+    def _take(self, requests: float, tokens: float, now: float) -> None:
+        self._refill(now)
+        self._level_r -= requests
+        self._level_t -= tokens
+
+    def _give(self, requests: float, tokens: float, now: float) -> None:
+        self._refill(now)
+        if self._burst_r is not None:
+            self._level_r = min(self._burst_r, self._level_r + requests)
+        if self._burst_t is not None:
+            self._level_t = min(self._burst_t, self._level_t + tokens)
+
+    def _available(self, now: float) -> tuple[float | None, float | None]:
+        self._refill(now)
+        return (None if self._burst_r is None else self._level_r,
+                None if self._burst_t is None else self._level_t)
+
+    def _capacity(self) -> tuple[float | None, float | None]:
+        return self._burst_r, self._burst_t
+
+    def _rates_changed(self, now: float) -> None:
+        self._refill(now)
+        was_r, was_t = self._burst_r, self._burst_t
+        self._configure()
+        # A dimension that just became limited starts full; existing levels are capped.
+        if self._burst_r is not None:
+            self._level_r = self._burst_r if was_r is None else min(self._level_r, self._burst_r)
+        if self._burst_t is not None:
+            self._level_t = self._burst_t if was_t is None else min(self._level_t, self._burst_t)
+
+
