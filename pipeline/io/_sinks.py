@@ -268,6 +268,10 @@ def write_entries(entries: Sequence[dict[str, Any] | None], source: Source,
             count = _write_csv(tmp, source, entries, answer, "," if kind == "csv" else "\t")
         else:
             count = _write_parquet(tmp, source, entries, answer)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
