@@ -49,6 +49,33 @@ class Results(list[Record]):
         """Records that failed, each with its error."""
         return [r for r in self if r.error is not None]
 
+    def _rows_frame(self) -> list[dict[str, Any]]:
+        return [dict(r.row) if isinstance(r.row, dict) else {"input": r.row} for r in self]
+
+    def to_pandas(self, like: Any = None) -> Any:
+        """A pandas DataFrame: the input columns (``like``, or the rows themselves) plus
+        ``answer`` (or ``embedding``), ``status``, ``error``, ``tokens`` and ``latency``.
+
+        >>> # results.to_pandas(df)   # lined up with df row for row, df's index kept
+        """
+        from pipeline.io import to_pandas
+
+        if like is None:
+            import pandas as pd
+
+            like = pd.DataFrame(self._rows_frame())
+        return to_pandas(self, like)
+
+    def to_polars(self, like: Any = None) -> Any:
+        """Like :meth:`to_pandas`, as a Polars DataFrame."""
+        from pipeline.io import to_polars
+
+        if like is None:
+            import polars as pl
+
+            like = pl.DataFrame(self._rows_frame(), strict=False)
+        return to_polars(self, like)
+
     def __repr__(self) -> str:
         return (f"<Results {len(self):,} records: {self.status.succeeded:,} succeeded "
                 f"({self.status.cached:,} cached), {self.status.failed:,} failed>")

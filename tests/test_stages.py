@@ -378,3 +378,17 @@ async def test_run_takes_frames_and_refuses_things_that_are_not_rows(tmp_path):
     for bad in ("rows.csv", {"text": "x"}, 42):
         with pytest.raises(ConfigError):
             await run(bad, _job(InstantService()))
+
+
+async def test_results_become_frames_lined_up_with_the_rows():
+    pd = pytest.importorskip("pandas")
+    pl = pytest.importorskip("polars")
+    rows = [{"text": "a"}, {"other": 1}, {"text": "c"}]
+    results = await run(rows, _job(InstantService()))
+    frame = results.to_pandas()
+    assert list(frame["status"]) == ["succeeded", "failed", "succeeded"]
+    assert frame["answer"].iloc[0] == "ok" and "text" in str(frame["error"].iloc[1])
+    like = pd.DataFrame({"text": ["a", None, "c"]}, index=["x", "y", "z"])
+    assert list(results.to_pandas(like).index) == ["x", "y", "z"]
+    assert results.to_polars()["status"].to_list() == ["succeeded", "failed", "succeeded"]
+    assert isinstance(results.to_polars(), pl.DataFrame)
