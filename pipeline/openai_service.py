@@ -1,0 +1,200 @@
+"""OpenAIService: any OpenAI-compatible server (OpenAI, Azure OpenAI, vLLM, Ollama, the
+simulator), with job helpers for chat, completions, embeddings, fine-tuning and files."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+import httpx
+
+from pipeline.errors import ConfigError
+from pipeline.request import APIRequest
+from pipeline.service import (
+    DEFAULT_OPENAI_BASE_URL,
+    BaseService,
+    Job,
+    PayloadBuilder,
+    _Secret,
+)
+from pipeline.transports import TransportChoice
+
+__all__ = ["OpenAIService"]
+
+
+_AZURE_RESOURCE_PATHS = ("files", "fine_tuning", "batches", "models")
+
+
+class OpenAIService(BaseService):
+    """Any OpenAI-compatible API: OpenAI, Azure OpenAI, vLLM, Ollama, the simulator...
+
+    ``api_key`` and ``base_url`` default to ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` (then
+    ``https://api.openai.com/v1``). Azure is used when ``azure_api_version`` or
+    ``azure_deployment`` is given (or ``base_url`` contains ``/openai/deployments/``): the key
+    goes in an ``api-key`` header (default ``AZURE_OPENAI_API_KEY``), ``base_url`` is the
+    resource (default ``AZURE_OPENAI_ENDPOINT``), requests go to
+    ``{resource}/openai/deployments/{deployment}/{path}?api-version=...`` where the
+    deployment defaults to the request's ``model``, and files and fine-tuning go to
+    ``{resource}/openai/{path}``. Other arguments are :class:`BaseService`'s.
+
+    >>> OpenAIService(api_key="k" * 20, base_url="https://r.openai.azure.com",
+    ...               azure_deployment="gpt4o", azure_api_version="2024-10-21")
+    OpenAIService(base_url='https://r.openai.azure.com', api_key='...kkkk', azure_deployment='gpt4o', azure_api_version='2024-10-21', transport='httpx')
+    """  # noqa: E501
+
+    default_endpoints: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            "chat/completions": "POST",
+            "completions": "POST",
+            "embeddings": "POST",
+            "files": "POST",
+            "fine_tuning/jobs": "POST",
+        }
+    )
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        organization: str | None = None,
+        project: str | None = None,
+        azure_api_version: str | None = None,
+        azure_deployment: str | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        limits: Mapping[str, Mapping[str, Any]] | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        transport: TransportChoice = "httpx",
+        max_connections: int = 100,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        base = base_url if base_url is not None else os.environ.get("OPENAI_BASE_URL") or None
+        azure = (
+            azure_api_version is not None
+            or azure_deployment is not None
+            or (base is not None and "/openai/deployments/" in base)
+        )
+        if azure:
+            base = base_url or os.environ.get("AZURE_OPENAI_ENDPOINT")
+            if not base:
+                raise ConfigError(
+                    "Azure OpenAI needs base_url= (or AZURE_OPENAI_ENDPOINT), "
+                    "e.g. 'https://my-resource.openai.azure.com'"
+                )
+            api_key = api_key or os.environ.get("AZURE_OPENAI_API_KEY")
+            azure_api_version = azure_api_version or os.environ.get("OPENAI_API_VERSION")
+            if not azure_api_version:
+                raise ConfigError(
+                    "Azure OpenAI needs azure_api_version= (or "
+                    "OPENAI_API_VERSION), e.g. '2024-10-21'"
+                )
+        else:
+            api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        super().__init__(
+            base if base is not None else DEFAULT_OPENAI_BASE_URL,
+            headers=headers,
+            rpm=rpm,
+            tpm=tpm,
+            limits=limits,
+            timeout=timeout,
+            transport=transport,
+            max_connections=max_connections,
+        )
+        if not api_key and urllib.parse.urlsplit(self.base_url).hostname == "api.openai.com":
+            raise ConfigError("no OpenAI API key: pass api_key= or set OPENAI_API_KEY")
+        self._api_key = _Secret(api_key) if api_key else None
+        self._organization = organization
+        self._project = project
+        self._azure_api_version = azure_api_version if azure else None
+        self._azure_root = self._azure_deployment = None
+        if azure:
+            root, sep, rest = self.base_url.partition("/openai/deployments/")
+            if sep:
+                azure_deployment = azure_deployment or rest.split("/")[0] or None
+            else:
+                root = root.removesuffix("/openai")
+            self._azure_root, self._azure_deployment = root, azure_deployment
+
+    @property
+    def is_azure(self) -> bool:
+        """Whether requests go to Azure OpenAI deployment URLs."""
+        return self._azure_api_version is not None
+
+    def auth_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self._api_key is not None:
+            if self.is_azure:
+                headers["api-key"] = self._api_key.reveal()
+            else:
+                headers["authorization"] = f"Bearer {self._api_key.reveal()}"
+        if self._organization:
+            headers["openai-organization"] = self._organization
+        if self._project:
+            headers["openai-project"] = self._project
+        return headers
+
+    def secrets(self) -> tuple[str, ...]:
+        found = super().secrets()
+        return (*found, self._api_key.reveal()) if self._api_key is not None else found
+
+    def url_for(self, request: APIRequest) -> tuple[str, dict[str, str] | None]:
+        if self._azure_api_version is None:
+            return super().url_for(request)
+        path = request.path.strip("/")
+        params = {"api-version": self._azure_api_version}
+        if path.split("/")[0] in _AZURE_RESOURCE_PATHS:
+            return f"{self._azure_root}/openai/{path}", params
+        deployment = self._azure_deployment
+        if deployment is None and isinstance(request.body, dict):
+            deployment = request.body.get("model")
+        if not isinstance(deployment, str) or not deployment:
+            raise ConfigError(f"Azure request to {path!r} needs azure_deployment= or a model")
+        quoted = urllib.parse.quote(deployment, safe="")
+        return f"{self._azure_root}/openai/deployments/{quoted}/{path}", params
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def chat(self, **config: Any) -> Job:
+        """A chat-completions :class:`Job`: ``service.chat(model=..., prompt="Q: {q}")``."""
+        return self._payload_job("chat/completions", "chat", config)
+
+    def completions(self, **config: Any) -> Job:
+        """A legacy completions :class:`Job`: ``service.completions(model=..., prompt=...)``."""
+        return self._payload_job("completions", "completion", config)
+
+    def embeddings(self, **config: Any) -> Job:
+        """An embeddings :class:`Job`: ``service.embeddings(model=..., input="{text}")``."""
+        return self._payload_job("embeddings", "embeddings", config)
+
+    def fine_tuning_job(self, **config: Any) -> Job:
+        """A fine-tuning :class:`Job`: ``service.fine_tuning_job(model=..., training_file=...)``."""
+        return self._payload_job("fine_tuning/jobs", "fine_tuning_job", config)
+
+    def file_upload(self, **config: Any) -> Job:
+        """A file-upload :class:`Job`: ``service.file_upload(purpose="batch")``."""
+        return self._payload_job("files", "file_upload", config)
+
+    def _payload_job(self, path: str, kind: str, config: dict[str, Any]) -> Job:
+        from pipeline import payloads  # written alongside; imported when a job is made
+
+        endpoint = self.endpoint(path)
+        factory = getattr(payloads, kind)
+        builder: PayloadBuilder = factory(**endpoint.merged_config(config))
+        return self.job(builder, endpoint=endpoint)
+
+    def _repr_fields(self) -> list[str]:
+        fields = super()._repr_fields()
+        fields.append(f"api_key={self._api_key!r}")
+        if self._organization:
+            fields.append(f"organization={self._organization!r}")
+        if self._project:
+            fields.append(f"project={self._project!r}")
+        if self._azure_deployment:
+            fields.append(f"azure_deployment={self._azure_deployment!r}")
+        if self._azure_api_version:
+            fields.append(f"azure_api_version={self._azure_api_version!r}")
+        return fields
