@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterable, Coroutine, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable
 from typing import Any, TypeVar
 
-from aiostream import stream as aiostream_stream
 from aiostream.core import Stream
 
 from pipeline.cache import ResponseCache
@@ -135,8 +134,17 @@ def _rows(rows: Any) -> Any:
     return rows
 
 
-def _source(rows: Iterable[Any] | AsyncIterable[Any]) -> Stream[Any]:
-    return aiostream_stream.iterate(rows)
+def _source(rows: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterable[Any]:
+    """The rows as an async iterable. A plain async generator, not ``stream.iterate``: that
+    costs about 4 µs an item, as much as the rest of the machinery's source side."""
+    if isinstance(rows, AsyncIterable):
+        return rows
+
+    async def items() -> AsyncIterator[Any]:
+        for row in rows:
+            yield row
+
+    return items()
 
 
 def _total(rows: Any) -> int | None:
@@ -154,7 +162,7 @@ def stream(rows: Iterable[Any] | AsyncIterable[Any], job: Any, **options: Any) -
     """
     rows = _rows(rows)
     options.setdefault("total", _total(rows))
-    return _source(rows) | default_flow(job, **options)
+    return default_flow(job, **options)(_source(rows))
 
 
 async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
@@ -187,7 +195,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
         flow = default_flow(job, cache=opened_cache, status=status, concurrency=concurrency,
                             attempts=attempts, backoff=backoff, progress=progress,
                             total=_total(rows))
-        async with (_source(rows) | flow).stream() as records:
+        async with flow(_source(rows)).stream() as records:
             async for record in records:
                 collected.append(record)
     finally:
