@@ -195,9 +195,12 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
         flow = default_flow(job, cache=opened_cache, status=status, concurrency=concurrency,
                             attempts=attempts, backoff=backoff, progress=progress,
                             total=_total(rows))
-        async with flow(_source(rows)).stream() as records:
+        records = flow.records(_source(rows))
+        try:
             async for record in records:
                 collected.append(record)
+        finally:
+            await records.aclose()
     finally:
         if owned and opened_cache is not None:
             opened_cache.close()

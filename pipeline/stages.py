@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterable, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
+from typing import Any, cast
 
 from aiostream.core import Stream
 
@@ -141,28 +141,32 @@ class Chain(Stage):
             stage.finish()
 
     def __call__(self, source: AsyncIterable[Any]) -> Stream[Record]:
-        return _run_chain(source, self)
+        return map_unordered(source, self._one(), self.concurrency, on_close=self.finish)
+
+    def records(self, source: AsyncIterable[Any]) -> AsyncGenerator[Record, None]:
+        """The records as a plain async generator (no aiostream wrapper; ``aclose()`` it)."""
+        records = map_unordered.raw(source, self._one(), self.concurrency,
+                                    on_close=self.finish)
+        return cast(AsyncGenerator[Record, None], records)  # an async generator at run time
+
+    def _one(self) -> Callable[[Any], Awaitable[Record]]:
+        counter = itertools.count()
+        process = self.process
+        perf_counter = time.perf_counter
+
+        async def one(item: Any) -> Record:
+            # Runs before the task's first await: indices follow the order items were pulled.
+            index = next(counter)
+            record = item if isinstance(item, Record) else Record(index=index, row=item)
+            if not record.started:
+                record.started = perf_counter()
+            return await process(record)
+
+        return one
 
     def __repr__(self) -> str:
         inner = " | ".join(repr(s) for s in self._stages)
         return f"Chain({inner}, concurrency={self.concurrency})"
-
-
-def _run_chain(source: AsyncIterable[Any], chain: Chain) -> Stream[Record]:
-    counter = itertools.count()
-    process = chain.process
-    perf_counter = time.perf_counter
-
-    async def one(item: Any) -> Record:
-        # Runs before the task's first await, so indices follow the order items were pulled.
-        index = next(counter)
-        record = item if isinstance(item, Record) else Record(index=index, row=item)
-        if not record.started:
-            record.started = perf_counter()
-        return await process(record)
-
-    return map_unordered(source, one, chain.concurrency,
-                         on_close=chain.finish)
 
 
 class Flow:
