@@ -21,11 +21,13 @@ or is cancelled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from aiostream import pipable_operator, streamcontext
+from aiostream.core import Stream
 
 from pipeline.errors import ConfigError
 
@@ -33,6 +35,17 @@ __all__ = ["map_unordered"]
 
 T = TypeVar("T")
 U = TypeVar("U")
+
+
+@contextlib.asynccontextmanager
+async def _direct(source: AsyncIterable[T]) -> AsyncIterator[AsyncIterable[T]]:
+    """Iterate ``source`` as it is, and close it (if it can be closed) when done."""
+    try:
+        yield source
+    finally:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 @pipable_operator
@@ -61,7 +74,10 @@ async def map_unordered(source: AsyncIterable[T], func: Callable[[T], Awaitable[
 
     exhausted = False
     try:
-        async with streamcontext(source) as items:
+        # aiostream streams need their context; any other async iterable is read directly
+        # (the context's wrapper costs a microsecond or two an item).
+        context = streamcontext(source) if isinstance(source, Stream) else _direct(source)
+        async with context as items:
             iterator = items.__aiter__()
             while True:
                 # Fill free slots; the source is pulled only as fast as work completes.
