@@ -113,7 +113,7 @@ def test_batch_file_upload(client):
 
 
 def test_raw_response_exposes_rate_limit_headers():
-    with Simulator(rpm=100, tpm=10_000) as sim:
+    with Simulator(rpm=100, tpm=10_000, policy="minute") as sim:
         client = openai.OpenAI(base_url=sim.base_url, api_key="sk-test", max_retries=0)
         raw = client.chat.completions.with_raw_response.create(max_tokens=50, **CHAT)
         assert raw.headers["x-ratelimit-limit-requests"] == "100"

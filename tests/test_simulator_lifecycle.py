@@ -135,7 +135,7 @@ def test_config_shorthands_and_errors():
 
 def test_process_mode_serves_and_reports_over_admin_endpoints():
     fds = open_fds()
-    with Simulator(process=True, rpm=3, api_key="sk-proc") as sim:
+    with Simulator(process=True, rpm=3, api_key="sk-proc", policy="minute") as sim:
         assert "process pid=" in repr(sim)
         client = openai.OpenAI(base_url=sim.base_url, api_key="sk-proc", max_retries=0)
         for _ in range(3):

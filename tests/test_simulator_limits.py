@@ -25,7 +25,8 @@ def post(http: httpx.Client, body=None, path="/chat/completions") -> httpx.Respo
 
 
 def test_burst_past_rpm_gets_429_with_retry_after_and_headers_count_down(validate_schema):
-    with Simulator(rpm=5, tpm=1_000_000) as sim, httpx.Client(base_url=sim.base_url) as http:
+    with Simulator(rpm=5, tpm=1_000_000, policy="minute") as sim, \
+            httpx.Client(base_url=sim.base_url) as http:
         responses = [post(http) for _ in range(8)]
         assert [r.status_code for r in responses] == [200] * 5 + [429] * 3
         remaining = [int(r.headers["x-ratelimit-remaining-requests"]) for r in responses]
@@ -46,7 +47,8 @@ def test_burst_past_rpm_gets_429_with_retry_after_and_headers_count_down(validat
 
 def test_tokens_per_minute_limit_counts_prompt_plus_max_tokens_times_n():
     cost = PROMPT + 20 * 2
-    with Simulator(tpm=3 * cost + cost // 2) as sim, httpx.Client(base_url=sim.base_url) as http:
+    with Simulator(tpm=3 * cost + cost // 2, policy="minute") as sim, \
+            httpx.Client(base_url=sim.base_url) as http:
         body = {**CHAT, "max_tokens": 20, "n": 2}
         responses = [post(http, body) for _ in range(4)]
         assert [r.status_code for r in responses] == [200, 200, 200, 429]
@@ -87,7 +89,8 @@ def test_each_api_key_has_its_own_buckets():
 
 
 def test_bad_requests_and_401s_are_not_charged():
-    with Simulator(rpm=2, api_key="sk-ok") as sim, httpx.Client(base_url=sim.base_url) as http:
+    with Simulator(rpm=2, api_key="sk-ok", policy="minute") as sim, \
+            httpx.Client(base_url=sim.base_url) as http:
         assert post(http).status_code == 401
         auth = {"Authorization": "Bearer sk-ok"}
         assert http.post("/chat/completions", json={"model": "m"}, headers=auth).status_code == 400
@@ -111,7 +114,8 @@ def test_token_quota_then_insufficient_quota_for_everyone(validate_schema):
 
 
 def test_set_limits_at_runtime():
-    with Simulator(rpm=1) as sim, httpx.Client(base_url=sim.base_url) as http:
+    with Simulator(rpm=1, policy="minute") as sim, \
+            httpx.Client(base_url=sim.base_url) as http:
         assert [post(http).status_code for _ in range(2)] == [200, 429]
         sim.set_limits(rpm=3)
         assert [post(http).status_code for _ in range(4)] == [200, 200, 200, 429]

@@ -58,7 +58,7 @@ def test_bucket_refills_continuously_up_to_capacity():
 
 
 def test_key_limits_take_both_or_nothing():
-    limits = KeyLimits(rpm=10, tpm=100, burst=None, now=0.0)
+    limits = KeyLimits(rpm=10, tpm=100, burst=None, now=0.0, policy="minute")
     assert limits.acquire(90, now=0.0) == 0
     wait = limits.acquire(20, now=0.0)  # 10 tokens short at 100/60 per second
     assert wait == pytest.approx(6.0)

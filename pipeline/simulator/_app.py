@@ -2,18 +2,23 @@
 
 Every API request goes through the same steps, in the order a provider's front door would:
 
+0. with ``max_in_flight``, the gateway's concurrency cap (429 or 503 ``overloaded``, a short
+   body and no rate-limit headers, while that many requests are being answered);
 1. route (404 for an unknown path or method);
 2. bearer key (401 when keys are configured);
 3. body validation and the context-window check (400);
 4. the total token quota (429 ``insufficient_quota``);
-5. the key's rpm/tpm buckets (429 ``rate_limit_exceeded`` + ``retry-after``);
+5. the key's rpm/tpm limits, and those of (key, model) when ``model_limits`` has the model
+   (429 ``rate_limit_exceeded`` + ``retry-after``; the body as ``error_format`` says);
 6. one seeded fault draw;
 7. the answer (from :class:`~pipeline.simulator._model.FakeModel`, or the file store), sent
    after the sampled latency.
 
-Steps 1-5 answer at once; only requests that pass step 5 are charged to the buckets and quota.
-Every answer to a known key carries its ``x-ratelimit-*`` headers (401s, 404s for unknown
-paths and admin answers have none, as no key's limits apply to them).
+Steps 0-5 answer at once; only requests that pass step 5 are charged to the limits and quota.
+Unless ``headers=False``, every answer to a known key carries its ``x-ratelimit-*`` headers
+(the model's limits when it has its own; only ``remaining`` with ``error_format="azure"``;
+none on a ``"text"`` 429). 401s, 404s for unknown paths and admin answers have none, as no
+key's limits apply to them.
 Admin endpoints under ``/_sim/`` (``GET log``, ``GET stats``, ``POST reset[?limits=1]``,
 ``POST limits``, ``GET health``) skip all of it and are not logged.
 
@@ -39,7 +44,7 @@ from pipeline.simulator._files import FileStore
 from pipeline.simulator._http import Connection, HTTPRequest
 from pipeline.simulator._log import LogEntry, RequestLog
 from pipeline.simulator._model import FakeModel, Responder
-from pipeline.simulator._ratelimit import KeyLimits
+from pipeline.simulator._ratelimit import KeyLimits, Limiter
 from pipeline.simulator._schemas import (
     FineTuningJobRequest,
     RequestError,
@@ -79,6 +84,9 @@ def _route(method: str, path: str) -> tuple[str, str]:
 def _model_object(model_id: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 1_700_000_000,
             "owned_by": "pipeline-simulator"}
+_AZURE_OPERATIONS = {"chat": "ChatCompletions_Create", "completions": "Completions_Create",
+                     "embeddings": "Embeddings_Create"}
+_AZURE_API_VERSION = "2024-06-01"
 _FAULT_STATUS = {"server_error": (500, "The server had an error while processing your request. "
                                        "Sorry about that!"),
                  "bad_gateway": (502, "Bad gateway."),
@@ -90,6 +98,21 @@ def error_body(message: str, type: str = "invalid_request_error", param: str | N
                code: str | None = None) -> bytes:
     """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
     return _encode({"error": {"message": message, "type": type, "param": param, "code": code}})
+
+
+def _azure_message(route: str, unit: str, limiter: Limiter, cost: int, wait: float) -> str:
+    """Azure OpenAI's 429 wording ("call rate limit" for requests, "token rate limit")."""
+    operation = _AZURE_OPERATIONS.get(route, "ChatCompletions_Create")
+    kind = "call rate limit" if unit == "requests" else "token rate limit"
+    head = (f"Requests to the {operation} Operation under Azure OpenAI API version "
+            f"{_AZURE_API_VERSION} have exceeded {kind} of your current OpenAI S0 pricing tier.")
+    if math.isinf(wait):
+        return (f"{head} This request needs {cost} tokens, more than the limit of "
+                f"{limiter.limit:g}: reduce its input or max_tokens.")
+    seconds = max(1, math.ceil(wait))
+    return (f"{head} Please retry after {seconds} second{'' if seconds == 1 else 's'}. "
+            "Please go here: https://aka.ms/oai/quotaincrease if you would like to further "
+            "increase the default rate limit.")
 
 
 def _redact(key: str) -> str:
@@ -107,9 +130,28 @@ class SimulatorApp:
         self.rng = random.Random(config.seed)
         self.started = time.monotonic()
         self.quota_used = 0
-        self._faults_on = config.faults.any  # checked on every request: cache it
         self._limits: dict[str, KeyLimits] = {}
+        self._model_scopes: dict[tuple[str, str], KeyLimits] = {}
         self._counter = 0
+        self._configure()
+
+    def _configure(self) -> None:
+        """Cache what every request checks (attribute reads of the config cost more)."""
+        cfg = self.config
+        self._faults_on = cfg.faults.any
+        self._max_in_flight = cfg.max_in_flight
+        self._headers_on = cfg.headers
+        self._remaining_only = cfg.error_format == "azure"
+        self._model_limits = cfg.model_limits
+        status = cfg.overload_status
+        if cfg.error_format == "text":
+            self._overload = (f"{status} Too Many Requests".encode() if status == 429 else
+                              f"{status} Service Unavailable".encode(), "text/plain")
+        else:
+            self._overload = (error_body(
+                f"Too many requests in flight (at most {cfg.max_in_flight}); retry shortly.",
+                "server_overloaded", None, "overloaded"),
+                "application/json")
 
     # -- state ------------------------------------------------------------------------------
     def limits_for(self, key: str, now: float) -> KeyLimits:
@@ -117,20 +159,37 @@ class SimulatorApp:
         limits = self._limits.get(key)
         if limits is None:
             cfg = self.config
-            limits = self._limits[key] = KeyLimits(cfg.rpm, cfg.tpm, cfg.burst, now)
+            limits = self._limits[key] = KeyLimits(cfg.rpm, cfg.tpm, cfg.burst, now,
+                                                   policy=cfg.policy, window=cfg.window,
+                                                   origin=self.started)
         return limits
+
+    def model_limits_for(self, key: str, model: str, now: float) -> KeyLimits | None:
+        """The limits of (key, model) when ``model_limits`` has the model, else ``None``."""
+        scope = self._model_scopes.get((key, model))
+        if scope is None:
+            limits = self._model_limits.get(model)
+            if limits is None:
+                return None
+            cfg = self.config
+            scope = self._model_scopes[key, model] = KeyLimits(
+                limits.get("rpm"), limits.get("tpm"), cfg.burst, now, policy=cfg.policy,
+                window=cfg.window, origin=self.started)
+        return scope
 
     def reset(self, limits: bool = False) -> None:
         """Clear the log and counters; with ``limits``, also refill buckets and the quota."""
         self.log.clear()
         if limits:
             self._limits.clear()
+            self._model_scopes.clear()
             self.quota_used = 0
 
     def set_limits(self, rpm: float | None, tpm: float | None, burst: float | None) -> None:
         """Change the rate limits at runtime (buckets restart full)."""
         self.config = msgspec.structs.replace(self.config, rpm=rpm, tpm=tpm, burst=burst)
         self._limits.clear()
+        self._model_scopes.clear()
 
     # -- entry point ------------------------------------------------------------------------
     def __call__(self, req: HTTPRequest, conn: Connection) -> None:
@@ -142,6 +201,10 @@ class SimulatorApp:
             path = path[3:]
         now = time.monotonic()
         log = self.log
+        cap = self._max_in_flight
+        if cap is not None and log.in_flight >= cap:
+            self._overloaded(req, conn, now)
+            return
         log.in_flight += 1
         if log.in_flight > log.max_in_flight:
             log.max_in_flight = log.in_flight
@@ -172,6 +235,15 @@ class SimulatorApp:
     def _done(self) -> None:
         self.log.in_flight -= 1
 
+    def _overloaded(self, req: HTTPRequest, conn: Connection, now: float) -> None:
+        """Refuse a request over ``max_in_flight`` at once (it never counts as in flight)."""
+        conn.on_close = None
+        status = self.config.overload_status
+        self._log(dict(arrival=now - self.started, method=req.method, path=req.path,
+                       body_hash=hashlib.sha256(req.body).hexdigest()), status, "overloaded", 0)
+        body, content_type = self._overload
+        conn.respond(status, body, content_type=content_type)
+
     def _log(self, entry: dict[str, Any], status: int, outcome: str, tokens: int,
              usage: tuple[int, int] = (0, 0), admitted: int = 0, latency: float = 0.0) -> None:
         self.log.add(LogEntry(status=status, outcome=outcome, tokens=tokens,
@@ -193,23 +265,30 @@ class SimulatorApp:
             try:
                 prepared = self.model.prepare(kind, req.body)
             except RequestError as exc:
-                self._reject(conn, entry, exc, limits.headers(now))
+                self._reject(conn, entry, exc, limits.headers(now, self._remaining_only)
+                             if self._headers_on else None)
                 return
         cost = prepared.cost if prepared is not None else 0
+        model_scope = None
+        if self._model_limits and prepared is not None:
+            model_scope = self.model_limits_for(key, prepared.request.model, now)
+        shown = limits if model_scope is None else model_scope  # whose x-ratelimit-* headers
 
         quota = self.config.quota_tokens
         if quota is not None and (self.quota_used >= quota or self.quota_used + cost > quota):
             self._log(entry, 429, "insufficient_quota", cost)
             conn.respond(429, error_body(
                 "You exceeded your current quota, please check your plan and billing details.",
-                "insufficient_quota", None, "insufficient_quota"), limits.headers(now))
+                "insufficient_quota", None, "insufficient_quota"),
+                shown.headers(now, self._remaining_only) if self._headers_on else None)
             return
-        wait = limits.acquire(cost, now)
+        wait = limits.acquire(cost, now, model_scope)
         if wait > 0:
-            self._rate_limited(conn, entry, limits, cost, wait, now)
+            self._rate_limited(conn, entry, route, limits, model_scope, prepared, cost, wait,
+                               now)
             return
         self.quota_used += cost
-        headers = limits.headers(now)
+        headers = shown.headers(now, self._remaining_only) if self._headers_on else []
         self._counter += 1
         headers.append(("x-request-id", f"req_sim{self._counter:010d}"))
 
@@ -276,25 +355,46 @@ class SimulatorApp:
         conn.respond(401, error_body(message, "invalid_request_error", None, "invalid_api_key"))
         return None
 
-    def _rate_limited(self, conn: Connection, entry: dict[str, Any], limits: KeyLimits,
+    def _rate_limited(self, conn: Connection, entry: dict[str, Any], route: str,
+                      limits: KeyLimits, model_scope: KeyLimits | None, prepared: Any,
                       cost: int, wait: float, now: float) -> None:
-        headers = limits.headers(now)
-        by_requests = limits.requests is not None and limits.requests.wait(1, now) > 0
-        bucket = limits.requests if by_requests else limits.tokens
-        assert bucket is not None
-        unit = "requests" if by_requests else "tokens"
-        name = "requests per min (RPM)" if by_requests else "tokens per min (TPM)"
-        if math.isinf(wait):
-            message = (f"Request too large for model on {name}: Limit {bucket.limit:g}, "
+        """Answer 429 ``rate_limit_exceeded`` in the configured ``error_format``."""
+        cfg = self.config
+        _, unit, limiter = limits.blocking(cost, now)
+        who = "model"
+        if model_scope is not None:
+            model_wait, model_unit, model_limiter = model_scope.blocking(cost, now)
+            if model_limiter is not None and (limiter is None or model_wait >= wait):
+                unit, limiter, who = model_unit, model_limiter, prepared.request.model
+        assert limiter is not None
+        fmt = cfg.error_format
+        headers: list[tuple[str, str]] = []
+        if self._headers_on and fmt != "text":
+            shown = limits if model_scope is None else model_scope
+            headers = shown.headers(now, self._remaining_only)
+        too_large = math.isinf(wait)
+        if not too_large:
+            if cfg.retry_after in ("both", "seconds"):
+                headers.append(("retry-after", str(max(1, math.ceil(wait)))))
+            if cfg.retry_after in ("both", "ms"):
+                headers.append(("retry-after-ms", str(max(1, math.ceil(wait * 1000)))))
+        self._log(entry, 429, "rate_limited", cost)
+        if fmt == "text":
+            conn.respond(429, b"429 Too Many Requests", headers, content_type="text/plain")
+            return
+        if fmt == "azure":
+            conn.respond(429, _encode({"error": {"code": "429", "message": _azure_message(
+                route, unit, limiter, cost, wait)}}), headers)
+            return
+        name = "requests per min (RPM)" if unit == "requests" else "tokens per min (TPM)"
+        if too_large:
+            message = (f"Request too large for {who} on {name}: Limit {limiter.limit:g}, "
                        f"Requested {cost}. The input or output tokens must be reduced in order "
                        "to run successfully.")
         else:
-            headers.append(("retry-after", str(max(1, math.ceil(wait)))))
-            headers.append(("retry-after-ms", str(max(1, math.ceil(wait * 1000)))))
-            message = (f"Rate limit reached for model in organization org-simulator on {name}: "
-                       f"Limit {bucket.limit:g}, Requested {1 if by_requests else cost}. "
+            message = (f"Rate limit reached for {who} in organization org-simulator on {name}: "
+                       f"Limit {limiter.limit:g}, Requested {1 if unit == 'requests' else cost}. "
                        f"Please try again in {wait:.3g}s.")
-        self._log(entry, 429, "rate_limited", cost)
         conn.respond(429, error_body(message, unit, None, "rate_limit_exceeded"), headers)
 
     # -- files and fine-tuning --------------------------------------------------------------

@@ -7,6 +7,8 @@ Prints its base URL, then serves on 127.0.0.1 until Ctrl-C or SIGTERM. Example:
     export OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=sk-anything
 
 Latency: SECONDS, uniform:LOW,HIGH or lognormal:MEDIAN,SIGMA (plus --latency-per-token).
+Limit shapes (--policy): second (default; a bucket of one second of the limit), minute (a
+bucket of a full minute), window (a fixed window of --window seconds, reset at each boundary).
 Faults (--fault NAME=PROBABILITY, repeatable): 500, 502, 503, context_length, hang, reset,
 truncated, malformed. The request log and counters: GET /_sim/log, GET /_sim/stats.
 """
@@ -22,10 +24,60 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.simulator._app import SimulatorApp
-from pipeline.simulator._config import Faults, Latency, SimulatorConfig
+from pipeline.simulator._config import (
+    ERROR_FORMATS,
+    RETRY_AFTER,
+    Faults,
+    Latency,
+    SimulatorConfig,
+    parse_model_limit,
+)
 from pipeline.simulator._http import HTTPServer
+from pipeline.simulator._ratelimit import POLICIES
 
-__all__ = ["configure", "main"]
+__all__ = ["add_provider_modes", "configure", "main", "provider_modes"]
+
+
+def _model_limit(text: str) -> tuple[str, dict[str, float | None]]:
+    try:
+        return parse_model_limit(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_provider_modes(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add the provider-mode options (``--policy`` ... ``--model-limit``), shared by ``pipeline
+    serve`` and ``pipeline bench``; :func:`provider_modes` reads them back."""
+    add = parser.add_argument
+    add("--policy", choices=POLICIES, default="second",
+        help="limit shape: second (default: a bucket of 1 s of the limit), minute (a bucket "
+             "of 60 s), window (a fixed window, reset at each boundary)")
+    add("--window", type=float, default=60.0, metavar="SECONDS",
+        help="window length for --policy window (default 60)")
+    add("--model-limit", action="append", default=[], type=_model_limit,
+        metavar="MODEL=RPM,TPM",
+        help="limits per key and model too, e.g. gpt-4o=500,30000 (either may be empty; "
+             "repeatable)")
+    add("--max-in-flight", type=int, default=None, metavar="N",
+        help="refuse requests while N are being answered (default: no cap)")
+    add("--overload-status", type=int, choices=(429, 503), default=429,
+        help="status of those refusals (default 429)")
+    add("--no-headers", dest="headers", action="store_false",
+        help="send no x-ratelimit-* headers")
+    add("--retry-after", choices=RETRY_AFTER, default="both",
+        help="retry headers on a 429: both (default: retry-after and retry-after-ms), "
+             "seconds, ms, none")
+    add("--error-format", choices=ERROR_FORMATS, default="openai",
+        help="429 body: openai (default), azure, or text (plain 429 Too Many Requests)")
+
+
+def provider_modes(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`SimulatorConfig` keyword arguments of the :func:`add_provider_modes`
+    options."""
+    return {"policy": args.policy, "window": args.window,
+            "model_limits": dict(args.model_limit), "max_in_flight": args.max_in_flight,
+            "overload_status": args.overload_status, "headers": args.headers,
+            "retry_after": args.retry_after, "error_format": args.error_format}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +87,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--rpm", type=float, default=None, help="requests per minute per key (default: none)")
     add("--tpm", type=float, default=None, help="tokens per minute per key (default: none)")
     add("--burst", type=float, default=None,
-        help="fraction of the minute limit a bucket holds (default 1)")
+        help="fraction of the minute limit a bucket holds (overrides --policy's)")
+    add_provider_modes(parser)
     add("--quota-tokens", type=int, default=None,
         help="total tokens before every request gets 429 insufficient_quota")
     add("--latency", default="0", help="SECONDS, uniform:LOW,HIGH or lognormal:MEDIAN,SIGMA")
@@ -61,7 +114,8 @@ def _config(args: argparse.Namespace) -> SimulatorConfig:
         rpm=args.rpm, tpm=args.tpm, burst=args.burst, quota_tokens=args.quota_tokens,
         latency=Latency.parse(args.latency, per_output_token=args.latency_per_token),
         faults=Faults.parse(args.fault), seed=args.seed, api_keys=tuple(args.api_key),
-        context_window=args.context_window, default_max_tokens=args.default_max_tokens)
+        context_window=args.context_window, default_max_tokens=args.default_max_tokens,
+        **provider_modes(args))
 
 
 async def _serve(config: SimulatorConfig, port: int, watch_stdin: bool) -> None:

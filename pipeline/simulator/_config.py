@@ -14,10 +14,18 @@ from typing import Any, Literal
 import msgspec
 
 from pipeline.errors import ConfigError
+from pipeline.simulator._ratelimit import POLICIES, Policy
 
-__all__ = ["FAULT_KINDS", "Faults", "Latency", "SimulatorConfig"]
+__all__ = ["ERROR_FORMATS", "FAULT_KINDS", "RETRY_AFTER", "Faults", "Latency", "SimulatorConfig",
+           "parse_model_limit"]
 
 LatencyKind = Literal["fixed", "uniform", "lognormal"]
+RetryAfter = Literal["both", "seconds", "ms", "none"]
+ErrorFormat = Literal["openai", "azure", "text"]
+RETRY_AFTER: tuple[RetryAfter, ...] = ("both", "seconds", "ms", "none")
+ERROR_FORMATS: tuple[ErrorFormat, ...] = ("openai", "azure", "text")
+#: ``{"gpt-4o": {"rpm": 500, "tpm": 30_000}}``: limits per (key, model); ``None``: no limit.
+ModelLimits = dict[str, dict[str, float | None]]
 
 
 class Latency(msgspec.Struct, frozen=True, kw_only=True):
@@ -251,12 +259,43 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     embedding_dimensions: int = 1536
     fine_tune_seconds: float = 1.0
     log_limit: int | None = 1_000_000
+    policy: Policy = "second"
+    window: float = 60.0
+    max_in_flight: int | None = None
+    overload_status: int = 429
+    headers: bool = True
+    retry_after: RetryAfter = "both"
+    error_format: ErrorFormat = "openai"
+    model_limits: ModelLimits = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("rpm", "tpm"):
-            value = getattr(self, name)
-            if value is not None and (not math.isfinite(value) or value <= 0):
-                raise ConfigError(f"{name} must be a positive number or None, got {value!r}")
+        # msgspec checks these types when decoding JSON, not when the Struct is built in code.
+        if self.policy not in POLICIES:
+            raise ConfigError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if not (math.isfinite(self.window) and self.window > 0):
+            raise ConfigError(f"window must be a positive number of seconds, got {self.window!r}")
+        if self.burst is not None and self.policy == "window":
+            raise ConfigError("burst sizes a bucket: it does not apply to policy='window'")
+        _check_limits("", self.rpm, self.tpm, self.policy, self.window)
+        for model, limits in self.model_limits.items():
+            unknown = set(limits) - {"rpm", "tpm"}
+            if unknown:
+                raise ConfigError(f"model_limits[{model!r}] takes rpm and tpm, got "
+                                  f"{sorted(unknown)}")
+            _check_limits(f"model_limits[{model!r}] ", limits.get("rpm"), limits.get("tpm"),
+                          self.policy, self.window)
+        if self.max_in_flight is not None and (
+                isinstance(self.max_in_flight, bool) or self.max_in_flight < 1):
+            raise ConfigError(f"max_in_flight must be an int >= 1 or None, got "
+                              f"{self.max_in_flight!r}")
+        if self.overload_status not in (429, 503):
+            raise ConfigError(f"overload_status must be 429 or 503, got {self.overload_status!r}")
+        if self.retry_after not in RETRY_AFTER:
+            raise ConfigError(f"retry_after must be one of {RETRY_AFTER}, got "
+                              f"{self.retry_after!r}")
+        if self.error_format not in ERROR_FORMATS:
+            raise ConfigError(f"error_format must be one of {ERROR_FORMATS}, got "
+                              f"{self.error_format!r}")
         if self.burst is not None and not (0 < self.burst <= 1):
             raise ConfigError(
                 f"burst is a fraction of the minute limit in (0, 1], got {self.burst}")
@@ -281,7 +320,48 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
         return msgspec.json.decode(data, type=cls)
 
     def describe(self) -> dict[str, Any]:
-        """A readable summary without secrets, for reprs and the CLI banner."""
-        return {"rpm": self.rpm, "tpm": self.tpm, "burst": self.burst,
+        """A readable summary without secrets, for reprs and the CLI banner (settings left at
+        their defaults are ``None``)."""
+        return {"rpm": self.rpm, "tpm": self.tpm, "policy": self.policy,
+                "window": self.window if self.policy == "window" else None,
+                "burst": self.burst, "model_limits": self.model_limits or None,
                 "quota_tokens": self.quota_tokens, "latency": self.latency,
-                "faults": self.faults, "auth": bool(self.api_keys)}
+                "faults": self.faults, "auth": bool(self.api_keys),
+                "max_in_flight": self.max_in_flight,
+                "overload_status": (self.overload_status if self.max_in_flight is not None
+                                    else None),
+                "headers": None if self.headers else "off",
+                "retry_after": None if self.retry_after == "both" else self.retry_after,
+                "error_format": None if self.error_format == "openai" else self.error_format}
+
+
+def _check_limits(where: str, rpm: float | None, tpm: float | None, policy: str,
+                  window: float) -> None:
+    for name, value in (("rpm", rpm), ("tpm", tpm)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or \
+                not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{where}{name} must be a positive number or None, got {value!r}")
+        if policy == "window" and value * window / 60 < 1:
+            raise ConfigError(f"{where}{name}={value:g} allows {value * window / 60:.3g} per "
+                              f"{window:g} s window: nothing could ever pass; use a longer "
+                              "window")
+
+
+def parse_model_limit(text: str) -> tuple[str, dict[str, float | None]]:
+    """One ``--model-limit`` item: ``"gpt-4o=500,30000"`` (either number may be empty).
+
+    >>> parse_model_limit("gpt-4o=500,30000"), parse_model_limit("gpt-4o-mini=,200000")
+    (('gpt-4o', {'rpm': 500.0, 'tpm': 30000.0}), ('gpt-4o-mini', {'rpm': None, 'tpm': 200000.0}))
+    """
+    model, sep, numbers = text.rpartition("=")
+    rpm, comma, tpm = numbers.partition(",")
+    try:
+        limits = {"rpm": float(rpm) if rpm.strip() else None,
+                  "tpm": float(tpm) if tpm.strip() else None}
+    except ValueError:
+        limits = {}
+    if not (sep and comma and model.strip() and limits):
+        raise ConfigError(f"bad model limit {text!r}: use MODEL=RPM,TPM (either may be empty)")
+    return model.strip(), limits

@@ -24,8 +24,9 @@ class LogEntry(msgspec.Struct, frozen=True):
         outcome: ``"ok"``, ``"rate_limited"``, ``"insufficient_quota"``, ``"fault:500"``,
             ``"fault:502"``, ``"fault:503"``, ``"fault:context_length"``, ``"context_length"``
             (a real prompt + max_tokens overflow), ``"hang"``, ``"reset"``, ``"truncated"``,
-            ``"malformed"``, ``"bad_request"``, ``"unauthorized"``, ``"not_found"``, or
-            ``"error"`` (a bug in the simulator or an exception in a custom responder: a 500).
+            ``"malformed"``, ``"bad_request"``, ``"unauthorized"``, ``"not_found"``,
+            ``"overloaded"`` (refused by ``max_in_flight``), or ``"error"`` (a bug in the
+            simulator or an exception in a custom responder: a 500).
         tokens: the token cost charged (or that would have been charged) to the rate limit:
             prompt tokens + max_tokens x n; 0 for files and fine-tuning.
         body_hash: sha256 hex digest of the raw request body.
@@ -54,6 +55,7 @@ class Stats(msgspec.Struct, frozen=True):
         ok: requests answered 2xx with a valid body.
         rate_limited: times a request exceeded the simulator's rpm/tpm limits (each got a 429).
         insufficient_quota: 429 ``insufficient_quota`` answers.
+        overloaded: requests refused because ``max_in_flight`` were already in flight.
         faults: injected faults (5xx, context_length, hang, reset, truncated, malformed).
         tokens: token cost admitted by the rate limit (the sum over accepted requests).
         prompt_tokens, completion_tokens: the ``usage`` totals sent back.
@@ -66,6 +68,7 @@ class Stats(msgspec.Struct, frozen=True):
     rate_limited: int = 0
     insufficient_quota: int = 0
     faults: int = 0
+    overloaded: int = 0
     tokens: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -122,6 +125,7 @@ class RequestLog:
                 rate_limited=outcomes.get("rate_limited", 0),
                 insufficient_quota=outcomes.get("insufficient_quota", 0),
                 faults=sum(n for o, n in outcomes.items() if o in _FAULT_OUTCOMES),
+                overloaded=outcomes.get("overloaded", 0),
                 tokens=self._tokens,
                 prompt_tokens=self._prompt,
                 completion_tokens=self._completion,

@@ -26,10 +26,11 @@ import msgspec
 
 from pipeline.errors import ConfigError
 from pipeline.simulator._app import SimulatorApp
-from pipeline.simulator._config import Faults, Latency, SimulatorConfig
+from pipeline.simulator._config import ErrorFormat, Faults, Latency, RetryAfter, SimulatorConfig
 from pipeline.simulator._http import HTTPServer
 from pipeline.simulator._log import LogEntry, Stats
 from pipeline.simulator._model import Responder
+from pipeline.simulator._ratelimit import Policy
 
 __all__ = ["Simulator"]
 
@@ -43,8 +44,35 @@ class Simulator:
 
     Args:
         rpm, tpm: requests and tokens per minute allowed per API key (``None``: unlimited).
-        burst: fraction in (0, 1] of the minute limit a bucket holds (default 1: a full minute
-            can be spent at once; ``1/60`` allows one second's worth).
+        policy: how the limits are enforced. ``"second"`` (default): a bucket holding one
+            second of the limit (``limit / 60``), refilled at ``limit / 60`` per second, as
+            OpenAI documents; a request costing more tokens than that bucket (but not more than
+            ``tpm``) is admitted when the bucket is full and leaves it in debt. ``"minute"``: a
+            bucket holding the full minute. ``"window"``: at most ``limit x window / 60`` per
+            fixed window, the count reset at each boundary (multiples of ``window`` seconds
+            since start); reset headers and ``retry-after`` give the time to the boundary.
+        window: the window length in seconds for ``policy="window"`` (default 60: the limit
+            resets on the minute).
+        burst: fraction in (0, 1] of the minute limit a bucket holds, overriding the policy's
+            (``"second"``: 1/60, ``"minute"``: 1); not for ``policy="window"``.
+        model_limits: limits per model as well as per key, e.g.
+            ``{"gpt-4o": {"rpm": 500, "tpm": 30_000}}``: a request for such a model must fit
+            both the key's limits and those of (key, model), same policy, or takes neither.
+            Its headers then report the model's limits.
+        max_in_flight: a cap on requests being answered at once (as a self-hosted gateway
+            has); one arriving while that many are in flight is refused at once with
+            ``overload_status``, a short body and no rate-limit headers, logged
+            ``"overloaded"`` (``None``: no cap).
+        overload_status: 429 (default) or 503, the status of those refusals.
+        headers: send ``x-ratelimit-limit/remaining/reset-requests|tokens`` (default True).
+        retry_after: which retry headers a rate-limit 429 carries: ``"both"`` (default:
+            ``retry-after`` in whole seconds, rounded up, and ``retry-after-ms``),
+            ``"seconds"``, ``"ms"`` or ``"none"``.
+        error_format: the rate-limit 429's body: ``"openai"`` (default, ``{"error": {"message",
+            "type", "param", "code": "rate_limit_exceeded"}}``), ``"azure"`` (Azure OpenAI's
+            ``{"error": {"code": "429", "message": ...}}``; only ``x-ratelimit-remaining-*``
+            headers, on every answer) or ``"text"`` (a proxy's ``text/plain`` body
+            ``429 Too Many Requests``, without x-ratelimit headers).
         quota_tokens: total token budget; once spent every request gets 429
             ``insufficient_quota`` (``0``: from the first request).
         latency: a :class:`Latency`, seconds (``0.2``) or text (``"uniform:0.1,0.3"``).
@@ -62,6 +90,10 @@ class Simulator:
         port: the port to bind on 127.0.0.1 (0: a free one).
         process: run the server in a subprocess instead of a thread.
         log_limit: the most log entries kept (oldest dropped first; ``None``: unbounded).
+
+    >>> with Simulator(rpm=600, policy="window", window=2.0, error_format="azure") as sim:
+    ...     sim.config.policy, sim.config.window
+    ('window', 2.0)
 
     >>> import openai
     >>> with Simulator(rpm=600, tpm=100_000, latency=0.01) as sim:
@@ -92,15 +124,26 @@ class Simulator:
         port: int = 0,
         process: bool = False,
         log_limit: int | None = 1_000_000,
+        policy: Policy = "second",
+        window: float = 60.0,
+        model_limits: Mapping[str, Mapping[str, float | None]] | None = None,
+        max_in_flight: int | None = None,
+        overload_status: int = 429,
+        headers: bool = True,
+        retry_after: RetryAfter = "both",
+        error_format: ErrorFormat = "openai",
     ) -> None:
         keys = (api_key,) if isinstance(api_key, str) else tuple(api_key or ())
+        per_model = {str(model): dict(limits) for model, limits in (model_limits or {}).items()}
         self.config = SimulatorConfig(
             rpm=rpm, tpm=tpm, burst=burst, quota_tokens=quota_tokens,
             latency=Latency.parse(latency), faults=Faults.parse(faults), seed=seed,
             api_keys=keys, context_window=context_window, default_max_tokens=default_max_tokens,
             answer_tokens=tuple(answer_tokens),  # type: ignore[arg-type]
             embedding_dimensions=embedding_dimensions, fine_tune_seconds=fine_tune_seconds,
-            log_limit=log_limit)
+            log_limit=log_limit, policy=policy, window=float(window), model_limits=per_model,
+            max_in_flight=max_in_flight, overload_status=overload_status, headers=headers,
+            retry_after=retry_after, error_format=error_format)
         if process and responder is not None:
             raise ConfigError("a responder runs in this process: it needs process=False")
         self.responder = responder
@@ -310,6 +353,13 @@ class Simulator:
         parts = [self.base_url if self._running else "stopped"]
         parts.append(f"rpm={cfg.rpm:g}" if cfg.rpm is not None else "rpm=unlimited")
         parts.append(f"tpm={cfg.tpm:g}" if cfg.tpm is not None else "tpm=unlimited")
+        if cfg.policy != "second":
+            parts.append(f"policy={cfg.policy}"
+                         + (f" {cfg.window:g}s" if cfg.policy == "window" else ""))
+        if cfg.model_limits:
+            parts.append(f"model_limits={cfg.model_limits}")
+        if cfg.max_in_flight is not None:
+            parts.append(f"max_in_flight={cfg.max_in_flight} ({cfg.overload_status})")
         if cfg.quota_tokens is not None:
             parts.append(f"quota_tokens={cfg.quota_tokens}")
         if not cfg.latency.is_zero:
