@@ -143,6 +143,18 @@ class Builder:
         """The request for one row; ``overrides`` replace body fields for this call only."""
         raise NotImplementedError
 
+    @property
+    def required_columns(self) -> dict[str, str]:
+        """The columns every mapping row needs, each with what needs it (for messages).
+
+        Run code checks these against a file's header before sending anything
+        (:func:`pipeline.io.check_columns`), so a misspelt ``{column}`` fails once, not per row.
+
+        >>> chat(model="m", system="Answer in {lang}.", prompt="{q}").required_columns
+        {'lang': "system 'Answer in {lang}.'", 'q': "prompt '{q}'"}
+        """
+        return {}
+
     def _merged(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         body = dict(self._body)
         for key, value in overrides.items():
@@ -254,6 +266,15 @@ class ChatBuilder(Builder):
         )
         object.__setattr__(self, "_fast", self._prepare_fast_path())
 
+    @property
+    def required_columns(self) -> dict[str, str]:
+        """Template fields; the messages column when nothing else makes a message."""
+        needs = _template_columns(self._system, self._prompt)
+        column = self._messages_column
+        if self._prompt is None and self._system is None and not self._messages and column:
+            needs[column] = f"a chat job with no prompt template (it sends the {column!r} column)"
+        return needs
+
     def _prepare_fast_path(self) -> tuple[dict[str, Any], list[Any], int] | None:
         # Most builds change nothing but the template text. Then the body is the config,
         # validated once here, with fresh string messages put in: the same body the full path
@@ -313,6 +334,15 @@ class ChatBuilder(Builder):
         return APIRequest(path=self.path, method=self.method, body=body, token_estimate=estimate)
 
 
+def _template_columns(*templates: Template | None) -> dict[str, str]:
+    needs: dict[str, str] = {}
+    for template in templates:
+        if template is not None:
+            for name in template.fields:
+                needs.setdefault(name, template._what)
+    return needs
+
+
 def _decode_messages(cell: Any, column: str) -> list[Any]:
     if isinstance(cell, str | bytes):
         try:
@@ -344,6 +374,15 @@ class _TextInputBuilder(Builder):
         object.__setattr__(self, "_template", _template(template, name))
         object.__setattr__(self, "_column", column)
         object.__setattr__(self, "_literal", literal)
+
+    @property
+    def required_columns(self) -> dict[str, str]:
+        """Template fields; the input column when there is no template and no literal."""
+        needs = _template_columns(self._template)
+        if self._template is None and self._literal is None and self._column:
+            needs[self._column] = f"a{'n' if self.kind[0] in 'aeiou' else ''} {self.kind} job " \
+                f"with no template (it sends the {self._column!r} column)"
+        return needs
 
     def _text(
         self, values: Mapping[str, Any] | None, text: str | None, overrides: Mapping[str, Any]

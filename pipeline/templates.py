@@ -7,13 +7,14 @@ A row is a mapping (a dict, a Polars row), an object with ``to_dict()`` (a panda
 
 from __future__ import annotations
 
+import difflib
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
 from pipeline.errors import PayloadError, TemplateKeyError
 
-__all__ = ["Row", "Template"]
+__all__ = ["Row", "Template", "did_you_mean"]
 
 #: A row: a mapping, an object with ``to_dict()``/``_asdict()``, a string, or ``None``.
 Row: TypeAlias = Any
@@ -58,13 +59,30 @@ def _column(values: Mapping[str, Any], key: str, what: str) -> Any:
     return value
 
 
+def did_you_mean(name: str, names: Iterable[Any]) -> str:
+    """`` (did you mean 'review'?)`` when a name is close to ``name``, else ``""``.
+
+    >>> did_you_mean("reveiw", ["id", "review", "stars"])
+    " (did you mean 'review'?)"
+    >>> did_you_mean("zzz", ["id", "review"])
+    ''
+    """
+    known = [str(n) for n in names]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if not close:  # a case slip ("Review") is closer than difflib's ratio says
+        close = [k for k in known if k.lower() == name.lower()][:1]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _key_error(key: str, values: Mapping[str, Any], what: str) -> TemplateKeyError:
     keys = [repr(k) for k in list(values)[: _SHOWN_KEYS + 1]]
     if len(keys) > _SHOWN_KEYS:
         keys[_SHOWN_KEYS:] = [f"... ({len(values) - _SHOWN_KEYS} more)"]
     available = ", ".join(keys) if keys else "no columns"
     return TemplateKeyError(
-        f"{what} needs column {key!r}, which the row lacks; the row has {available}", field=key
+        f"{what} needs column {key!r}, which the row lacks{did_you_mean(key, values)}; "
+        f"the row has {available}",
+        field=key,
     )
 
 
@@ -78,6 +96,8 @@ class Template:
     """
 
     __slots__ = ("_static", "_what", "fields", "text")
+    #: What the template is called in messages: ``prompt 'Classify: {text}'``.
+    _what: str
 
     def __init__(self, text: str, *, name: str = "template") -> None:
         if not isinstance(text, str):

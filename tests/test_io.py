@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from pipeline import OpenAIService, io, run
-from pipeline.errors import InputError
+from pipeline.errors import InputError, TemplateKeyError
 from pipeline.simulator import Simulator
 
 
@@ -137,10 +137,19 @@ async def test_a_result_column_name_taken_by_the_input_gets_a_suffix(service):
     assert out.loc[0, "status"] == "draft" and out.loc[0, "status_result"] == "succeeded"
 
 
-async def test_a_missing_column_fails_each_row_with_a_clear_error(service):
-    out = await io.run_frame(pd.DataFrame({"body": ["a", "b"]}), chat(service))
-    assert set(out["status"]) == {"failed"}
-    assert "needs column 'text', which the row lacks; the row has 'body'" in out.loc[0, "error"]
+async def test_a_column_the_frame_lacks_is_refused_once_before_anything_is_sent(service, sim):
+    before = sim.stats().requests
+    with pytest.raises(TemplateKeyError, match="needs column 'text', which the input lacks; "
+                                               "its columns are 'body'"):
+        await io.run_frame(pd.DataFrame({"body": ["a", "b"]}), chat(service))
+    assert sim.stats().requests == before
+
+
+async def test_a_row_that_lacks_a_column_fails_alone_with_a_did_you_mean(service):
+    results = await run([{"text": "a"}, {"txt": "b"}], chat(service))
+    assert [r.status for r in results] == ["succeeded", "failed"]
+    assert "needs column 'text', which the row lacks (did you mean 'txt'?); the row has " \
+        "'txt'" in str(results[1].error)
 
 
 # ------------------------------------------------------------------------------ files

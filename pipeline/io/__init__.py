@@ -32,16 +32,27 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.io._journal import Journal, RunSummary, run_file, write_journal
-from pipeline.io._sinks import RESULT_COLUMNS, entry, to_pandas, to_polars, write
-from pipeline.io._sources import FORMATS, BatchRequest, Source, format_of, read
+from pipeline.io._sinks import (
+    OUTPUT_FORMATS,
+    RESULT_COLUMNS,
+    check_output,
+    entry,
+    to_pandas,
+    to_polars,
+    write,
+)
+from pipeline.io._sources import FORMATS, BatchRequest, Source, check_columns, format_of, read
 
 __all__ = [
     "FORMATS",
+    "OUTPUT_FORMATS",
     "RESULT_COLUMNS",
     "BatchRequest",
     "Journal",
     "RunSummary",
     "Source",
+    "check_columns",
+    "check_output",
     "entry",
     "format_of",
     "read",
@@ -69,6 +80,7 @@ async def run_frame(frame: Any, job: Any, **options: Any) -> Any:
     source = read(frame)
     if source.kind not in ("pandas", "polars", "polars-lazy"):
         raise TypeError(f"run_frame() takes a pandas or Polars frame, not {type(frame).__name__}")
+    check_columns(source, job.builder)  # a misspelt {column}: once, before anything is sent
     results = await run(source, job, **options)
     if source.kind == "pandas":
         return to_pandas(results, frame)

@@ -29,8 +29,8 @@ from aiostream import stream as aiostream_stream
 
 from pipeline.cache import ResponseCache
 from pipeline.errors import InputError
-from pipeline.io._sinks import entry, write_entries
-from pipeline.io._sources import Source, format_of, read
+from pipeline.io._sinks import check_output, entry, write_entries
+from pipeline.io._sources import Source, check_columns, read
 from pipeline.record import Record
 from pipeline.retry import Backoff
 from pipeline.runner import default_flow
@@ -132,15 +132,17 @@ class write_journal(Stage):
     after_done = True
 
     def __init__(self, journal: Journal, *, embeddings: bool = False,
-                 keep_body: bool = False, entries: dict[int, dict[str, Any]] | None = None
-                 ) -> None:
+                 keep_body: bool = False, keep_request: bool = False,
+                 entries: dict[int, dict[str, Any]] | None = None) -> None:
         self.journal = journal
         self.embeddings = embeddings
         self.keep_body = keep_body
+        self.keep_request = keep_request
         self.entries = entries  # also kept here when given (the final output is built from it)
 
     async def process(self, record: Record) -> Record:
-        item = entry(record, embeddings=self.embeddings, keep_body=self.keep_body)
+        item = entry(record, embeddings=self.embeddings, keep_body=self.keep_body,
+                     keep_request=self.keep_request)
         self.journal.append(item)
         if self.entries is not None:
             self.entries[record.index] = item
@@ -173,10 +175,13 @@ class RunSummary:
     status: StatusTracker = field(default_factory=StatusTracker)
 
 
-def fingerprint(source: Source, job: Any) -> str:
-    """A hash of what decides a run's answers: the input (file, size, mtime) and the job."""
+def fingerprint(source: Source, job: Any, output_format: str = "") -> str:
+    """A hash of what decides a run's answers: the input (file, size, mtime) and the job
+    (and the output format, which decides what each journal line keeps)."""
     parts = [str(_VERSION), source.kind, repr(job.builder), job.path,
              str(getattr(job.service, "base_url", ""))]
+    if output_format in ("batch", "cookbook"):  # others: as before, so old journals resume
+        parts.append(output_format)
     if source.path is not None:
         stat = os.stat(source.path)
         parts += [os.path.abspath(source.path), str(stat.st_size), str(stat.st_mtime_ns)]
@@ -190,7 +195,8 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
                    concurrency: int = DEFAULT_CONCURRENCY, attempts: int = 6,
                    backoff: Backoff | None = None, progress: bool = False,
                    status: StatusTracker | None = None, resume: bool = True,
-                   journal: str | os.PathLike[str] | None = None) -> RunSummary:
+                   journal: str | os.PathLike[str] | None = None,
+                   output_format: str | None = None) -> RunSummary:
     """Run every row of ``source`` not answered yet and write ``output``; resumable.
 
     Args:
@@ -202,27 +208,38 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
         cache: a response cache (directory or :class:`ResponseCache`) that keeps answers.
         resume: use the journal of an earlier run of the same input and job.
         journal: the journal file (default: ``output`` + ``.journal``).
+        output_format: one of :data:`pipeline.io.OUTPUT_FORMATS` (default: from the
+            extension); ``"cookbook"`` writes the OpenAI cookbook's ``[request, response,
+            metadata]`` JSONL lines.
         concurrency, attempts, backoff, progress, status: as for :func:`pipeline.run`.
 
-    Raises :class:`~pipeline.errors.InputError` for a missing file or an unknown format,
-    before anything is sent.
+    Before anything is sent, raises :class:`~pipeline.errors.InputError` for a missing file
+    or an unknown format, :class:`~pipeline.errors.TemplateKeyError` for a template column
+    the input lacks, and :class:`~pipeline._extras.MissingExtraError` when the output needs a
+    package that is not installed (pyarrow for Parquet).
     """
     src = read(source)
     if src.kind == "iterable" and iter(src.data) is src.data:
         raise InputError("run_file() reads its input twice (to run it, then to write the "
                          "output): give a file, a frame or a list, not an iterator")
     output = os.fspath(output)
-    format_of(output)  # an unknown output format fails before anything is sent
+    # Everything that could stop the output from being written is checked before the first
+    # request: paying for answers and then losing them is the worst way to fail.
+    layout = check_output(output, output_format, src)
+    check_columns(src, job.builder)
     status = status if status is not None else StatusTracker()
     journal_file = Journal(journal if journal is not None else f"{output}.journal",
-                           fingerprint=fingerprint(src, job))
+                           fingerprint=fingerprint(src, job, layout))
     owned = isinstance(cache, str | os.PathLike)
     opened = ResponseCache(cache) if isinstance(cache, str | os.PathLike) else cache
     entries = journal_file.open(resume=resume)
     done = {i for i, e in entries.items() if e.get("status") == "succeeded"}
     remaining = src.length - len(done) if src.length is not None else None
-    embeddings = job.path.strip("/") == "embeddings"
-    keep_body = src.kind == "batch" and format_of(output) == "jsonl"
+    # Ready requests go where their bodies say, whatever the job's endpoint.
+    path = src.endpoint if src.ready_requests and src.endpoint else job.path
+    embeddings = path.strip("/") == "embeddings"
+    keep_body = layout in ("batch", "cookbook")
+    keep_request = layout == "cookbook" and not src.ready_requests
     try:
         flow = default_flow(job, cache=opened, status=status, concurrency=concurrency,
                             attempts=attempts, backoff=backoff, progress=progress,
@@ -230,7 +247,7 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
         # Chain(...) and not `flow | stage`: `|` would drop the flow's concurrency.
         chain = Chain(*flow.stages(),
                       write_journal(journal_file, embeddings=embeddings, keep_body=keep_body,
-                                    entries=entries),
+                                    keep_request=keep_request, entries=entries),
                       concurrency=concurrency)
         records = aiostream_stream.iterate(src.records(skip=done)) | chain
         async with records.stream() as finished:
@@ -240,7 +257,7 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
         journal_file.close()
         if owned and opened is not None:
             opened.close()
-    rows = write_entries(list(entries.values()), src, output)
+    rows = write_entries(list(entries.values()), src, output, layout)
     succeeded = sum(1 for e in entries.values() if e.get("status") == "succeeded")
     return RunSummary(rows=rows, succeeded=succeeded, failed=rows - succeeded,
                       resumed=len(done), output=output, journal=journal_file.path,

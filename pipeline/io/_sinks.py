@@ -8,6 +8,14 @@ so a finished run (a list of records) and a resumed one (entries read back from 
 are written by the same code. Results are lined up with the input by position, never by
 completion order; an input column with the same name as a result column keeps its name and
 the result column gets a ``_result`` suffix.
+
+Output formats (:data:`OUTPUT_FORMATS`): the file formats, each the input's columns plus the
+result columns, and two more JSONL layouts for tools that read them: ``batch`` (the OpenAI
+Batch output format, the default for a Batch input) and ``cookbook`` (the lines the OpenAI
+cookbook's ``api_request_parallel_processor.py`` writes: ``[request, response]``, or
+``[request, [error strings]]`` for a failure, with the input line's ``metadata`` third when it
+had one). Parquet is written with pyarrow; :func:`check_output` says before a run whether the
+output can be written at all.
 """
 
 from __future__ import annotations
@@ -21,13 +29,17 @@ from typing import Any
 
 import msgspec
 
+from pipeline._extras import require
 from pipeline.errors import APIError, InputError
-from pipeline.io._sources import BatchRequest, Source, format_of, read
+from pipeline.io._sources import FORMATS, BatchRequest, Source, format_of, read
 from pipeline.record import Record
 
 __all__ = [
+    "OUTPUT_FORMATS",
     "RESULT_COLUMNS",
     "batch_output_line",
+    "check_output",
+    "cookbook_line",
     "entries_of",
     "entry",
     "to_pandas",
@@ -40,7 +52,50 @@ __all__ = [
 #: embeddings jobs).
 RESULT_COLUMNS = ("answer", "status", "error", "tokens", "latency")
 
+#: What an output can be written as: the file formats, and the JSONL layouts ``batch`` and
+#: ``cookbook`` (see the module docs).
+OUTPUT_FORMATS = ("jsonl", "csv", "tsv", "parquet", "batch", "cookbook")
+_LAYOUTS = {"batch": "jsonl", "cookbook": "jsonl"}  # layout -> its file format
+
 _encoder = msgspec.json.Encoder(enc_hook=str)  # dates, decimals, numpy scalars: as text
+
+
+def check_output(path: str | os.PathLike[str], format: str | None = None,
+                 source: Source | None = None) -> str:
+    """The output format for ``path`` (one of :data:`OUTPUT_FORMATS`), after checking that it
+    can be written: a known format that fits the file name, and its packages installed.
+
+    Call it before sending anything: a results file that cannot be written after the run
+    means paying for answers that are then lost. ``format`` overrides the extension; without
+    it a ``.jsonl`` output of a Batch ``source`` is ``"batch"``. Raises
+    :class:`~pipeline.errors.InputError` or :class:`~pipeline._extras.MissingExtraError`.
+
+    >>> check_output("answers.jsonl", "cookbook")
+    'cookbook'
+    >>> check_output("answers.csv", "cookbook")
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.InputError: the cookbook format is JSONL: name the output .jsonl, not \
+'answers.csv'
+    """
+    target = os.fspath(path)
+    if format is None:
+        kind = format_of(target)
+        layout = "batch" if kind == "jsonl" and source is not None and \
+            source.kind == "batch" else kind
+    elif format in OUTPUT_FORMATS:
+        layout = format
+        kind = _LAYOUTS.get(format, format)
+        named = FORMATS.get(os.path.splitext(target)[1].lower())
+        if named is not None and named != kind:
+            what = f"the {format} format" if format in _LAYOUTS else format.upper()
+            raise InputError(f"{what} is {kind.upper()}: name the output .{kind}, "
+                             f"not {target!r}")
+    else:
+        raise InputError(f"unknown output format {format!r}; known: {', '.join(OUTPUT_FORMATS)}")
+    if kind == "parquet":
+        require("pyarrow.parquet", feature="writing Parquet")
+    return layout
 
 
 def _error_text(error: Any) -> str | None:
@@ -50,11 +105,13 @@ def _error_text(error: Any) -> str | None:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def entry(record: Record, *, embeddings: bool = False, keep_body: bool = False
-          ) -> dict[str, Any]:
+def entry(record: Record, *, embeddings: bool = False, keep_body: bool = False,
+          keep_request: bool = False) -> dict[str, Any]:
     """The result of one record as a plain dict (a journal line, a row of the output).
 
-    ``keep_body`` adds what the Batch output format needs (status code, request id, body).
+    ``keep_body`` adds what the Batch and cookbook formats need (status code, request id,
+    body); ``keep_request`` the request body sent (for the cookbook format, when the input
+    rows are not request bodies already).
 
     >>> entry(Record(index=3, row="x"))
     {'i': 3, 'answer': None, 'status': 'pending', 'error': None, 'tokens': None, 'latency': None}
@@ -81,6 +138,8 @@ def entry(record: Record, *, embeddings: bool = False, keep_body: bool = False
             out["request_id"] = error.headers.get("x-request-id", "")
             out["body"] = error.body if isinstance(error.body, dict) else {"error": {
                 "message": str(error), "type": type(error).__name__, "code": error.code}}
+    if keep_request:
+        out["request"] = record.request.body if record.request is not None else None
     return out
 
 
@@ -91,10 +150,12 @@ def _is_embeddings(records: Iterable[Record]) -> bool:
     return False
 
 
-def entries_of(records: Sequence[Record], *, keep_body: bool = False) -> list[dict[str, Any]]:
+def entries_of(records: Sequence[Record], *, keep_body: bool = False,
+               keep_request: bool = False) -> list[dict[str, Any]]:
     """One entry per record, in input order (records may come in any order)."""
     embeddings = _is_embeddings(records)
-    out = [entry(r, embeddings=embeddings, keep_body=keep_body) for r in records]
+    out = [entry(r, embeddings=embeddings, keep_body=keep_body, keep_request=keep_request)
+           for r in records]
     out.sort(key=lambda e: e["i"])
     return out
 
@@ -195,6 +256,36 @@ def batch_output_line(e: dict[str, Any] | None, custom_id: str | None, index: in
     return line
 
 
+def cookbook_line(e: dict[str, Any] | None, record: Record) -> list[Any]:
+    """One line of the cookbook format: ``[request, response]`` (``[request, [error
+    strings]]`` for a failure), with the input line's ``metadata`` third when it has one
+    (the cookbook leaves out an empty one too). ``record`` is the input row's record, ``e``
+    its entry kept with ``keep_body`` (and ``keep_request`` for rows that are not requests).
+
+    >>> row = BatchRequest(path="embeddings", body={"model": "m", "input": "hi"},
+    ...                    metadata={"id": 7})
+    >>> cookbook_line({"i": 0, "status": "failed", "error": "ServerError: 500"},
+    ...               Record(index=0, row=row))
+    [{'model': 'm', 'input': 'hi'}, ['ServerError: 500'], {'id': 7}]
+    """
+    row = record.row
+    if isinstance(row, BatchRequest):
+        request: Any = row.body
+        metadata = row.metadata
+    else:
+        request = e.get("request") if e is not None else None
+        metadata = None
+    if e is not None and e.get("status") == "succeeded" and "body" in e:
+        response: Any = e["body"]
+    elif e is not None and e.get("error") is not None:
+        response = [e["error"]]
+    elif record.error is not None:  # a line that could not be read at all
+        response = [_error_text(record.error)]
+    else:
+        response = ["not run: this request was not sent yet"]
+    return [request, response, metadata] if metadata else [request, response]
+
+
 def _row_fields(row: Any) -> dict[str, Any]:
     if isinstance(row, dict):
         return row
@@ -248,14 +339,17 @@ def _rows_with_results(source: Source, entries: Sequence[dict[str, Any] | None]
 
 
 def write_entries(entries: Sequence[dict[str, Any] | None], source: Source,
-                  path: str | os.PathLike[str]) -> int:
-    """Write the input's rows with their results to ``path`` (format from its extension).
+                  path: str | os.PathLike[str], format: str | None = None) -> int:
+    """Write the input's rows with their results to ``path``, in ``format`` (one of
+    :data:`OUTPUT_FORMATS`; default from the extension, and the Batch output format for a
+    JSONL output of an OpenAI Batch input).
 
     Written to a temporary file first and renamed, so ``path`` is never half written.
-    JSONL output of an OpenAI Batch input is in the Batch output format. Returns the row count.
+    Returns the row count.
     """
     target = os.fspath(path)
-    kind = format_of(target)
+    layout = check_output(target, format, source)
+    kind = _LAYOUTS.get(layout, layout)
     answer = _answer_column(entries)
     directory = os.path.dirname(os.path.abspath(target))
     os.makedirs(directory, exist_ok=True)
@@ -263,7 +357,7 @@ def write_entries(entries: Sequence[dict[str, Any] | None], source: Source,
     os.close(fd)
     try:
         if kind == "jsonl":
-            count = _write_jsonl(tmp, source, entries, answer)
+            count = _write_jsonl(tmp, source, entries, answer, layout)
         elif kind in ("csv", "tsv"):
             count = _write_csv(tmp, source, entries, answer, "," if kind == "csv" else "\t")
         else:
@@ -281,12 +375,15 @@ def write_entries(entries: Sequence[dict[str, Any] | None], source: Source,
 
 
 def _write_jsonl(tmp: str, source: Source, entries: Sequence[dict[str, Any] | None],
-                 answer: str) -> int:
+                 answer: str, layout: str) -> int:
     count = 0
     result_keys = (answer, *RESULT_COLUMNS[1:])
     with open(tmp, "wb") as f:
         for index, record, e in _rows_with_results(source, entries):
-            if source.kind == "batch":
+            line: Any
+            if layout == "cookbook":
+                line = cookbook_line(e, record)
+            elif layout == "batch":
                 custom_id = record.row.custom_id if isinstance(record.row, BatchRequest) else (
                     record.row.get("custom_id") if isinstance(record.row, dict) else None)
                 line = batch_output_line(e, custom_id, index)
@@ -324,43 +421,70 @@ def _write_csv(tmp: str, source: Source, entries: Sequence[dict[str, Any] | None
 
 def _write_parquet(tmp: str, source: Source, entries: Sequence[dict[str, Any] | None],
                    answer: str) -> int:
-    import polars as pl
+    # pyarrow, not Polars: reading Parquet already needs pyarrow (the parquet and pandas
+    # extras bring it), and a run must never end in an ImportError after it has paid.
+    pa: Any = require("pyarrow", feature="writing Parquet")
+    pq: Any = require("pyarrow.parquet", feature="writing Parquet")
+    inputs = _input_table(pa, pq, source)
+    n = inputs.num_rows if inputs.num_columns else sum(1 for _ in source.records())
+    aligned = _aligned(entries, n)
+    names = _result_names(inputs.column_names, answer)
+    types = {"answer": pa.string(), "embedding": pa.list_(pa.float64()), "status": pa.string(),
+             "error": pa.string(), "tokens": pa.int64(), "latency": pa.float64()}
+    table = inputs if inputs.num_columns else pa.table({})
+    for key, values in _result_values(aligned, answer).items():
+        column = pa.array(values, type=types[key])
+        table = table.append_column(names[key], column) if table.num_columns else \
+            pa.table({names[key]: column})
+    pq.write_table(table, tmp)
+    return int(table.num_rows)
 
+
+def _input_table(pa: Any, pq: Any, source: Source) -> Any:
+    """The input's columns as an Arrow table (types kept where the input has them)."""
     if source.kind == "parquet" and source.path is not None:
-        inputs = pl.read_parquet(source.path)
-    elif source.kind == "polars":
-        inputs = source.data
-    elif source.kind == "polars-lazy":
-        inputs = source.data.collect()
-    else:
-        rows = [_input_fields(r) for r in source.records()]
-        columns = _input_columns(source)
+        return pq.read_table(source.path)
+    if source.kind in ("polars", "polars-lazy"):
+        frame = source.data.collect() if source.kind == "polars-lazy" else source.data
+        return frame.to_arrow()
+    if source.kind == "pandas":
         try:
-            inputs = pl.DataFrame(rows, schema=columns or None, infer_schema_length=None)
-        except (TypeError, ValueError, pl.exceptions.PolarsError):  # mixed types in a column
-            inputs = pl.DataFrame({c: [_cell(r.get(c)) or None for r in rows]
-                                   for c in columns})
-        if not columns:
-            inputs = pl.DataFrame(schema={})
-    aligned = _aligned(entries, inputs.height)
-    names = _result_names(inputs.columns, answer)
-    frame = inputs.hstack(_polars_results(aligned, answer, names).get_columns())
-    frame.write_parquet(tmp)
-    return int(frame.height)
+            return pa.Table.from_pandas(source.data, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            pass  # a column of mixed types: column by column below
+    rows = [_input_fields(r) for r in source.records()]
+    columns: dict[str, Any] = {}
+    for name in _input_columns(source):
+        values = [row.get(name) for row in rows]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            # Mixed types in one column: kept as text (JSON for nested values).
+            columns[name] = pa.array([None if v is None else str(_cell(v)) for v in values],
+                                     type=pa.string())
+    return pa.table(columns)
 
 
-def write(results: Sequence[Record], path: str | os.PathLike[str], source: Any = None) -> int:
+def write(results: Sequence[Record], path: str | os.PathLike[str], source: Any = None, *,
+          format: str | None = None) -> int:
     """Write a run's records, lined up with ``source`` (a :class:`Source`, file or frame).
 
-    Without ``source`` the JSONL output is one result per record (no input columns).
+    ``format`` is one of :data:`OUTPUT_FORMATS` (default: from the extension; ``"batch"``
+    for a ``.jsonl`` output of a Batch input). ``format="cookbook"`` writes the OpenAI
+    cookbook's ``[request, response, metadata]`` lines, so parsers written for it work
+    unchanged. Without ``source`` the JSONL output is one result per record (no input columns).
 
     >>> # write(await pipeline.run(read("rows.csv"), job), "answers.parquet", "rows.csv")
+    >>> # write(results, "out.jsonl", "requests.jsonl", format="cookbook")
     """
     if source is None:
-        source = Source("iterable", lambda: iter([None] * len(results)), length=len(results))
+        records = sorted(results, key=lambda r: r.index)
+        source = Source("iterable", lambda: iter([r.row for r in records]),
+                        length=len(results)) if format == "cookbook" else \
+            Source("iterable", lambda: iter([None] * len(results)), length=len(results))
     elif not isinstance(source, Source):
         source = read(source)
-    if format_of(path) not in ("jsonl", "csv", "tsv", "parquet"):
-        raise InputError(f"cannot write {os.fspath(path)!r}")
-    keep_body = source.kind == "batch"
-    return write_entries(entries_of(results, keep_body=keep_body), source, path)
+    layout = check_output(path, format, source)
+    keep = layout in ("batch", "cookbook")
+    return write_entries(entries_of(results, keep_body=keep, keep_request=layout == "cookbook"),
+                         source, path, layout)

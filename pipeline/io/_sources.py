@@ -10,6 +10,7 @@ the pipeline, which is what lets a resumed run skip rows by position.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import os
 from collections.abc import AsyncIterable, Callable, Container, Iterable, Iterator
@@ -18,13 +19,15 @@ from typing import Any
 
 import msgspec
 
+from pipeline._extras import require
 from pipeline.api_utils import endpoint_from_url
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import ConfigError, InputError, TemplateKeyError
 from pipeline.record import Record
 from pipeline.request import APIRequest
+from pipeline.templates import did_you_mean
 from pipeline.tokens import estimate_tokens
 
-__all__ = ["FORMATS", "BatchRequest", "Source", "format_of", "read"]
+__all__ = ["FORMATS", "BatchRequest", "Source", "check_columns", "format_of", "read"]
 
 #: File extensions and the format each one means.
 FORMATS: dict[str, str] = {
@@ -178,18 +181,63 @@ def _check_file(path: str) -> None:
         raise InputError(f"input {path!r} is a directory, not a file")
 
 
-def _csv_rows(path: str, delimiter: str
+def _text_encoding(encoding: str | None) -> str:
+    """The codec to read text files with (UTF-8, a byte-order mark skipped, by default)."""
+    if encoding is None:
+        return "utf-8-sig"
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InputError(f"unknown encoding {encoding!r} (e.g. utf-8, cp1252, latin-1, "
+                         "utf-16)") from None
+    return encoding
+
+
+def _undecodable(path: str, encoding: str) -> InputError:
+    """The error for a file that is not ``encoding`` text: where the first bad byte is, and
+    what to pass instead. Found by decoding the file again in chunks (only on this path)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset, line = 0, 1
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            pending = decoder.getstate()[0]  # bytes of a character cut by the last chunk
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                position = offset - len(pending) + exc.start
+                bad = (pending + chunk)[exc.start:exc.start + 1]
+                line += (pending + chunk)[:exc.start].count(b"\n")
+                break
+            offset += len(chunk)
+            line += chunk.count(b"\n")
+        else:
+            position, bad = offset, b""  # cut short at the end
+    name = "UTF-8" if encoding.replace("_", "-").lower().startswith("utf-8") else encoding
+    what = f"byte 0x{bad[0]:02x}" if bad else "the last bytes"
+    return InputError(
+        f"{path!r} is not {name} text: {what} at byte position {position:,} (line {line:,}) "
+        f"cannot be decoded. Give the file's encoding: --encoding ENC on the command line, "
+        f"encoding= in pipeline.io.read (e.g. cp1252 for a file saved by Excel on Windows, "
+        f"latin-1, utf-16)")
+
+
+def _csv_rows(path: str, delimiter: str, encoding: str | None = None
               ) -> tuple[list[str], int, Callable[[], Iterator[Any]]]:
-    # One quick pass for the header and the row count (a progress bar with an ETA).
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, None)
-        count = sum(1 for values in reader if values)
+    codec = _text_encoding(encoding)
+    # One quick pass for the header and the row count (a progress bar with an ETA); it also
+    # finds bytes the encoding cannot decode, before anything is sent.
+    try:
+        with open(path, newline="", encoding=codec) as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header = next(reader, None)
+            count = sum(1 for values in reader if values)
+    except UnicodeDecodeError:
+        raise _undecodable(path, codec) from None
     if not header:
         raise InputError(f"{path!r} is empty: a CSV file needs a header line")
 
     def rows() -> Iterator[Any]:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with open(path, newline="", encoding=codec) as f:
             reader = csv.reader(f, delimiter=delimiter)
             next(reader, None)
             width = len(header)
@@ -207,8 +255,7 @@ def _csv_rows(path: str, delimiter: str
 
 
 def _parquet_source(path: str) -> Source:
-    import pyarrow.parquet as pq
-
+    pq: Any = require("pyarrow.parquet", feature="reading Parquet")
     try:
         meta = pq.ParquetFile(path)
     except Exception as exc:  # not a Parquet file, truncated...
@@ -226,31 +273,68 @@ def _parquet_source(path: str) -> Source:
 _REQUEST_KEYS = ("messages", "input", "prompt")
 
 
-def _endpoint_of_body(body: dict[str, Any]) -> str:
-    if "messages" in body:
-        return "chat/completions"
-    if "input" in body:
-        return "embeddings"
-    return "completions"
+_ENDPOINT_OF_KEY = {"messages": "chat/completions", "prompt": "completions",
+                    "input": "embeddings"}
 
 
-def _jsonl_kind(path: str) -> str:
+_FIX_ENDPOINT = "pass the endpoint (--endpoint on the command line, endpoint= in pipeline.io.read)"
+
+
+def _endpoints_of_body(body: dict[str, Any]) -> list[str]:
+    """The endpoints a request body could be for: ``messages`` chat, ``prompt`` completions,
+    ``input`` embeddings. One is the answer; none or several, nobody can tell."""
+    return [path for key, path in _ENDPOINT_OF_KEY.items() if key in body]
+
+
+def _body_path(body: dict[str, Any], endpoint: str | None, where: str) -> str | _Bad:
+    """Where a ready body goes: ``endpoint`` when given, else what the body says; a body
+    that says nothing fails alone (nothing is sent for it)."""
+    if endpoint is not None:
+        return endpoint
+    found = _endpoints_of_body(body)
+    if len(found) == 1:
+        return found[0]
+    return _Bad(InputError(f"{where}: cannot tell which endpoint this request body is for: it "
+                           "has none of messages (chat), prompt (completions), input "
+                           f"(embeddings); {_FIX_ENDPOINT}"), body)
+
+
+def _common_endpoint(bodies: Iterable[tuple[str, Any]], what: str) -> str | None:
+    """The one endpoint of ``(where, body)`` pairs, or an :class:`InputError` naming the
+    lines when they are for several endpoints or a body names several (before anything is
+    sent). Bodies that are not objects, or name no endpoint, fail alone on their row."""
+    first: dict[str, str] = {}  # endpoint -> where it first appears
+    for where, body in bodies:
+        if not isinstance(body, dict):
+            continue
+        found = _endpoints_of_body(body)
+        if len(found) > 1:
+            keys = " and ".join(k for k in _ENDPOINT_OF_KEY if k in body)
+            raise InputError(f"cannot tell which endpoint the request body at {where} of {what} "
+                             f"is for: it has {keys}; {_FIX_ENDPOINT}")
+        if found:
+            first.setdefault(found[0], where)
+    if len(first) > 1:
+        seen = ", ".join(f"{path} (first at {where})" for path, where in first.items())
+        raise InputError(f"{what} holds request bodies for several endpoints: {seen}. Run one "
+                         f"file per endpoint, or {_FIX_ENDPOINT} to send them all to one")
+    return next(iter(first), None)
+
+
+def _jsonl_kind(path: str, encoding: str | None) -> str:
     """``batch``, ``requests`` or ``jsonl``, from the first line that decodes to an object."""
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                first = _json_decode(line)
-            except msgspec.DecodeError:
-                continue
-            if not isinstance(first, dict):
-                continue
-            if "custom_id" in first and "body" in first:
-                return "batch"
-            if "model" in first and any(k in first for k in _REQUEST_KEYS):
-                return "requests"
-            return "jsonl"
+    for _, line in _lines(path, encoding):
+        try:
+            first = _json_decode(line)
+        except msgspec.DecodeError:
+            continue
+        if not isinstance(first, dict):
+            continue
+        if "custom_id" in first and "body" in first:
+            return "batch"
+        if "model" in first and any(k in first for k in _REQUEST_KEYS):
+            return "requests"
+        return "jsonl"
     return "jsonl"
 
 
@@ -285,43 +369,67 @@ def _request_line(value: Any, where: str, endpoint: str | None) -> BatchRequest 
         return _Bad(InputError(f"{where}: a request line must be a JSON object"), value)
     body = dict(value)
     metadata = body.pop("metadata", None)
-    path = endpoint or _endpoint_of_body(body)
+    path = _body_path(body, endpoint, where)
+    if isinstance(path, _Bad):
+        return path
     return BatchRequest(path=path, body=body, token_estimate=estimate_tokens(body, path),
                         metadata=metadata)
 
 
-def _jsonl_source(path: str, endpoint: str | None) -> Source:
-    kind = _jsonl_kind(path)
+def _lines(path: str, encoding: str | None) -> Iterator[tuple[int, bytes]]:
+    """``(line number, UTF-8 bytes)`` per line that is not blank."""
+    codec = None if encoding is None else _text_encoding(encoding)
+    if codec is None or codecs.lookup(codec).name == "utf-8":
+        with open(path, "rb") as f:  # bytes straight to the JSON decoder, which reads UTF-8
+            for number, line in enumerate(f, 1):
+                if line.strip():  # blank lines are not rows
+                    yield number, line
+        return
+    with open(path, encoding=codec, errors="replace", newline="") as text:
+        for number, decoded in enumerate(text, 1):
+            if decoded.strip():
+                yield number, decoded.encode()
+
+
+def _jsonl_source(path: str, endpoint: str | None, encoding: str | None = None) -> Source:
+    kind = _jsonl_kind(path, encoding)
 
     def rows() -> Iterator[Any]:
-        with open(path, "rb") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue  # blank lines are not rows
-                where = f"{path} line {number}"
-                try:
-                    value = _json_decode(line)
-                except msgspec.DecodeError as exc:
-                    text = line.decode("utf-8", "replace").strip()
-                    yield _Bad(InputError(f"{where}: not valid JSON ({exc})"),
-                               text[:200])
-                    continue
-                if kind == "batch":
-                    yield _batch_line(value, where)
-                elif kind == "requests":
-                    yield _request_line(value, where, endpoint)
-                elif isinstance(value, dict):
-                    yield value
-                else:
-                    yield _Bad(InputError(f"{where}: a row must be a JSON object, "
-                                          f"not {type(value).__name__}"), value)
+        for number, line in _lines(path, encoding):
+            where = f"{path} line {number}"
+            try:
+                value = _json_decode(line)
+            except msgspec.DecodeError as exc:
+                text = line.decode("utf-8", "replace").strip()
+                yield _Bad(InputError(f"{where}: not valid JSON ({exc})"),
+                           text[:200])
+                continue
+            if kind == "batch":
+                yield _batch_line(value, where)
+            elif kind == "requests":
+                yield _request_line(value, where, endpoint)
+            elif isinstance(value, dict):
+                yield value
+            else:
+                yield _Bad(InputError(f"{where}: a row must be a JSON object, "
+                                      f"not {type(value).__name__}"), value)
 
     found_endpoint = endpoint
     if kind == "batch" and found_endpoint is None:
         found_endpoint = _first_batch_endpoint(rows())
+    elif kind == "requests" and found_endpoint is None:
+        found_endpoint = _common_endpoint(_decoded_lines(path, encoding), repr(path))
     with open(path, "rb") as f:
         count = sum(1 for line in f if line.strip())
     return Source(kind, rows, path=path, endpoint=found_endpoint, length=count)
+
+
+def _decoded_lines(path: str, encoding: str | None) -> Iterator[tuple[str, Any]]:
+    for number, line in _lines(path, encoding):
+        try:
+            yield f"line {number}", _json_decode(line)
+        except msgspec.DecodeError:
+            continue  # fails alone on its row
 
 
 def _first_batch_endpoint(rows: Iterator[Any]) -> str | None:
@@ -337,6 +445,10 @@ def _with_request_column(source: Source, column: str, endpoint: str | None) -> S
         raise InputError(f"no column {column!r} of ready requests; the input has "
                          f"{', '.join(map(repr, source.columns)) or 'no columns'}")
     inner = source.rows
+    given = endpoint
+    # Bodies for one endpoint, or refused now; a one-shot iterator cannot be read twice.
+    if endpoint is None and (source.kind != "iterable" or isinstance(source.data, list | tuple)):
+        endpoint = _common_endpoint(_column_bodies(inner(), column), f"column {column!r}")
 
     def rows() -> Iterator[Any]:
         for number, row in enumerate(inner()):
@@ -356,7 +468,10 @@ def _with_request_column(source: Source, column: str, endpoint: str | None) -> S
                 yield _Bad(InputError(f"{where}: a request body must be a JSON object, "
                                       f"not {shown}"), row)
                 continue
-            path = endpoint or _endpoint_of_body(body)
+            path = _body_path(body, given, where)
+            if isinstance(path, _Bad):
+                yield _Bad(path.error, row)
+                continue
             yield BatchRequest(path=path, body=body, token_estimate=estimate_tokens(body, path),
                                source_row=row)
 
@@ -365,9 +480,53 @@ def _with_request_column(source: Source, column: str, endpoint: str | None) -> S
                   request_column=column)
 
 
+def _column_bodies(rows: Iterator[Any], column: str) -> Iterator[tuple[str, Any]]:
+    for number, row in enumerate(rows):
+        if type(row) is _Bad or not isinstance(row, dict):
+            continue
+        body = row.get(column)
+        if isinstance(body, str):
+            try:
+                body = _json_decode(body)
+            except msgspec.DecodeError:
+                continue  # fails alone on its row
+        yield f"row {number}", body
+
+
+# ------------------------------------------------------------------------------ columns
+def check_columns(source: Source, builder: Any) -> None:
+    """Raise :class:`~pipeline.errors.TemplateKeyError` when the builder needs a column the
+    input lacks, with a did-you-mean, before anything is sent. Inputs whose columns are not
+    known up front (JSONL rows, iterables) and ready requests are not checked here; their rows
+    still fail one by one, each naming the column.
+
+    >>> from pipeline.payloads import chat
+    >>> source = Source("csv", lambda: iter([]), path="in.csv", columns=["id", "review"])
+    >>> check_columns(source, chat(model="m", prompt="Classify: {reveiw}"))
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.TemplateKeyError: prompt 'Classify: {reveiw}' needs column 'reveiw', \
+which 'in.csv' lacks (did you mean 'review'?); its columns are 'id', 'review'
+    """
+    if source.columns is None or source.ready_requests:
+        return
+    needs = getattr(builder, "required_columns", None)
+    if not isinstance(needs, dict):
+        return
+    have = [str(c) for c in source.columns]
+    for column, what in needs.items():
+        if column in have:
+            continue
+        where = f"{source.path!r}" if source.path else "the input"
+        shown = ", ".join(map(repr, have[:20])) + (" ..." if len(have) > 20 else "")
+        raise TemplateKeyError(
+            f"{what} needs column {column!r}, which {where} lacks{did_you_mean(column, have)}; "
+            f"its columns are {shown or 'none'}", field=column)
+
+
 # ------------------------------------------------------------------------------ read()
 def read(data: Any, *, format: str | None = None, endpoint: str | None = None,
-         request_column: str | None = None) -> Source:
+         request_column: str | None = None, encoding: str | None = None) -> Source:
     """A :class:`Source` for a file path, a pandas or Polars (lazy) frame, or any iterable.
 
     Files: ``.csv``, ``.tsv``, ``.parquet``, ``.jsonl``/``.ndjson`` (or ``format=``). A JSONL file
@@ -375,23 +534,27 @@ def read(data: Any, *, format: str | None = None, endpoint: str | None = None,
     (the cookbook format, with an optional ``"metadata"``) gives ready requests; other JSONL
     gives one row per object. ``request_column`` names a column of ready request bodies (dicts
     or JSON text) to send as they are, the other columns kept for the output. ``endpoint`` sets
-    the endpoint path of cookbook lines and request columns (default: guessed from the body:
-    ``messages`` chat, ``input`` embeddings, else completions). A missing file, an unknown
-    format or a missing request column raises
-    :class:`~pipeline.errors.InputError` before anything is sent.
+    the endpoint path of cookbook lines and request columns (default: from the bodies:
+    ``messages`` chat, ``prompt`` completions, ``input`` embeddings; bodies for several
+    endpoints, or one that says none, are refused). ``encoding`` is that of a CSV, TSV or JSONL
+    file (default UTF-8). A missing file, an unknown format, a file the encoding cannot decode,
+    a missing request column or bodies for mixed endpoints raise
+    :class:`~pipeline.errors.InputError` before anything is sent; a Parquet file without
+    pyarrow installed raises :class:`~pipeline._extras.MissingExtraError`.
 
     >>> import pandas as pd
     >>> source = read(pd.DataFrame({"text": ["a", "b"]}, index=[10, 20]))
     >>> [(r.index, r.row) for r in source]
     [(0, {'text': 'a'}), (1, {'text': 'b'})]
     """
-    source = _read(data, format, endpoint)
+    source = _read(data, format, endpoint, encoding)
     if request_column is not None:
         return _with_request_column(source, request_column, endpoint)
     return source
 
 
-def _read(data: Any, format: str | None, endpoint: str | None) -> Source:
+def _read(data: Any, format: str | None, endpoint: str | None, encoding: str | None
+          ) -> Source:
     if isinstance(data, Source):
         return data
     if isinstance(data, str | os.PathLike):
@@ -399,12 +562,12 @@ def _read(data: Any, format: str | None, endpoint: str | None) -> Source:
         kind = format or format_of(path)
         _check_file(path)
         if kind in ("csv", "tsv"):
-            columns, count, rows = _csv_rows(path, "," if kind == "csv" else "\t")
+            columns, count, rows = _csv_rows(path, "," if kind == "csv" else "\t", encoding)
             return Source(kind, rows, path=path, columns=columns, length=count)
         if kind == "parquet":
             return _parquet_source(path)
         if kind == "jsonl":
-            return _jsonl_source(path, endpoint)
+            return _jsonl_source(path, endpoint, encoding)
         raise InputError(f"unknown format {kind!r}; known: {sorted(set(FORMATS.values()))}")
     module = type(data).__module__.split(".")[0]
     name = type(data).__name__
