@@ -11,7 +11,9 @@ example:
       --bursts default,6 --csv bench.csv --out bench.png
 
 Burst values are seconds of the client limiter's rate ("default": a full minute); for the
-interval limiter they are its window length.
+interval limiter they are its window length. The provider's limit shape (--policy), window,
+concurrency cap and 429 format are the simulator's, as for pipeline serve; the bench's requests
+ask for model bench-model (the name a --model-limit needs, e.g. bench-model=300,50000).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pipeline.errors import PipelineError
+from pipeline.simulator._cli import add_provider_modes, provider_modes
 
 T = TypeVar("T")
 
@@ -40,6 +43,10 @@ def _burst(text: str) -> float | None:
     return None if text.lower() in ("default", "none", "-") else float(text)
 
 
+def _provider_burst(text: str) -> float | str:
+    return "policy" if text.lower() == "policy" else float(text)
+
+
 def _limiter(text: str) -> str:
     aliases = {"token_bucket": "token_bucket", "bucket": "token_bucket", "tb": "token_bucket",
                "interval": "interval", "window": "interval"}
@@ -54,15 +61,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     provider.add_argument("--rpm", type=float, default=600, help="requests per minute (600)")
     provider.add_argument("--tpm", type=float, default=100_000,
                           help="tokens per minute (100000; 0: no token limit)")
-    provider.add_argument("--burst", type=float, default=0.1,
+    provider.add_argument("--burst", type=_provider_burst, default=None,
                           help="share of a minute's limit its bucket holds, in (0, 1]: "
                                "0.1 (default) enforces over 6 s windows, as providers often "
-                               "do; 1 lets a full minute's quota through at once")
+                               "do; 1 lets a full minute's quota through at once; 'policy': "
+                               "the --policy's own bucket (not for --policy window)")
     provider.add_argument("--latency", default="0.2",
                           help="seconds, uniform:LOW,HIGH or lognormal:MEDIAN,SIGMA (0.2)")
     provider.add_argument("--faults", nargs="*", default=[], metavar="NAME=P",
                           help="fault rates, e.g. 500=0.01 503=0.01 hang=0.001")
     provider.add_argument("--seed", type=int, default=0, help="simulator seed (0)")
+    add_provider_modes(provider)
     grid = parser.add_argument_group("the client settings to try (comma-separated lists)")
     grid.add_argument("--limiters", type=_list(_limiter), default=["token_bucket"],
                       help="token_bucket,interval (token_bucket)")
@@ -94,10 +103,15 @@ def main(args: argparse.Namespace) -> int:
     """Run the sweep, print the table, save the CSV and the plot."""
     from pipeline import bench
 
+    burst = args.burst
+    if burst is None:  # the bench's default bucket: 6 s, as providers often enforce
+        burst = None if args.policy == "window" else 0.1
+    elif burst == "policy":
+        burst = None
     try:
-        provider = bench.Provider(rpm=args.rpm, tpm=args.tpm or None, burst=args.burst,
+        provider = bench.Provider(rpm=args.rpm, tpm=args.tpm or None, burst=burst,
                                   latency=args.latency, faults=_faults(args.faults),
-                                  seed=args.seed)
+                                  seed=args.seed, **provider_modes(args))
         settings = bench.grid(limiters=args.limiters, fractions=args.fractions,
                               bursts=args.bursts, concurrency=args.concurrency,
                               attempts=args.attempts, backoffs=args.backoff)

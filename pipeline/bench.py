@@ -56,7 +56,9 @@ from pipeline.limiter import IntervalLimiter, RateLimiter, TokenBucketLimiter
 from pipeline.retry import Backoff
 from pipeline.runner import run
 from pipeline.service import OpenAIService
-from pipeline.simulator import Faults, Latency, LogEntry, Simulator
+from pipeline.simulator import Faults, Latency, LogEntry, Simulator, SimulatorConfig
+from pipeline.simulator._config import ErrorFormat, RetryAfter
+from pipeline.simulator._ratelimit import Policy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,16 +93,24 @@ class Provider:
 
     Args:
         rpm, tpm: requests and tokens per minute allowed (``tpm=None``: no token limit).
-        burst: the share of a minute's limit the provider's bucket holds (``None``: a full
-            minute, as the simulator does by default; providers often enforce over shorter
-            windows, so ``0.1`` = 6 s worth is a fair pessimistic guess).
+        burst: the share of a minute's limit the provider's bucket holds (``None``: the
+            policy's own, one second for ``"second"``, a full minute for ``"minute"``;
+            providers often enforce over short windows, so ``0.1`` = 6 s worth is a fair
+            guess). Not for ``policy="window"``.
+        policy, window, model_limits, max_in_flight, overload_status, headers, retry_after,
+            error_format: the simulator's provider modes, as for
+            :class:`~pipeline.simulator.Simulator` (``window`` and the limits are scaled with
+            time like everything else; the bench's requests ask for model ``"bench-model"``,
+            so that is the name ``model_limits`` must use to apply).
         latency: seconds (``0.2``), ``"uniform:0.1,0.3"``, ``"lognormal:0.2,0.5"`` or a
             :class:`~pipeline.simulator.Latency`.
         faults: injected fault rates, e.g. ``{"500": 0.01, "503": 0.01}``.
         seed: the seed of every simulator started (same seed: same draws for each setting).
 
-    >>> Provider(rpm=600, tpm=100_000, latency=0.2).bucket_requests
-    600.0
+    >>> Provider(rpm=600, tpm=100_000, latency=0.2).bucket_requests  # one second's worth
+    10.0
+    >>> Provider(rpm=600, policy="window", window=6).bucket_requests  # one 6 s window
+    60.0
     """
 
     rpm: float
@@ -109,6 +119,14 @@ class Provider:
     latency: Latency | float | str = 0.2
     faults: Faults | Mapping[str, float] | None = None
     seed: int = 0
+    policy: Policy = "second"
+    window: float = 60.0
+    model_limits: Mapping[str, Mapping[str, float | None]] | None = None
+    max_in_flight: int | None = None
+    overload_status: int = 429
+    headers: bool = True
+    retry_after: RetryAfter = "both"
+    error_format: ErrorFormat = "openai"
 
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm"):
@@ -124,24 +142,68 @@ class Provider:
         # Fail here, not in the middle of a sweep.
         Latency.parse(self.latency)
         Faults.parse(self.faults)
+        self.simulator_options(1.0)
+
+    @property
+    def share(self) -> float:
+        """The share of a minute's limit admitted at once after idling (a bucket or a window)."""
+        if self.policy == "window":
+            return self.window / 60.0
+        if self.burst is not None:
+            return self.burst
+        return 1 / 60 if self.policy == "second" else 1.0
 
     @property
     def bucket_requests(self) -> float:
         """Requests the provider admits at once after idling."""
-        return max(1.0, self.rpm * (self.burst or 1.0))
+        return max(1.0, self.rpm * self.share)
 
     @property
     def bucket_tokens(self) -> float | None:
         """Tokens the provider admits at once after idling (``None``: not limited)."""
-        return None if self.tpm is None else max(1.0, self.tpm * (self.burst or 1.0))
+        return None if self.tpm is None else max(1.0, self.tpm * self.share)
+
+    def simulator_options(self, k: float) -> dict[str, Any]:
+        """The provider's limits and modes as :class:`~pipeline.simulator.Simulator` keyword
+        arguments, time compressed ``k`` times (rates x k, durations / k; checked)."""
+        if self.policy == "window":
+            burst, window = None, self.window / k
+        else:  # the bucket holds as many requests as the real one: rates x k, share / k
+            burst, window = min(1.0, self.share / k), 60.0
+        options: dict[str, Any] = dict(
+            rpm=self.rpm * k, tpm=None if self.tpm is None else self.tpm * k, burst=burst,
+            policy=self.policy, window=window,
+            model_limits={model: {name: None if value is None else value * k
+                                  for name, value in limits.items()}
+                          for model, limits in (self.model_limits or {}).items()},
+            max_in_flight=self.max_in_flight, overload_status=self.overload_status,
+            headers=self.headers, retry_after=self.retry_after, error_format=self.error_format)
+        try:
+            SimulatorConfig(**options)
+        except ConfigError as exc:
+            raise ConfigError(f"Provider: {exc}") from None
+        return options
 
     def describe(self) -> str:
         """One line for titles and logs."""
         tpm = "no tpm" if self.tpm is None else f"{self.tpm:,.0f} tpm"
-        burst = "1 min" if self.burst is None else f"{self.burst * 60:g} s"
+        if self.policy == "window":
+            shape = f"window {self.window:g} s"
+        else:
+            shape = "bucket 1 min" if self.share == 1 else f"bucket {self.share * 60:g} s"
+        extras = [f"{model} {limits}" for model, limits in (self.model_limits or {}).items()]
+        if self.max_in_flight is not None:
+            extras.append(f"max {self.max_in_flight} in flight ({self.overload_status})")
+        if not self.headers:
+            extras.append("no x-ratelimit headers")
+        if self.retry_after != "both":
+            extras.append(f"retry-after {self.retry_after}")
+        if self.error_format != "openai":
+            extras.append(f"{self.error_format} 429s")
         faults = Faults.parse(self.faults)
-        return (f"{self.rpm:,.0f} rpm, {tpm}, bucket {burst}, {Latency.parse(self.latency)!r}"
-                + (f", {faults!r}" if faults.any else ""))
+        return (f"{self.rpm:,.0f} rpm, {tpm}, {shape}, {Latency.parse(self.latency)!r}"
+                + (f", {faults!r}" if faults.any else "")
+                + "".join(f", {extra}" for extra in extras))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -332,12 +394,9 @@ async def run_setting(provider: Provider, setting: Setting, *, requests: int = 3
         raise ConfigError(f"time_scale must be a positive number, got {time_scale!r}")
     rows = _rows(requests, prompt_tokens, provider.seed)
     latency = _scaled_latency(Latency.parse(provider.latency), k)
-    # The bucket holds the same number of requests as the real one: rates x k, share / k.
-    burst = min(1.0, (provider.burst or 1.0) / k)
-    sim = Simulator(rpm=provider.rpm * k, tpm=None if provider.tpm is None else provider.tpm * k,
-                    burst=burst, latency=latency, faults=Faults.parse(provider.faults),
-                    seed=provider.seed, answer_tokens=(min(8, max_tokens), max_tokens),
-                    process=process)
+    sim = Simulator(**provider.simulator_options(k), latency=latency,
+                    faults=Faults.parse(provider.faults), seed=provider.seed,
+                    answer_tokens=(min(8, max_tokens), max_tokens), process=process)
     await asyncio.to_thread(sim.start)
     try:
         service = OpenAIService(api_key="sk-bench", base_url=sim.base_url,

@@ -137,7 +137,7 @@ def test_cli_prints_the_table_and_writes_csv_and_png(tmp_path, capsys) -> None:
 
 
 def test_sweep_warns_when_no_limit_can_bind() -> None:
-    roomy = bench.Provider(rpm=6_000, latency=0.0)  # a full minute's bucket: 6,000 requests
+    roomy = bench.Provider(rpm=6_000, latency=0.0)  # a one-second bucket: 100 requests
     with pytest.warns(UserWarning, match="no rate limit will bind"):
         df = bench.sweep(roomy, [bench.Setting(concurrency=4)], requests=5, process=False)
     assert df["n_429"].iloc[0] == 0 and df["sent"].iloc[0] == 5
