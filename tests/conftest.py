@@ -1,4 +1,10 @@
-"""Shared fixtures."""
+"""Shared fixtures.
+
+Schema checks (``validate_schema``, ``spec_fields``) use the OpenAI OpenAPI document in
+../shared/openai-openapi when it is there (read from there, never copied in); in a plain
+clone without it they use the official ``openai`` SDK's own types instead (see
+``_sdk_schemas.py``), so the same tests run everywhere.
+"""
 
 from __future__ import annotations
 
@@ -39,8 +45,15 @@ def _fix_exclusive_bounds(node):
 
 
 @pytest.fixture(scope="session")
-def validate_schema(openapi_spec):
-    """``validate_schema(instance, "CreateChatCompletionRequest")`` -> list of error messages."""
+def validate_schema(request):
+    """``validate_schema(instance, "CreateChatCompletionRequest")`` -> list of error messages:
+    against the OpenAPI document when present, else against the ``openai`` SDK's types."""
+    if not OPENAPI_PATH.exists():
+        pytest.importorskip("openai")
+        import _sdk_schemas
+
+        return _sdk_schemas.validate
+    openapi_spec = request.getfixturevalue("openapi_spec")
     jsonschema = pytest.importorskip("jsonschema")
     validators: dict[str, object] = {}
 
@@ -55,3 +68,25 @@ def validate_schema(openapi_spec):
         ]
 
     return validate
+
+
+@pytest.fixture(scope="session")
+def spec_fields(request):
+    """``spec_fields("CreateEmbeddingRequest")`` -> the request's field names: from the
+    OpenAPI document when present, else from the ``openai`` SDK's TypedDict."""
+    if not OPENAPI_PATH.exists():
+        pytest.importorskip("openai")
+        import _sdk_schemas
+
+        return _sdk_schemas.fields
+    schemas = request.getfixturevalue("openapi_spec")["components"]["schemas"]
+
+    def properties(schema: dict) -> set[str]:
+        if "$ref" in schema:
+            return properties(schemas[schema["$ref"].rsplit("/", 1)[1]])
+        names = set(schema.get("properties", {}))
+        for part in schema.get("allOf", []):
+            names |= properties(part)
+        return names
+
+    return lambda component: properties(schemas[component])
