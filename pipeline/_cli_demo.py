@@ -3,7 +3,11 @@
 Starts the OpenAI-compatible simulator on 127.0.0.1 with provider-like limits (rpm and tpm),
 latency and a few injected server errors, then classifies the sentiment of 300 bundled product
 reviews through the default pipeline (rate limiter, retries, cache, progress bar), prints the
-status table and writes the results file. No API key, no network, about ten seconds.
+status table and writes the results file (./pipeline-demo-results.csv unless you say -o; the
+first line printed says where). No API key, no network, about ten seconds.
+
+Some reviews in the sample repeat an earlier one word for word: those are answered from the
+response cache without another request (the "cached" count), as in a real run.
 
 Example:
 
@@ -17,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import os
 import sys
 import tempfile
+from collections import Counter
 from importlib import resources
 from typing import Any
 
@@ -54,6 +60,13 @@ def sample_path() -> str:
     return str(resources.files("pipeline").joinpath("data", DATASET))
 
 
+def _repeats() -> int:
+    """How many rows of the sample repeat an earlier row's review word for word."""
+    with open(sample_path(), newline="", encoding="utf-8") as f:
+        counts = Counter(row["review"] for row in csv.DictReader(f))
+    return sum(n - 1 for n in counts.values())
+
+
 def _classify(endpoint: str, body: dict[str, Any]) -> str:
     """The simulated model: a keyword vote, so the answers look like a classifier's."""
     text = str(body.get("messages", body.get("prompt", ""))).lower()
@@ -68,6 +81,8 @@ async def _demo(args: argparse.Namespace) -> int:
     from pipeline.simulator import Latency, Simulator
 
     out = sys.stderr
+    io.check_output(args.output)  # an unwritable format (or no pyarrow for .parquet): now
+    print(f"pipeline demo: the results will be written to {args.output}", file=out)
     latency = Latency.lognormal(args.latency, 0.4) if args.latency > 0 else 0.0
     simulator = Simulator(rpm=args.rpm, tpm=args.tpm, latency=latency,
                           faults={"500": args.error_rate}, seed=7, responder=_classify)
@@ -89,6 +104,13 @@ async def _demo(args: argparse.Namespace) -> int:
     print(summary.status.summary(), file=out)
     print(f"the server saw {server.requests:,} requests ({server.faults} injected errors, "
           f"all retried; {server.rate_limited} over its rate limit)", file=out)
+    repeats, cached = _repeats(), summary.status.cached
+    if repeats:
+        print(f"{repeats} of the {summary.rows:,} rows repeat an earlier review word for word: "
+              f"{min(cached, repeats)} of them were answered from the response cache without a "
+              f"request (the \"cached\" count)" + (
+                  f", {repeats - cached} were sent too because the same review was still in "
+                  "flight" if cached < repeats else ""), file=out)
     print(f"\nwrote {summary.rows:,} rows to {args.output}", file=out)
     print("next: pipeline run --help (the same job on your own file, resumable)", file=out)
     return 1 if summary.failed else 0
@@ -96,5 +118,11 @@ async def _demo(args: argparse.Namespace) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``pipeline demo``."""
+    from pipeline.errors import PipelineError
+
     args.output = os.path.abspath(args.output)
-    return asyncio.run(_demo(args))
+    try:
+        return asyncio.run(_demo(args))
+    except PipelineError as exc:  # e.g. -o x.parquet without pyarrow: one line, exit 2
+        print(f"pipeline demo: error: {exc}", file=sys.stderr)
+        return 2

@@ -9,8 +9,10 @@ Example:
 Formats come from the file extensions: .csv, .tsv, .parquet, .jsonl. The output holds the
 input's columns plus answer (or embedding), status, error, tokens and latency, one row per
 input row in input order. A JSONL input of OpenAI Batch lines ({"custom_id", "method", "url",
-"body"}) or of request bodies (one per line, optional "metadata") is sent as it is; a Batch
-input with a .jsonl output is written in the Batch output format.
+"body"}) or of request bodies (one per line, optional "metadata"; the endpoint is the one
+the bodies are for) is sent as it is; a Batch input with a .jsonl output is written in the
+Batch output format, and --output-format cookbook writes the OpenAI cookbook's
+[request, response, metadata] lines.
 
 Interrupted (Ctrl-C, a crash, kill -9)? Run the same command again: rows already answered
 (kept in OUTPUT.journal) are not sent again, and failed rows are retried. The API key comes
@@ -28,6 +30,7 @@ import sys
 from typing import Any, Literal
 
 from pipeline.errors import PipelineError
+from pipeline.io._sinks import OUTPUT_FORMATS
 
 __all__ = ["build_job", "configure", "execute", "main"]
 
@@ -41,6 +44,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("input", help="input file: .csv, .tsv, .parquet or .jsonl")
     add("-o", "--output", required=True, help="results file: .csv, .tsv, .parquet or .jsonl")
+    add("--output-format", choices=OUTPUT_FORMATS, default=None,
+        help="how to write the results (default: from the output's extension; the Batch "
+             "output format for a Batch input). cookbook: the OpenAI cookbook's "
+             "[request, response, metadata] JSONL lines")
+    add("--encoding", metavar="ENC", default=None,
+        help="text encoding of a CSV, TSV or JSONL input (default utf-8; e.g. cp1252, latin-1)")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--template",
                       help='prompt template over the columns, e.g. "Summarize: {text}"')
@@ -50,10 +59,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                       help="column holding ready request bodies (JSON objects), sent as they are")
     add("--system", help="system message template (chat)")
     add("--endpoint", choices=sorted(_PATHS), default=None,
-        help="API endpoint (default: chat, or the endpoint of a Batch file)")
+        help="API endpoint (default: chat, or the one the input's request bodies are for)")
     add("--model", help="model (default: gpt-4o-mini; text-embedding-3-small for embeddings)")
     add("--max-tokens", type=int, default=None, help="most tokens per answer")
-    add("--temperature", type=float, default=None)
+    add("--temperature", type=float, default=None,
+        help="sampling temperature, 0 to 2 (default: the model's; 0 for repeatable answers)")
     add("--base-url", default=None, help="API base URL (default: OPENAI_BASE_URL, else OpenAI)")
     add("--rpm", type=float, default=None, help="requests per minute your key allows")
     add("--tpm", type=float, default=None, help="tokens per minute your key allows")
@@ -129,8 +139,9 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
     out = out if out is not None else sys.stderr
     _check_args(args)
     endpoint = _PATHS[args.endpoint] if args.endpoint else None
-    source = io.read(args.input, request_column=args.request_column, endpoint=endpoint)
-    io.format_of(args.output)
+    source = io.read(args.input, request_column=args.request_column, endpoint=endpoint,
+                     encoding=args.encoding)
+    output_format = io.check_output(args.output, args.output_format, source)
     cache = None if args.no_cache else (args.cache or f"{args.output}.cache")
     service = OpenAIService(base_url=args.base_url, rpm=args.rpm, tpm=args.tpm,
                             transport=_transport(args.transport))
@@ -141,7 +152,8 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
               f"{service.base_url}, model {model})", file=out)
         summary = await io.run_file(source, args.output, job, cache=cache,
                                     concurrency=args.concurrency, attempts=args.max_attempts,
-                                    progress=not args.no_progress, resume=not args.fresh)
+                                    progress=not args.no_progress, resume=not args.fresh,
+                                    output_format=output_format)
     if summary.restarted:
         print("(an earlier journal was for other input or settings: started afresh)", file=out)
     if summary.resumed:
