@@ -139,6 +139,9 @@ class Provider:
         if self.burst is not None and not 0 < self.burst <= 1:
             raise ConfigError(f"Provider burst is a share of a minute in (0, 1], got "
                               f"{self.burst!r}")
+        if self.burst is not None and self.policy == "window":
+            raise ConfigError("Provider burst sizes a bucket: it does not apply to "
+                              "policy='window'")
         # Fail here, not in the middle of a sweep.
         Latency.parse(self.latency)
         Faults.parse(self.faults)
