@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 
 import pandas as pd
 import polars as pl
 import pytest
 
 from pipeline import OpenAIService, io, run
-from pipeline.errors import InputError, TemplateKeyError
+from pipeline.errors import ConfigError, InputError, TemplateKeyError
 from pipeline.simulator import Simulator
 
 
@@ -329,3 +330,130 @@ async def test_failed_rows_keep_their_input_columns_in_files(tmp_path, service):
 async def test_run_file_refuses_an_iterator_it_cannot_read_twice(tmp_path, service):
     with pytest.raises(InputError, match="reads its input twice"):
         await io.run_file(iter([{"text": "a"}]), tmp_path / "out.jsonl", chat(service))
+
+
+# ------------------------------------------------------------------------------ issue 13
+def write_lines(path, items):
+    path.write_text("".join(json.dumps(x) + "\n" for x in items))
+
+
+@pytest.mark.parametrize("body, endpoint", [
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "chat/completions"),
+    ({"model": "m", "prompt": "x"}, "completions"),
+    ({"model": "m", "input": "x"}, "embeddings"),
+])
+def test_the_endpoint_of_request_bodies_is_the_one_they_are_for(tmp_path, body, endpoint):
+    write_lines(tmp_path / "in.jsonl", [{**body, "metadata": {"i": 0}}, body])
+    source = io.read(tmp_path / "in.jsonl")
+    assert source.kind == "requests" and source.endpoint == endpoint
+    assert {r.row.path for r in source} == {endpoint}
+    df = pd.DataFrame({"request": [json.dumps(body)] * 2})
+    assert io.read(df, request_column="request").endpoint == endpoint
+
+
+def test_request_bodies_for_mixed_endpoints_are_refused_unless_one_is_given(tmp_path):
+    write_lines(tmp_path / "in.jsonl", [{"model": "m", "prompt": "x"},
+                                        {"model": "m", "input": "x"}])
+    with pytest.raises(InputError, match="several endpoints"):
+        io.read(tmp_path / "in.jsonl")
+    assert io.read(tmp_path / "in.jsonl", endpoint="completions").endpoint == "completions"
+    with pytest.raises(InputError, match="several endpoints"):
+        io.read(pd.DataFrame({"r": ['{"model": "m", "prompt": "x"}',
+                                    '{"model": "m", "input": "x"}']}), request_column="r")
+
+
+def test_a_body_that_names_no_endpoint_fails_alone(tmp_path):
+    write_lines(tmp_path / "in.jsonl", [{"model": "m", "input": "x"}, {"model": "m"}])
+    records = list(io.read(tmp_path / "in.jsonl"))
+    assert records[0].error is None
+    assert "cannot tell which endpoint this request body is for" in str(records[1].error)
+
+
+async def test_a_cookbook_embeddings_file_gets_its_vectors_whatever_the_job(tmp_path, service):
+    write_lines(tmp_path / "in.jsonl", [{"model": "text-embedding-3-small", "input": f"t{i}",
+                                         "metadata": {"i": i}} for i in range(2)])
+    await io.run_file(tmp_path / "in.jsonl", tmp_path / "out.jsonl", chat(service))
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert all(len(x["embedding"]) > 8 and x["status"] == "succeeded" for x in out)
+
+
+def test_read_a_csv_in_another_encoding(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes("text\nna\u00efve \u20ac5\n".encode("cp1252"))
+    with pytest.raises(InputError, match=r"is not UTF-8 text: byte 0xef at byte position 7 "
+                                         r"\(line 2\).*encoding="):
+        io.read(path)
+    assert [r.row for r in io.read(path, encoding="cp1252")] == [{"text": "na\u00efve \u20ac5"}]
+    with pytest.raises(InputError, match="unknown encoding 'klingon'"):
+        io.read(path, encoding="klingon")
+
+
+def test_read_jsonl_in_another_encoding(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes('{"text": "\u00e9t\u00e9"}\n'.encode("utf-16"))
+    assert [r.row for r in io.read(path, encoding="utf-16")] == [{"text": "\u00e9t\u00e9"}]
+
+
+def test_missing_pyarrow_is_a_clear_error_naming_the_extra(tmp_path, monkeypatch):
+    from pipeline._extras import MissingExtraError
+
+    pl.DataFrame({"text": ["a"]}).write_parquet(tmp_path / "in.parquet")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(MissingExtraError) as caught:
+        io.read(tmp_path / "in.parquet")
+    assert str(caught.value) == ('reading Parquet needs pyarrow, which is not installed: '
+                                 'pip install "ratelimited-pipeline[parquet]"')
+    assert isinstance(caught.value, ImportError) and isinstance(caught.value, ConfigError)
+    with pytest.raises(MissingExtraError, match="writing Parquet needs pyarrow"):
+        io.check_output(tmp_path / "out.parquet")
+    with pytest.raises(MissingExtraError, match="writing Parquet needs pyarrow"):
+        io.write([], tmp_path / "out.parquet")
+
+
+async def test_parquet_is_written_with_pyarrow_alone(tmp_path, service, monkeypatch):
+    import pyarrow.parquet as pq
+
+    rows = [{"id": i, "text": f"t{i}", "extra": [1, "mixed"] if i else None} for i in range(3)]
+    results = await run(rows, chat(service))
+    monkeypatch.setitem(sys.modules, "polars", None)
+    assert io.write(results, tmp_path / "out.parquet", rows) == 3
+    table = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert [r["id"] for r in table] == [0, 1, 2]
+    assert [r["answer"] for r in table] == ["Q: t0", "Q: t1", "Q: t2"]
+    assert table[1]["extra"] == '[1, "mixed"]'  # a column of mixed types is kept as text
+    assert io.write(results, tmp_path / "bare.parquet") == 3  # no input: the results alone
+    assert pq.read_table(tmp_path / "bare.parquet").column_names == list(io.RESULT_COLUMNS)
+
+
+async def test_write_in_the_cookbook_format(tmp_path, service):
+    rows = [{"text": "a"}, {"text": None}]
+    results = await run(rows, chat(service))
+    io.write(results, tmp_path / "out.jsonl", rows, format="cookbook")
+    first, second = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert first[0]["messages"][-1]["content"] == "Q: a"
+    assert first[1]["choices"][0]["message"]["content"] == "Q: a" and len(first) == 2
+    assert second[0] is None and "value is missing" in second[1][0]
+    path = tmp_path / "requests.jsonl"
+    write_lines(path, [{"model": "gpt-4o-mini", "max_tokens": 5, "metadata": {"k": 1},
+                        "messages": [{"role": "user", "content": "hi"}]}])
+    summary = await io.run_file(path, tmp_path / "cook.jsonl", chat(service),
+                                output_format="cookbook")
+    assert summary.succeeded == 1
+    [line] = [json.loads(x) for x in (tmp_path / "cook.jsonl").read_text().splitlines()]
+    assert line[0] == {"model": "gpt-4o-mini", "max_tokens": 5,
+                       "messages": [{"role": "user", "content": "hi"}]}
+    assert line[1]["object"] == "chat.completion" and line[2] == {"k": 1}
+    with pytest.raises(InputError, match="unknown output format 'xml'"):
+        io.write(results, tmp_path / "out.jsonl", rows, format="xml")
+
+
+async def test_a_misspelt_template_column_of_a_file_is_refused_before_sending(tmp_path, sim,
+                                                                            service):
+    (tmp_path / "in.csv").write_text("id,review\n1,good\n")
+    before = sim.stats().requests
+    with pytest.raises(TemplateKeyError, match=r"needs column 'reveiw', which '.*in\.csv' "
+                                               r"lacks \(did you mean 'review'\?\)"):
+        await io.run_file(tmp_path / "in.csv", tmp_path / "out.csv",
+                          chat(service, "Classify: {reveiw}"))
+    assert sim.stats().requests == before

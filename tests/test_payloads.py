@@ -593,3 +593,22 @@ def test_many_rows_give_independent_bodies() -> None:
         "review 2: fine",
     ]
     assert requests[0].body is not requests[1].body
+
+
+def test_required_columns_name_what_each_row_must_have() -> None:
+    assert chat(model="m", system="In {lang}.", prompt="{q} {lang}").required_columns == {
+        "lang": "system 'In {lang}.'", "q": "prompt '{q} {lang}'"}
+    assert list(chat(model="m").required_columns) == ["messages"]
+    assert chat(model="m", messages=[{"role": "user", "content": "x"}]).required_columns == {}
+    assert list(embeddings(model="m", input_column="doc").required_columns) == ["doc"]
+    assert list(embeddings(model="m", template="{title}: {body}").required_columns) == [
+        "title", "body"]
+    assert list(completion(model="m").required_columns) == ["prompt"]
+    assert fine_tuning_job(model="m").required_columns == {}
+
+
+def test_a_missing_column_error_suggests_the_close_one() -> None:
+    with pytest.raises(TemplateKeyError, match=r"which the row lacks \(did you mean 'review'\?\)"):
+        chat(model="m", prompt="{reveiw}").build({"review": "x"})
+    with pytest.raises(TemplateKeyError, match=r"which the row lacks \(did you mean 'Text'\?\)"):
+        chat(model="m", prompt="{text}").build({"Text": "x", "id": 1})
