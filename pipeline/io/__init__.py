@@ -8,12 +8,18 @@ what is sent, while Batch and cookbook lines are sent as they are.
 
 Sinks: :func:`to_pandas` / :func:`to_polars` (the input columns plus ``answer`` (or
 ``embedding``), ``status``, ``error``, ``tokens``, ``latency``, row for row, index kept) and
-:func:`write` (``.jsonl``, ``.csv``, ``.tsv``, ``.parquet``; the OpenAI Batch output format for
-a Batch input). ``results`` of :func:`pipeline.run` is already a list in input order.
+:func:`write` (``.jsonl``, ``.csv``, ``.tsv``, ``.parquet`` written with pyarrow; the OpenAI
+Batch output format for a Batch input; ``format="cookbook"`` for the OpenAI cookbook's
+``[request, response, metadata]`` lines). ``results`` of :func:`pipeline.run` is already a
+list in input order.
 
-Bad input: a missing column, a None/NaN prompt, an unreadable JSONL line or a body that is not
-JSON fails that row (its ``error`` says why) and the others run; a missing file or an unknown
-format raises :class:`~pipeline.errors.InputError` before anything is sent.
+Bad input: a None/NaN prompt, a row without a column the template needs, an unreadable JSONL
+line or a body that is not JSON fails that row (its ``error`` says why) and the others run.
+Before anything is sent: a missing file, an unknown format, bytes the encoding cannot decode
+or request bodies for mixed endpoints raise :class:`~pipeline.errors.InputError`; a template
+column a file's header or a frame lacks raises :class:`~pipeline.errors.TemplateKeyError`
+(with a did-you-mean); a format whose package is not installed raises
+:class:`~pipeline._extras.MissingExtraError` (:func:`run_file` checks the output up front).
 
 >>> import pandas as pd
 >>> from pipeline import OpenAIService, io
