@@ -180,7 +180,11 @@ def fingerprint(source: Source, job: Any, output_format: str = "") -> str:
     (and the output format, which decides what each journal line keeps)."""
     parts = [str(_VERSION), source.kind, repr(job.builder), job.path,
              str(getattr(job.service, "base_url", ""))]
-    if output_format in ("batch", "cookbook"):  # others: as before, so old journals resume
+    # Only a layout whose journal lines keep other fields than the default's counts, so the
+    # journals of earlier versions still resume.
+    batch = source.kind == "batch"
+    if output_format == "cookbook" or (output_format == "batch" and not batch) or \
+            (output_format == "jsonl" and batch):
         parts.append(output_format)
     if source.path is not None:
         stat = os.stat(source.path)
