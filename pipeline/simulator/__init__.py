@@ -1,8 +1,12 @@
 """A local OpenAI-compatible API for tests, notebooks, demos and benchmarks.
 
 It serves chat completions, completions, embeddings, files and fine-tuning jobs on 127.0.0.1
-with provider-like rate limits (rpm and tpm token buckets per key, ``x-ratelimit-*`` headers,
-429 with ``retry-after``), seeded latency and faults, and a request log tests can read.
+with provider-like rate limits (rpm and tpm per key, and per model with ``model_limits``;
+``x-ratelimit-*`` headers, 429 with ``retry-after``), seeded latency and faults, and a request
+log tests can read. Limits are enforced the way OpenAI documents by default (a bucket of one
+second of the limit: ``policy="second"``); ``policy="minute"`` and ``policy="window"``,
+``max_in_flight``, ``headers``, ``retry_after`` and ``error_format`` imitate other providers
+and gateways, so a client is not tested only against the simulator's own assumptions.
 
 >>> from pipeline.simulator import Simulator
 >>> with Simulator(rpm=60, tpm=10_000, latency=0.05, faults={"500": 0.1}, seed=1) as sim:
