@@ -51,8 +51,13 @@ class Endpoint:
         max_tokens: tokens allowed per ``interval`` (``None``: no token limit).
         interval: seconds the two limits are counted over (60: per minute).
         limiter: a :class:`~pipeline.limiter.RateLimiter` to use instead of the default
-            ``TokenBucketLimiter(max_requests, max_tokens, interval=interval)``; several
+            ``AdaptiveLimiter(max_requests, max_tokens, interval=interval)``; several
             endpoints may share one (OpenAI counts some limits per model, not per path).
+        adaptive: the default limiter adapts to the provider (the limits are ceilings; see
+            :class:`~pipeline.limiter.AdaptiveLimiter`). ``False``: a fixed-rate
+            :class:`~pipeline.limiter.TokenBucketLimiter` at exactly the limits.
+        burst: seconds of the rate the default limiter's bucket holds (default 0.5: never more
+            than a provider that enforces its minute limit per second can take at once).
         config: default payload settings for requests built for this endpoint
             (``{"model": "gpt-4o-mini", "temperature": 0}``), read by job builders.
 
@@ -60,7 +65,8 @@ class Endpoint:
     created before any event loop runs.
     """
 
-    __slots__ = ("_limiter", "config", "interval", "max_requests", "max_tokens", "method", "path")
+    __slots__ = ("_limiter", "adaptive", "burst", "config", "interval", "max_requests",
+                 "max_tokens", "method", "path")
 
     def __init__(
         self,
@@ -72,6 +78,8 @@ class Endpoint:
         interval: float = 60.0,
         limiter: RateLimiter | None = None,
         config: Mapping[str, Any] | None = None,
+        adaptive: bool = True,
+        burst: float | None = None,
     ) -> None:
         if not isinstance(path, str) or not path.strip("/ "):
             raise ConfigError(f"endpoint path must be a non-empty string, got {path!r}")
@@ -93,6 +101,10 @@ class Endpoint:
         self.max_tokens: float | None = _rate("max_tokens", max_tokens)
         self.interval: float = interval_s
         self.config: Mapping[str, Any] = MappingProxyType(dict(config or {}))
+        if not isinstance(adaptive, bool):
+            raise ConfigError(f"adaptive must be True or False, got {adaptive!r}")
+        self.adaptive = adaptive
+        self.burst = _rate("burst", burst)
         self._limiter = limiter
 
     @property
@@ -101,11 +113,16 @@ class Endpoint:
         if self._limiter is None:
             # Imported here: the limiter module is independent of services, and importing it
             # lazily keeps `import pipeline.endpoint` light.
-            from pipeline.limiter import TokenBucketLimiter
+            from pipeline.limiter import AdaptiveLimiter, TokenBucketLimiter
 
-            self._limiter = TokenBucketLimiter(
-                self.max_requests, self.max_tokens, interval=self.interval
-            )
+            bursts: dict[str, float | None] = {"burst_requests": None, "burst_tokens": None}
+            if self.burst is not None:
+                scale = self.burst / self.interval
+                bursts = {"burst_requests": self.max_requests and self.max_requests * scale,
+                          "burst_tokens": self.max_tokens and self.max_tokens * scale}
+            cls = AdaptiveLimiter if self.adaptive else TokenBucketLimiter
+            self._limiter = cls(self.max_requests, self.max_tokens, interval=self.interval,
+                                **bursts)
         return self._limiter
 
     @property
@@ -140,6 +157,8 @@ class Endpoint:
             parts.append(f"max_requests={_fmt(self.max_requests, self.interval)}")
         if self.max_tokens is not None:
             parts.append(f"max_tokens={_fmt(self.max_tokens, self.interval)}")
+        if not self.adaptive:
+            parts.append("adaptive=False")
         if self.config:
             parts.append(f"config={dict(self.config)!r}")
         if self._limiter is not None:

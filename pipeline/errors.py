@@ -12,6 +12,7 @@ instances of this tree::
     │   └── TemplateKeyError(KeyError)       a template names a key missing from the row
     ├── InputError                           unreadable input: missing file/column, bad line
     ├── CacheError                           the response cache could not be read or written
+    ├── RunStoppedError                      the run stopped: every later request would fail
     └── APIError                             one HTTP call failed (``retryable`` says what to do)
         ├── TransportError                   nothing usable came back           [retryable]
         │   ├── APITimeoutError
@@ -19,6 +20,7 @@ instances of this tree::
         ├── MalformedResponseError           a body that is not the JSON promised [retryable]
         └── APIStatusError                   the server answered with an error status
             ├── RateLimitError               429 rate_limit_exceeded            [retryable]
+            │   └── ThrottledError           still throttled after max_wait seconds
             ├── QuotaExceededError           429 insufficient_quota
             ├── ServerError                  5xx                                [retryable]
             ├── RequestTimeoutError          408                                [retryable]
@@ -60,8 +62,10 @@ __all__ = [
     "RateLimitError",
     "RequestTimeoutError",
     "RequestTooLarge",
+    "RunStoppedError",
     "ServerError",
     "TemplateKeyError",
+    "ThrottledError",
     "TransportError",
 ]
 
@@ -111,6 +115,20 @@ class InputError(PipelineError):
 
 class CacheError(PipelineError):
     """The response cache could not be read or written."""
+
+
+class RunStoppedError(PipelineError):
+    """The run was stopped before this row was sent, because every later request would fail
+    the same way (``insufficient_quota``, a wrong key, an unknown model, no server at the base
+    URL). ``cause`` is the error that stopped it; nothing was sent for this row.
+    """
+
+    def __init__(self, message: str, *, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self),))
 
 
 class APIError(PipelineError):
@@ -201,6 +219,16 @@ class RateLimitError(APIStatusError):
     """429 because a rate limit was exceeded; wait (``retry_after``) and try again."""
 
     retryable = True
+
+
+class ThrottledError(RateLimitError):
+    """The row was still refused for rate limits after ``max_wait`` seconds of trying.
+
+    Throttling costs time, not attempts: a row fails this way only past its time budget. The
+    message says how long and how many 429s; the last 429's details are kept.
+    """
+
+    retryable = False
 
 
 class QuotaExceededError(APIStatusError):

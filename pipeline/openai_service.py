@@ -7,9 +7,7 @@ import os
 import urllib.parse
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar
-
-import httpx
+from typing import Any, ClassVar, Unpack
 
 from pipeline.errors import ConfigError
 from pipeline.request import APIRequest
@@ -18,9 +16,9 @@ from pipeline.service import (
     BaseService,
     Job,
     PayloadBuilder,
+    ServiceOptions,
     _Secret,
 )
-from pipeline.transports import TransportChoice
 
 __all__ = ["OpenAIService"]
 
@@ -64,13 +62,8 @@ class OpenAIService(BaseService):
         project: str | None = None,
         azure_api_version: str | None = None,
         azure_deployment: str | None = None,
-        rpm: float | None = None,
-        tpm: float | None = None,
-        limits: Mapping[str, Mapping[str, Any]] | None = None,
-        timeout: float | httpx.Timeout | None = None,
-        transport: TransportChoice = "httpx",
-        max_connections: int = 100,
         headers: Mapping[str, str] | None = None,
+        **options: Unpack[ServiceOptions],
     ) -> None:
         base = base_url if base_url is not None else os.environ.get("OPENAI_BASE_URL") or None
         azure = (
@@ -94,16 +87,8 @@ class OpenAIService(BaseService):
                 )
         else:
             api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        super().__init__(
-            base if base is not None else DEFAULT_OPENAI_BASE_URL,
-            headers=headers,
-            rpm=rpm,
-            tpm=tpm,
-            limits=limits,
-            timeout=timeout,
-            transport=transport,
-            max_connections=max_connections,
-        )
+        super().__init__(base if base is not None else DEFAULT_OPENAI_BASE_URL,
+                         headers=headers, **options)
         if not api_key and urllib.parse.urlsplit(self.base_url).hostname == "api.openai.com":
             raise ConfigError("no OpenAI API key: pass api_key= or set OPENAI_API_KEY")
         self._api_key = _Secret(api_key) if api_key else None

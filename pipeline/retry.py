@@ -6,6 +6,13 @@ connections, malformed bodies) are retried; a 400, 401, 403, 404, ``insufficient
 capped, and never undercut the server's ``Retry-After`` / ``x-ratelimit-reset-*``. Each attempt
 runs all inner stages again, so it re-acquires the rate limiter.
 
+Throttling is not failure: a rate-limit 429 costs time, not one of the ``attempts`` (those are
+for errors). A throttled row is tried again, after the server's ``Retry-After`` if it gave one,
+for as long as ``max_wait`` seconds from its first 429; only then does it fail, with a
+:class:`~pipeline.errors.ThrottledError` that says so. The limiter, not this stage, sets the
+pace: it lowers its rate on 429s (an adaptive limiter) and pauses everyone for a
+``Retry-After``.
+
 In tests, ``with pipeline.testing.instant_backoff():`` (or ``Backoff(scale=0)``) makes the
 waits zero, so no test sleeps.
 
@@ -23,14 +30,38 @@ import random
 import time
 from typing import Any, Protocol
 
-from pipeline.errors import APIError, ConfigError
+from pipeline.errors import APIError, ConfigError, RateLimitError, ThrottledError
 from pipeline.record import Record
 from pipeline.stages import Chain, Stage
 
-__all__ = ["Backoff", "RetryHook", "retry"]
+__all__ = ["DEFAULT_MAX_WAIT", "Backoff", "RetryHook", "retry", "set_testing"]
 
-# Set by pipeline.testing.instant_backoff(): every wait becomes zero.
+#: Seconds a row may spend being throttled (429 rate limits) before it fails.
+DEFAULT_MAX_WAIT = 600.0
+
+# Set by set_testing() (or pipeline.testing.instant_backoff()): every wait becomes zero.
 _INSTANT = False
+
+
+def set_testing(instant: bool) -> bool:
+    """Make every retry wait zero seconds (``True``), or real again; returns the old setting.
+
+    For test suites, as a fixture::
+
+        @pytest.fixture(autouse=True)
+        def no_waits():
+            previous = pipeline.retry.set_testing(True)
+            yield
+            pipeline.retry.set_testing(previous)
+
+    >>> previous = set_testing(True); Backoff(initial=10).delay(3); set_testing(previous)
+    0.0
+    True
+    """
+    global _INSTANT
+    old = _INSTANT
+    _INSTANT = bool(instant)
+    return old
 
 
 class Backoff:
@@ -70,6 +101,19 @@ class Backoff:
             wait = max(wait, retry_after + self.rng.uniform(0, min(1.0, retry_after * 0.1)))
         return min(wait, max(self.maximum, retry_after or 0.0)) * self.scale
 
+    def throttle_delay(self, throttles: int, retry_after: float | None = None) -> float:
+        """Seconds before trying a throttled request again (``throttles`` 429s so far).
+
+        The server's ``Retry-After`` when it gave one (plus a little jitter); otherwise a
+        short jittered wait growing to at most 2 s: the limiter is what paces the retries.
+        """
+        if _INSTANT or self.scale == 0:
+            return 0.0
+        if retry_after is not None:
+            return (retry_after + self.rng.uniform(0, min(1.0, retry_after * 0.1))) * self.scale
+        cap = min(2.0, 0.05 * 2.0 ** min(throttles, 10))
+        return self.rng.uniform(0, cap) * self.scale
+
     def __repr__(self) -> str:
         extra = f", scale={self.scale:g}" if self.scale != 1.0 else ""
         return (f"Backoff(initial={self.initial:g}, maximum={self.maximum}, "
@@ -88,22 +132,29 @@ class retry(Stage):
 
     Args:
         inner: the stages to repeat (usually ``acquire(...) | call(...)``).
-        attempts: the most attempts in all (1 means no retry).
+        attempts: the most attempts in all for errors (1 means no retry); 429 rate limits
+            do not count.
         backoff: the wait policy.
-        max_elapsed: stop retrying a record this many seconds after its first failure.
+        max_elapsed: stop retrying errors of a record this many seconds after its first.
+        max_wait: seconds a record may be throttled (429s), from its first 429, before it
+            fails with :class:`~pipeline.errors.ThrottledError`.
         hooks: objects with ``on_retry(record, error, attempt, delay)`` (a
             :class:`~pipeline.status.StatusTracker` is one).
     """
 
     def __init__(self, inner: Stage, *, attempts: int = 6, backoff: Backoff | None = None,
-                 max_elapsed: float = 600.0, hooks: tuple[RetryHook, ...] | list[Any] = ()
-                 ) -> None:
+                 max_elapsed: float = 600.0, max_wait: float = DEFAULT_MAX_WAIT,
+                 hooks: tuple[RetryHook, ...] | list[Any] = ()) -> None:
         if not isinstance(inner, Stage):
             raise ConfigError(f"retry() wraps stages, got {inner!r}")
         if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
             raise ConfigError(f"attempts must be an int >= 1, got {attempts!r}")
         if not isinstance(max_elapsed, int | float) or not max_elapsed > 0:
             raise ConfigError(f"max_elapsed must be > 0 seconds, got {max_elapsed!r}")
+        if isinstance(max_wait, bool) or not isinstance(max_wait, int | float) or \
+                not max_wait >= 0:
+            raise ConfigError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
+        self.max_wait = float(max_wait)
         self.inner = inner if isinstance(inner, Chain) else Chain(*inner.stages())
         self.attempts = attempts
         self.backoff = backoff or Backoff()
@@ -113,9 +164,10 @@ class retry(Stage):
 
     async def process(self, record: Record) -> Record:
         start = 0.0
-        attempt = 0
+        attempt = 0  # attempts that ended in an error other than a rate limit
+        throttles = 0
+        throttled_since = 0.0
         while True:
-            attempt += 1
             # The inner stages run here directly (not through a nested Chain coroutine):
             # this is every request's hot path.
             for step, after_done in self._steps:
@@ -124,15 +176,29 @@ class retry(Stage):
             error = record.error
             if error is None or not (isinstance(error, APIError) and error.retryable):
                 return record
-            if attempt >= self.attempts:
-                return record
-            if attempt == 1:
-                start = time.monotonic()  # the time budget runs from the first failure
-            delay = self.backoff.delay(attempt, error.retry_after)
-            if time.monotonic() - start + delay > self.max_elapsed:
-                return record
+            now = time.monotonic()
+            if isinstance(error, RateLimitError):
+                throttles += 1
+                if throttles == 1:
+                    throttled_since = now
+                delay = self.backoff.throttle_delay(throttles, error.retry_after)
+                waited = now - throttled_since
+                if waited + delay > self.max_wait:
+                    record.error = _gave_up(error, waited, throttles)
+                    return record
+                count = throttles
+            else:
+                attempt += 1
+                if attempt >= self.attempts:
+                    return record
+                if attempt == 1:
+                    start = now  # the time budget runs from the first failure
+                delay = self.backoff.delay(attempt, error.retry_after)
+                if now - start + delay > self.max_elapsed:
+                    return record
+                count = attempt
             for hook in self.hooks:
-                hook.on_retry(record, error, attempt, delay)
+                hook.on_retry(record, error, count, delay)
             if delay > 0:
                 await asyncio.sleep(delay)
             record.error = None  # the next attempt starts clean
@@ -140,7 +206,18 @@ class retry(Stage):
     def finish(self) -> None:
         self.inner.finish()
 
+    def begin(self, record: Record) -> None:
+        for stage in self.inner.stages():
+            stage.begin(record)
+
     def __repr__(self) -> str:
         inner = " | ".join("build(...)" if type(s).__name__ == "build" else repr(s)
                            for s in self.inner.stages())
         return f"retry({inner}, attempts={self.attempts}, backoff={self.backoff!r})"
+
+
+def _gave_up(error: RateLimitError, waited: float, throttles: int) -> ThrottledError:
+    return ThrottledError(
+        f"still rate limited after {waited:.0f} s and {throttles} 429s (max_wait); the last: "
+        f"{error.message}", status=error.status, code=error.code, body=error.body,
+        headers=error.headers, retry_after=error.retry_after)

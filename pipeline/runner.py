@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 from aiostream.core import Stream
 
 from pipeline.cache import ResponseCache
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, RunStoppedError
+from pipeline.guard import RunGuard
 from pipeline.record import Record
-from pipeline.retry import Backoff, retry
+from pipeline.retry import DEFAULT_MAX_WAIT, Backoff, retry
 from pipeline.stages import DEFAULT_CONCURRENCY, Chain, acquire, build, call, lookup, store, track
 from pipeline.status import StatusTracker
 
@@ -31,12 +32,17 @@ T = TypeVar("T")
 class Results(list[Record]):
     """The records of a run, in input order, with the run's :class:`StatusTracker`.
 
-    ``results[i]`` is the record of input item ``i``; ``results.failed`` lists the failures.
+    ``results[i]`` is the record of input item ``i``; ``results.failed`` lists the failures;
+    ``results.stopped`` says why the run stopped early (``None`` if it did not): the account
+    out of quota, or the first requests all failing the same way (a wrong key, an unknown
+    model, no server at the base URL).
     """
 
-    def __init__(self, records: Iterable[Record], status: StatusTracker) -> None:
+    def __init__(self, records: Iterable[Record], status: StatusTracker,
+                 stopped: RunStoppedError | None = None) -> None:
         super().__init__(records)
         self.status = status
+        self.stopped = stopped
 
     @property
     def succeeded(self) -> list[Record]:
@@ -95,23 +101,33 @@ def _open_cache(cache: str | os.PathLike[str] | ResponseCache | None
 def default_flow(job: Any, *, cache: ResponseCache | None = None,
                  status: StatusTracker | None = None, concurrency: int = DEFAULT_CONCURRENCY,
                  attempts: int = 6, backoff: Backoff | None = None, progress: bool = False,
-                 total: int | None = None) -> Chain:
+                 total: int | None = None, max_wait: float = DEFAULT_MAX_WAIT,
+                 timeout: float | None = None, guard: RunGuard | None = None,
+                 initial: int = 0) -> Chain:
     """The default stage chain for a :class:`~pipeline.service.Job`::
 
         build | lookup | retry(acquire | call) | store | track
 
-    (``lookup``/``store`` only with a cache).
+    (``lookup``/``store`` only with a cache). ``guard`` (a new one by default; also
+    ``status.guard``) stops the run early when every later request would fail; ``initial``
+    rows counted as already done on the progress bar (a resumed run).
     """
     status = status if status is not None else StatusTracker()
+    guard = guard if guard is not None else RunGuard()
+    status.guard = guard
+    limiter = job.endpoint.limiter
+    status.limiter = limiter
     namespace = job.service.base_url
     stages: list[Any] = [build(job.builder)]
     if cache is not None:
         stages.append(lookup(cache, namespace=namespace))
-    stages.append(retry(acquire(job.endpoint.limiter) | call(job.service, job.endpoint),
-                        attempts=attempts, backoff=backoff, hooks=(status,)))
+    stages.append(retry(acquire(limiter) | call(job.service, job.endpoint, timeout=timeout,
+                                                guard=guard),
+                        attempts=attempts, backoff=backoff, max_wait=max_wait,
+                        hooks=(status,)))
     if cache is not None:
         stages.append(store(cache, namespace=namespace))
-    stages.append(track(status, progress=progress, total=total))
+    stages.append(track(status, progress=progress, total=total, initial=initial))
     return Chain(*stages, concurrency=concurrency)
 
 
@@ -169,7 +185,8 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
               cache: str | os.PathLike[str] | ResponseCache | None = None,
               concurrency: int = DEFAULT_CONCURRENCY, progress: bool = False,
               attempts: int = 6, backoff: Backoff | None = None,
-              status: StatusTracker | None = None) -> Results:
+              status: StatusTracker | None = None, max_wait: float = DEFAULT_MAX_WAIT,
+              timeout: float | None = None) -> Results:
     """Send every row through the default pipeline; return the records in input order.
 
     Args:
@@ -180,9 +197,18 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
             what is not there yet. Without it, running twice sends everything twice.
         concurrency: requests in flight at most.
         progress: show a progress bar.
-        attempts: attempts per row for retryable errors.
+        attempts: attempts per row for retryable errors (429 rate limits do not count:
+            throttling costs time, not attempts).
         backoff: the retry wait policy.
         status: a tracker to update (one is made otherwise); also ``results.status``.
+        max_wait: seconds a row may be throttled by 429s before it fails (default 10 min).
+        timeout: seconds one attempt may take; ``None`` sizes it from the latencies seen so
+            far (``max(10 s, 6 x p99)`` after 20 answers), so a request that never answers
+            does not hold the end of the run for the HTTP client's 600 s.
+
+    The run stops early, with one clear reason in ``results.stopped``, when the account is
+    out of quota or when its first requests all fail the same way (401, 403, 404, nothing
+    listening at the base URL): rows not sent by then fail with ``RunStoppedError``.
 
     Cancelling the run (Ctrl-C, a notebook interrupt, ``asyncio.timeout``) stops new requests at
     once, cancels those in flight, and keeps every completed response in the cache.
@@ -191,10 +217,12 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
     status = status if status is not None else StatusTracker()
     opened_cache, owned = _open_cache(cache)
     collected: list[Record] = []
+    guard = RunGuard()
     try:
         flow = default_flow(job, cache=opened_cache, status=status, concurrency=concurrency,
                             attempts=attempts, backoff=backoff, progress=progress,
-                            total=_total(rows))
+                            total=_total(rows), max_wait=max_wait, timeout=timeout,
+                            guard=guard)
         records = flow.records(_source(rows))
         try:
             async for record in records:
@@ -205,7 +233,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
         if owned and opened_cache is not None:
             opened_cache.close()
     collected.sort(key=lambda r: r.index)
-    return Results(collected, status)
+    return Results(collected, status, guard.stopped)
 
 
 def run_sync(coro_or_rows: Any, job: Any = None, **options: Any) -> Any:

@@ -28,7 +28,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, TypedDict, Unpack, runtime_checkable
 
 import httpx
 import msgspec
@@ -63,7 +63,8 @@ _URL_CACHE_SIZE = 1024
 # 2xx bodies passed through as bytes (e.g. GET files/{id}/content), not decoded as JSON.
 _RAW_CONTENT_TYPES = ("application/octet-stream", "application/jsonl", "application/x-ndjson")
 _LIMIT_KEYS = frozenset(
-    {"rpm", "tpm", "max_requests", "max_tokens", "interval", "limiter", "config", "method"}
+    {"rpm", "tpm", "max_requests", "max_tokens", "interval", "limiter", "config", "method",
+     "adaptive", "burst"}
 )
 
 
@@ -209,6 +210,19 @@ def _endpoint_kwargs(path: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+class ServiceOptions(TypedDict, total=False):
+    """The keyword arguments every service takes (see :class:`BaseService`), said once."""
+
+    rpm: float | None
+    tpm: float | None
+    limits: Mapping[str, Mapping[str, Any]] | None
+    timeout: float | httpx.Timeout | None
+    transport: TransportChoice
+    max_connections: int
+    adaptive: bool
+    burst: float | None
+
+
 class BaseService(abc.ABC):
     """An API host: base URL, auth headers, one lazily created ``httpx.AsyncClient``, endpoints.
 
@@ -225,6 +239,11 @@ class BaseService(abc.ABC):
             'pipeline[fast]'``) or any ``httpx.AsyncBaseTransport`` (``httpx.MockTransport``).
         max_connections: connections kept open to the host; size it to the concurrency.
         headers: extra headers sent with every request.
+        adaptive: endpoints' limiters adapt to the provider, ``rpm``/``tpm`` acting as
+            ceilings (the default; see :class:`~pipeline.limiter.AdaptiveLimiter`); with no
+            ``rpm``/``tpm`` the rate is discovered. ``False``: fixed rates at exactly
+            ``rpm``/``tpm`` (and no limit without them).
+        burst: seconds of the rate a limiter may grant at once after idling (default 0.5).
 
     The client is created on the first call inside a running event loop (never at
     construction), and again if a later call runs in a different event loop. Use the service
@@ -245,6 +264,8 @@ class BaseService(abc.ABC):
         transport: TransportChoice = "httpx",
         max_connections: int = 100,
         headers: Mapping[str, str] | None = None,
+        adaptive: bool = True,
+        burst: float | None = None,
     ) -> None:
         self._base_url = _check_base_url(base_url)
         self._timeout = make_timeout(timeout)
@@ -253,6 +274,7 @@ class BaseService(abc.ABC):
         self._transport = transport
         self._extra_headers = dict(headers or {})
         self._default_limits = {"rpm": rpm, "tpm": tpm}
+        self._default_policy = {"adaptive": adaptive, "burst": burst}
         self._endpoint_limits = {
             path.strip("/ "): dict(spec) for path, spec in (limits or {}).items()
         }
@@ -319,6 +341,7 @@ class BaseService(abc.ABC):
             for name, value in self._default_limits.items()
             if not {name, "max_requests" if name == "rpm" else "max_tokens"} & spec.keys()
         }
+        merged.update(self._default_policy)
         merged.update(spec)
         return _endpoint_kwargs(path, merged)
 
@@ -527,23 +550,9 @@ class JSONService(BaseService):
         *,
         headers: Mapping[str, str] | None = None,
         auth: str | tuple[str, str] | httpx.Auth | None = None,
-        rpm: float | None = None,
-        tpm: float | None = None,
-        limits: Mapping[str, Mapping[str, Any]] | None = None,
-        timeout: float | httpx.Timeout | None = None,
-        transport: TransportChoice = "httpx",
-        max_connections: int = 100,
+        **options: Unpack[ServiceOptions],
     ) -> None:
-        super().__init__(
-            base_url,
-            headers=headers,
-            rpm=rpm,
-            tpm=tpm,
-            limits=limits,
-            timeout=timeout,
-            transport=transport,
-            max_connections=max_connections,
-        )
+        super().__init__(base_url, headers=headers, **options)
         self._token = _Secret(auth) if isinstance(auth, str) else None
         self._auth: httpx.Auth | None = None
         if isinstance(auth, tuple):

@@ -23,8 +23,10 @@ request twice, unless a cache makes the second run free.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 from typing import Any, cast
 
@@ -32,7 +34,8 @@ from aiostream.core import Stream
 
 from pipeline.api_utils import cache_key
 from pipeline.cache import ResponseCache
-from pipeline.errors import APIError, ConfigError, PipelineError, RateLimitError
+from pipeline.errors import APIError, APITimeoutError, ConfigError, PipelineError
+from pipeline.guard import RunGuard
 from pipeline.operators import map_unordered
 from pipeline.record import Record
 from pipeline.request import APIRequest
@@ -47,8 +50,6 @@ __all__ = ["Backoff", "Chain", "Flow", "Stage", "acquire", "build", "call", "loo
            "store", "track"]
 
 DEFAULT_CONCURRENCY = 64
-# How long everyone pauses after a 429 that did not say how long to wait.
-DEFAULT_COOLDOWN = 1.0
 
 
 class Stage:
@@ -291,8 +292,10 @@ class store(Stage):
 class acquire(Stage):
     """Wait for capacity on a rate limiter: 1 request plus the record's token estimate.
 
-    Accepts a :class:`~pipeline.limiter.RateLimiter` or an endpoint (its limiter). The
-    reservation is settled by :class:`call` once the response reports real usage.
+    Accepts a :class:`~pipeline.limiter.RateLimiter` or an endpoint (its limiter). The grant
+    is a :class:`~pipeline.limiter.Lease` on ``record.reservation``, settled by :class:`call`
+    with the outcome (real usage, ``x-ratelimit-*`` headers, a 429), which is how the limiter
+    learns. An adaptive limiter also holds an in-flight slot until then.
     """
 
     def __init__(self, limiter: Any) -> None:
@@ -300,14 +303,16 @@ class acquire(Stage):
         if not callable(getattr(limiter, "acquire", None)):
             raise ConfigError(f"acquire() needs a rate limiter, got {limiter!r}")
         self.limiter = limiter
+        self._lease = getattr(limiter, "lease", None)
 
     async def process(self, record: Record) -> Record:
         try:
-            await self.limiter.acquire(1, record.token_estimate)
+            if self._lease is not None:
+                record.reservation = await self._lease(1, record.token_estimate)
+            else:  # a duck-typed limiter with only acquire(): nothing to settle
+                await self.limiter.acquire(1, record.token_estimate)
         except PipelineError as exc:  # RequestTooLarge: it can never be sent
             record.error = exc
-            return record
-        record.reservation = (self.limiter, record.token_estimate)
         return record
 
     def __repr__(self) -> str:
@@ -317,25 +322,46 @@ class acquire(Stage):
 class call(Stage):
     """Send the record's request once through a service; attach the response or the error.
 
-    After a response, the limiter reservation made by :class:`acquire` is reconciled with
-    the reported ``usage`` and the limiter follows the ``x-ratelimit-*`` headers. A 429 pauses
-    that limiter for everyone for the server's ``retry-after`` (a cooldown).
+    The limiter lease made by :class:`acquire` is settled with the outcome: the tokens the
+    provider counts, the ``x-ratelimit-*`` headers, or the error (a 429 pauses that limiter
+    for everyone for the server's ``retry-after``, and an adaptive limiter lowers its rate).
 
     The provider counts the real prompt tokens plus ``max_tokens`` x ``n`` (used or not)
     against its token limit; when that is more than the estimate (the prompt estimate was
     low), the difference is taken from the limiter too. Unused answer tokens are given back
     only with ``refund_unused=True``: refunding them would overrun an OpenAI-style limit.
+
+    ``timeout`` bounds one attempt, in seconds (a timed-out attempt is an
+    :class:`~pipeline.errors.APITimeoutError`, retried like any other). ``None`` (the
+    default) sizes it from the latencies seen so far: ``max(10 s, 6 x p99)`` once 20
+    answers have arrived, and the service's own timeout before that.
+
+    ``guard`` (a :class:`~pipeline.guard.RunGuard`) sees every attempt's outcome; once it has
+    stopped the run, records reaching this stage fail with its
+    :class:`~pipeline.errors.RunStoppedError` and nothing more is sent.
     """
 
     def __init__(self, service: Any, endpoint: Any = None, *,
-                 refund_unused: bool = False) -> None:
+                 refund_unused: bool = False, timeout: float | None = None,
+                 guard: RunGuard | None = None) -> None:
         self.refund_unused = refund_unused
+        self.guard = guard
         if not callable(getattr(service, "call", None)):
             raise ConfigError(f"call() needs a service with an async call(), got {service!r}")
+        if timeout is not None and (not isinstance(timeout, int | float) or not timeout > 0):
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.service = service
         if isinstance(endpoint, str):
             endpoint = service.endpoint(endpoint)
         self.endpoint = endpoint
+        self.timeout = timeout
+        self._latencies = LatencyWindow()
+
+    def attempt_timeout(self) -> float | None:
+        """The timeout of the next attempt, in seconds (``None``: the service's own)."""
+        if self.timeout is not None:
+            return float(self.timeout)
+        return self._latencies.timeout()
 
     async def process(self, record: Record) -> Record:
         request = record.request
@@ -343,42 +369,94 @@ class call(Stage):
             record.error = ConfigError("call() got a record without a request; put build() "
                                        "before it")
             return record
+        lease, record.reservation = record.reservation, None
+        guard = self.guard
+        if guard is not None and guard.stopped is not None:
+            record.error = guard.stopped
+            if lease is not None:
+                lease.limiter.settle(lease, error=guard.stopped)
+            return record
         record.attempts += 1
-        reservation, record.reservation = record.reservation, None
+        limit = self.attempt_timeout()
         try:
-            response = await self.service.call(self.endpoint or request.path, request)
+            if limit is None:
+                response = await self.service.call(self.endpoint or request.path, request)
+            else:
+                try:
+                    async with asyncio.timeout(limit):
+                        response = await self.service.call(self.endpoint or request.path,
+                                                           request)
+                except TimeoutError:
+                    raise APITimeoutError(
+                        f"no answer in {limit:.3g} s (the attempt timeout: pass timeout= to "
+                        "change it)") from None
         except APIError as exc:
             record.error = exc
             record.latency = 0.0
-            if reservation is not None:
-                limiter = reservation[0]
-                limiter.update_from_headers(exc.headers)
-                if isinstance(exc, RateLimitError):
-                    limiter.pause(exc.retry_after if exc.retry_after is not None
-                                  else DEFAULT_COOLDOWN)
+            if lease is not None:
+                lease.limiter.settle(lease, error=exc)
+            if guard is not None:
+                guard.observe(exc)
             return record
         except PipelineError as exc:
             record.error = exc
+            if lease is not None:
+                lease.limiter.settle(lease, error=exc)
             return record
+        except BaseException:
+            if lease is not None:  # cancelled: free the slot, learn nothing
+                lease.limiter.settle(lease, error=asyncio.CancelledError())
+            raise
         record.response = response
         record.error = None
         record.latency = response.latency
-        if reservation is not None:
-            limiter, estimate = reservation
+        self._latencies.add(response.latency)
+        if guard is not None:
+            guard.observe(None)
+        if lease is not None:
             usage = response.usage
+            charged: float | None = None
             if usage is not None:
-                if self.refund_unused:
-                    limiter.reconcile(estimate, usage.total_tokens)
-                else:
-                    charged = _provider_charge(request, usage.prompt_tokens)
-                    if charged > estimate:  # our prompt estimate was low: take the rest
-                        limiter.reconcile(estimate, charged)
-            limiter.update_from_headers(response.headers)
+                charged = usage.total_tokens if self.refund_unused else \
+                    _provider_charge(request, usage.prompt_tokens)
+            lease.limiter.settle(lease, headers=response.headers, tokens=charged,
+                                 exact=self.refund_unused)
         return record
 
     def __repr__(self) -> str:
         target = getattr(self.endpoint, "path", self.endpoint)
         return f"call({type(self.service).__name__}, {target!r})"
+
+
+class LatencyWindow:
+    """The last answers' latencies, for a timeout that fits the run (a sorted window).
+
+    >>> window = LatencyWindow()
+    >>> for _ in range(30): window.add(0.5)
+    >>> window.timeout()
+    10.0
+    """
+
+    __slots__ = ("_count", "_recent")
+
+    MIN_SAMPLES = 20
+    SIZE = 500
+
+    def __init__(self) -> None:
+        self._recent: deque[float] = deque(maxlen=self.SIZE)
+        self._count = 0
+
+    def add(self, latency: float) -> None:
+        self._recent.append(latency)
+        self._count += 1
+
+    def timeout(self) -> float | None:
+        """``max(10 s, 6 x p99)`` of the recent latencies, or ``None`` before 20 answers."""
+        if len(self._recent) < self.MIN_SAMPLES:
+            return None
+        values = sorted(self._recent)
+        p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
+        return max(10.0, 6.0 * p99)
 
 
 def _provider_charge(request: APIRequest, prompt_tokens: int) -> int:
@@ -405,17 +483,21 @@ class track(Stage):
 
     Args:
         status: the tracker to update (a new one if ``None``).
-        progress: show a tqdm progress bar (a widget in notebooks).
+        progress: show a tqdm progress bar (a widget in notebooks). It counts rows
+            *finished*, and shows the limiter's effective rate when the tracker has one.
         total: the number of items expected, for the bar.
+        initial: rows already done before this run (a resumed run starts the bar there).
     """
 
     after_done = True
 
     def __init__(self, status: StatusTracker | None = None, *, progress: bool = False,
-                 total: int | None = None, description: str = "requests") -> None:
+                 total: int | None = None, description: str = "rows",
+                 initial: int = 0) -> None:
         self.status = status if status is not None else StatusTracker()
         self.progress = progress
         self.total = total
+        self.initial = initial
         self.description = description
         self._bar: Any = None
         self._last_postfix = 0.0
@@ -438,8 +520,9 @@ class track(Stage):
         if self._bar is None:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=self.total, desc=self.description, unit="req",
-                             mininterval=0.2, smoothing=0.05, dynamic_ncols=True)
+            total = None if self.total is None else self.total + self.initial
+            self._bar = tqdm(total=total, initial=self.initial, desc=self.description,
+                             unit="row", mininterval=0.2, smoothing=0.05, dynamic_ncols=True)
         self._bar.update(1)
         now = time.monotonic()
         if now - self._last_postfix > 0.25:
@@ -448,9 +531,12 @@ class track(Stage):
 
     def _set_postfix(self) -> None:
         s = self.status
-        self._bar.set_postfix_str(
-            f"ok={s.succeeded} failed={s.failed} cached={s.cached} retries={s.retries} "
-            f"429s={s.rate_limit_errors}", refresh=False)
+        text = (f"ok={s.succeeded} failed={s.failed} cached={s.cached} retries={s.retries} "
+                f"429s={s.rate_limit_errors}")
+        rate = s.rate_text()
+        if rate:
+            text += f" {rate}"
+        self._bar.set_postfix_str(text, refresh=False)
 
     def finish(self) -> None:
         if self._bar is not None:

@@ -53,6 +53,12 @@ class StatusTracker:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.errors_by_type: dict[str, int] = {}
+        #: The first message of each failure class (what to show on a console).
+        self.first_errors: dict[str, str] = {}
+        #: The limiter of the tracked endpoint, when known (its effective rate is shown).
+        self.limiter: Any = None
+        #: The run's :class:`~pipeline.guard.RunGuard`, when known (why a run stopped).
+        self.guard: Any = None
         self._latencies = array("d")  # 8 bytes a request, even for a million rows
         self._t0: float | None = None
         self._t1: float | None = None
@@ -92,6 +98,8 @@ class StatusTracker:
             self.failed += 1
             name = type(record.error).__name__
             self.errors_by_type[name] = self.errors_by_type.get(name, 0) + 1
+            if name not in self.first_errors:
+                self.first_errors[name] = str(record.error)
             return
         self.succeeded += 1
         if record.cached:
@@ -122,6 +130,46 @@ class StatusTracker:
         """p50, p95 and p99 of the HTTP round trip of successful, uncached requests (s)."""
         values = sorted(self._latencies)
         return {f"p{int(q * 100)}": _percentile(values, q) for q in (0.5, 0.95, 0.99)}
+
+    @property
+    def stopped(self) -> str | None:
+        """Why the run stopped early (``None``: it did not)."""
+        stopped = getattr(self.guard, "stopped", None)
+        return None if stopped is None else str(stopped)
+
+    def rate_text(self) -> str:
+        """The limiter's effective rate and ceiling, for a progress bar ("" if no limiter).
+
+        >>> from pipeline.limiter import AdaptiveLimiter
+        >>> tracker = StatusTracker(); tracker.limiter = AdaptiveLimiter(max_requests=6_000)
+        >>> tracker.rate_text()
+        'rate 6,000/6,000 req/min (at ceiling)'
+        >>> tracker.limiter = AdaptiveLimiter(); tracker.rate_text()
+        'rate 300/? req/min (slow start)'
+        """
+        snapshot = getattr(self.limiter, "snapshot", None)
+        if snapshot is None:
+            return ""
+        snap = snapshot()
+        per = 60.0 / snap.interval
+        adaptive = snap.mode != "static"
+        parts = []
+        for unit, rate, ceiling in (("req", snap.max_requests, snap.ceiling_requests),
+                                    ("tok", snap.max_tokens, snap.ceiling_tokens)):
+            if rate is None:
+                continue
+            text = f"{rate * per:,.0f}"
+            if adaptive:
+                text += "/?" if ceiling is None else f"/{ceiling * per:,.0f}"
+            parts.append(f"{text} {unit}/min")
+        if not parts:
+            return ""
+        text = "rate " + ", ".join(parts)
+        if adaptive:
+            text += f" ({snap.mode})"
+        if snap.max_in_flight is not None:
+            text += f", at most {snap.max_in_flight:.0f} in flight"
+        return text
 
     def as_dict(self) -> dict[str, Any]:
         """All counters as a plain dict (for logs, JSON or a DataFrame)."""
@@ -154,9 +202,16 @@ class StatusTracker:
              f"{lat['p50']:.3f} / {lat['p95']:.3f} / {lat['p99']:.3f} s"),
             ("elapsed", f"{self.elapsed:.2f} s ({rate:,.1f} rows/s)"),
         ]
+        limiter_rate = self.rate_text()
+        if limiter_rate:
+            rows.append(("limiter", limiter_rate.removeprefix("rate ")))
+        if self.stopped:
+            rows.append(("stopped", self.stopped))
         if self.errors_by_type:
             kinds = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors_by_type.items()))
             rows.append(("failures by type", kinds))
+            for name, message in sorted(self.first_errors.items()):
+                rows.append((f"first {name}", message))
         return rows
 
     def summary(self) -> str:

@@ -92,14 +92,13 @@ def instant_backoff() -> Iterator[None]:
     ...     Backoff(initial=10).delay(3)
     0.0
     """
-    from pipeline import retry
+    from pipeline.retry import set_testing
 
-    previous = retry._INSTANT
-    retry._INSTANT = True
+    previous = set_testing(True)
     try:
         yield
     finally:
-        retry._INSTANT = previous
+        set_testing(previous)
 
 
 class InstantService(OpenAIService):
@@ -123,6 +122,8 @@ class InstantService(OpenAIService):
                  **options: Any) -> None:
         options.setdefault("api_key", "sk-instant")
         options.setdefault("base_url", "http://127.0.0.1:9/v1")  # never contacted
+        # No provider to learn a rate from: without rpm/tpm, no limit at all.
+        options.setdefault("adaptive", False)
         super().__init__(**options)
         self.latency = latency
         self.fail = fail

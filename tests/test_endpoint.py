@@ -104,7 +104,7 @@ def test_repr_includes_the_live_limiter_once_built():
     pytest.importorskip("pipeline.limiter")
     ep = Endpoint("x", max_requests=10)
     _ = ep.limiter
-    assert "limiter=<TokenBucketLimiter" in repr(ep)
+    assert "limiter=<AdaptiveLimiter" in repr(ep)
 
 
 def test_slots_keep_endpoints_small():

@@ -19,6 +19,14 @@ from pipeline.testing import run_virtual
 EPS = 1e-6
 
 
+def full_bucket(max_requests: float | None = None, max_tokens: float | None = None, *,
+                interval: float = 60.0) -> TokenBucketLimiter:
+    """A bucket holding a full interval's worth (the tests of the waiting machinery use it;
+    the default bucket, half a second of the rate, is tested on its own)."""
+    return TokenBucketLimiter(max_requests, max_tokens, interval=interval,
+                              burst_requests=max_requests, burst_tokens=max_tokens)
+
+
 async def _drive(limiter: RateLimiter, arrivals: list[tuple[float, float, float]]
                  ) -> list[tuple[int, float, float, float]]:
     """Start one acquire per (arrival time, requests, tokens); return grants in grant order
@@ -129,7 +137,7 @@ def test_both_dimensions_bind_whichever_is_tighter():
 
 
 def test_large_request_is_not_starved_by_later_small_ones():
-    limiter = TokenBucketLimiter(max_tokens=1000, interval=1.0)
+    limiter = full_bucket(max_tokens=1000, interval=1.0)
 
     async def main() -> list[str]:
         order: list[str] = []
@@ -148,7 +156,7 @@ def test_large_request_is_not_starved_by_later_small_ones():
 
 
 def test_newcomer_does_not_jump_the_queue_even_if_it_fits():
-    limiter = TokenBucketLimiter(max_tokens=1000, interval=1.0)
+    limiter = full_bucket(max_tokens=1000, interval=1.0)
 
     async def main() -> bool:
         await limiter.acquire(tokens=800)  # 200 left
@@ -160,7 +168,7 @@ def test_newcomer_does_not_jump_the_queue_even_if_it_fits():
 
 
 def test_cancelled_waiter_leaks_no_capacity():
-    limiter = TokenBucketLimiter(max_tokens=100, interval=1.0)
+    limiter = full_bucket(max_tokens=100, interval=1.0)
 
     async def main() -> float:
         loop = asyncio.get_running_loop()
@@ -178,7 +186,7 @@ def test_cancelled_waiter_leaks_no_capacity():
 
 
 def test_waiter_cancelled_right_after_grant_gives_it_back():
-    limiter = TokenBucketLimiter(max_tokens=100, interval=1.0)
+    limiter = full_bucket(max_tokens=100, interval=1.0)
 
     async def main() -> float | None:
         await limiter.acquire(tokens=100)
@@ -194,7 +202,7 @@ def test_waiter_cancelled_right_after_grant_gives_it_back():
 
 
 def test_timeout_around_acquire_cancels_cleanly():
-    limiter = TokenBucketLimiter(1, interval=10.0)
+    limiter = full_bucket(1, interval=10.0)
 
     async def main() -> int:
         await limiter.acquire()
@@ -207,7 +215,7 @@ def test_timeout_around_acquire_cancels_cleanly():
 
 
 def test_pause_holds_every_grant_until_it_ends():
-    limiter = TokenBucketLimiter(1000, interval=1.0)
+    limiter = full_bucket(1000, interval=1.0)
 
     async def main() -> tuple[float, bool]:
         loop = asyncio.get_running_loop()
@@ -223,7 +231,7 @@ def test_pause_holds_every_grant_until_it_ends():
 
 
 def test_pause_never_shortens_a_longer_one():
-    limiter = TokenBucketLimiter(10, interval=1.0)
+    limiter = full_bucket(10, interval=1.0)
 
     async def main() -> float:
         limiter.pause(5)
@@ -234,7 +242,7 @@ def test_pause_never_shortens_a_longer_one():
 
 
 def test_refund_and_reconcile_return_and_take_tokens():
-    limiter = TokenBucketLimiter(max_tokens=1000, interval=60.0)
+    limiter = full_bucket(max_tokens=1000, interval=60.0)
 
     async def main() -> list[float | None]:
         seen = []
@@ -251,7 +259,7 @@ def test_refund_and_reconcile_return_and_take_tokens():
 
 
 def test_refund_wakes_a_waiter_early():
-    limiter = TokenBucketLimiter(max_tokens=100, interval=100.0)
+    limiter = full_bucket(max_tokens=100, interval=100.0)
 
     async def main() -> float:
         loop = asyncio.get_running_loop()
@@ -267,7 +275,7 @@ def test_refund_wakes_a_waiter_early():
 
 
 def test_request_too_large_fails_at_once():
-    limiter = TokenBucketLimiter(max_requests=10, max_tokens=10_000)
+    limiter = full_bucket(max_requests=10, max_tokens=10_000)
 
     async def main() -> None:
         with pytest.raises(RequestTooLarge, match="12000 tokens") as info:
@@ -293,7 +301,7 @@ def test_bad_configuration_is_a_clear_error(kwargs):
 
 @pytest.mark.parametrize("amount", [{"requests": -1}, {"tokens": math.nan}, {"tokens": "5"}])
 def test_bad_amounts_are_a_clear_error(amount):
-    limiter = TokenBucketLimiter(10, 100)
+    limiter = full_bucket(10, 100)
     with pytest.raises(ConfigError):
         limiter.try_acquire(**amount)
     with pytest.raises(ConfigError):
@@ -303,7 +311,7 @@ def test_bad_amounts_are_a_clear_error(amount):
 
 
 def test_set_rate_at_run_time_speeds_up_waiters():
-    limiter = TokenBucketLimiter(1, interval=1.0)
+    limiter = full_bucket(1, interval=1.0)
 
     async def main() -> float:
         loop = asyncio.get_running_loop()
@@ -319,14 +327,15 @@ def test_set_rate_at_run_time_speeds_up_waiters():
 
 
 def test_set_rate_can_lift_and_add_a_dimension():
-    limiter = TokenBucketLimiter(10)
+    limiter = full_bucket(10)
     limiter.set_rate(max_requests=None, max_tokens=500)
     assert (limiter.max_requests, limiter.max_tokens) == (None, 500)
-    assert limiter.snapshot().tokens_available == pytest.approx(500)
+    # A dimension that becomes limited starts with a full default bucket: half a second.
+    assert limiter.snapshot().tokens_available == pytest.approx(500 / 60 / 2)
 
 
 def test_update_from_headers_lowers_limits_and_remaining():
-    limiter = TokenBucketLimiter(max_requests=10_000, max_tokens=1_000_000)
+    limiter = full_bucket(max_requests=10_000, max_tokens=1_000_000)
 
     async def main() -> None:
         limiter.update_from_headers({
@@ -348,7 +357,7 @@ def test_update_from_headers_lowers_limits_and_remaining():
 
 @pytest.mark.parametrize("value", ["-1", "", "abc", "nan", "inf", None, "1e400"])
 def test_update_from_headers_ignores_missing_and_garbage(value):
-    limiter = TokenBucketLimiter(max_requests=100, max_tokens=1000)
+    limiter = full_bucket(max_requests=100, max_tokens=1000)
     headers = {} if value is None else {
         "x-ratelimit-limit-requests": value, "x-ratelimit-remaining-tokens": value,
         "x-ratelimit-reset-requests": value}
@@ -395,7 +404,7 @@ def test_interval_limiter_aligns_its_window_to_the_server_reset():
 
 
 def test_limiter_is_not_bound_to_the_loop_it_was_made_in():
-    limiter = TokenBucketLimiter(2, interval=0.05)
+    limiter = full_bucket(2, interval=0.05)
 
     async def burst() -> None:
         await asyncio.gather(*(limiter.acquire() for _ in range(4)))
@@ -405,7 +414,7 @@ def test_limiter_is_not_bound_to_the_loop_it_was_made_in():
 
 
 def test_async_with_takes_one_request():
-    limiter = TokenBucketLimiter(5)
+    limiter = full_bucket(5)
 
     async def main() -> float | None:
         async with limiter:
@@ -416,7 +425,8 @@ def test_async_with_takes_one_request():
 
 
 def test_repr_and_snapshot_show_live_state():
-    limiter = TokenBucketLimiter(max_requests=600, max_tokens=90_000, burst_requests=10)
+    limiter = TokenBucketLimiter(max_requests=600, max_tokens=90_000, burst_requests=10,
+                                 burst_tokens=90_000)
 
     async def main() -> str:
         await asyncio.gather(*(limiter.acquire(tokens=10) for _ in range(10)))
@@ -438,3 +448,35 @@ def test_header_limits_shrink_an_explicit_burst_in_proportion():
     limiter.update_from_headers({"x-ratelimit-limit-requests": "600"})
     assert limiter.max_requests == 600
     assert limiter.snapshot().requests_available == pytest.approx(60)
+
+
+def test_default_bucket_holds_half_a_second_of_the_rate():
+    # A provider enforcing 6,000/min as 100/s holds 100: the client's default bucket holds
+    # 50 of them, leaving the rest for network jitter (never a minute's worth at once).
+    limiter = TokenBucketLimiter(max_requests=6_000, max_tokens=600_000)
+    snap = limiter.snapshot()
+    assert (snap.requests_available, snap.tokens_available) == (50, 5_000)
+    assert sum(limiter.try_acquire() for _ in range(200)) == 50
+
+
+def test_a_request_larger_than_the_bucket_waits_for_a_full_bucket_then_owes_the_rest():
+    limiter = TokenBucketLimiter(max_tokens=60_000)  # 1,000 tokens/s, bucket 500
+
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        times = []
+        for tokens in (4_000, 100, 4_000):
+            await limiter.acquire(tokens=tokens)
+            times.append(loop.time())
+        return times
+
+    # 4,000 at once (full bucket) -> owes 3,500: the next 100 waits 3.6 s; the next 4,000
+    # needs a full bucket again: 0.5 s more.
+    assert run_virtual(main()) == pytest.approx([0.0, 3.6, 4.1])
+
+
+def test_only_a_request_above_the_whole_interval_limit_is_too_large():
+    limiter = TokenBucketLimiter(max_tokens=60_000)
+    with pytest.raises(RequestTooLarge):
+        limiter.try_acquire(tokens=60_001)
+    assert limiter.try_acquire(tokens=60_000)

@@ -348,7 +348,7 @@ def test_records_do_not_keep_references_alive():
 
 def test_a_low_prompt_estimate_is_charged_what_the_provider_counts():
     service = InstantService()  # reports 5 prompt tokens
-    limiter = TokenBucketLimiter(max_tokens=100_000, interval=60.0)
+    limiter = TokenBucketLimiter(max_tokens=100_000, interval=60.0, burst_tokens=100_000)
     job = _job(service)  # max_tokens=5
     request = msgspec.structs.replace(job.build(ROWS[0]), token_estimate=2)
 

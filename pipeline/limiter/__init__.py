@@ -3,11 +3,13 @@
 A provider such as OpenAI limits a key on two dimensions at once: requests per minute and
 tokens per minute. A limiter here grants ``(requests, tokens)`` atomically on both.
 
-Two policies share one waiting machinery (:class:`RateLimiter`):
+Three policies share one waiting machinery (:class:`RateLimiter`):
 
-* :class:`TokenBucketLimiter` (the default) refills continuously, like the providers' own
-  limits: in any window of length ``W`` it grants at most ``rate * W + burst`` on each
-  dimension.
+* :class:`AdaptiveLimiter` (the default of every endpoint): a token bucket whose rates follow
+  the provider's answers, the user's limits acting as ceilings (slow start when they are
+  unknown, a cut on each round of 429s, CUBIC growth back, an in-flight cap on overload).
+* :class:`TokenBucketLimiter` (``adaptive=False``) refills continuously at fixed rates: in any
+  window of length ``W`` it grants at most ``rate * W + burst`` on each dimension.
 * :class:`IntervalLimiter` restores full capacity at the start of every ``interval`` (the
   classic "N per minute" window). It never grants past capacity and owns no background task.
 
@@ -37,9 +39,19 @@ The waiting machinery, shared by both:
 
 from __future__ import annotations
 
-from pipeline.limiter._base import KEEP, LimiterSnapshot, RateLimiter, set_clock
+from pipeline.limiter._adaptive import AdaptiveLimiter
+from pipeline.limiter._base import (
+    DEFAULT_BURST_SECONDS,
+    DEFAULT_COOLDOWN,
+    KEEP,
+    Lease,
+    LimiterSnapshot,
+    RateLimiter,
+    set_clock,
+)
 from pipeline.limiter._interval import IntervalLimiter
 from pipeline.limiter._token_bucket import TokenBucketLimiter
 
-__all__ = ["KEEP", "IntervalLimiter", "LimiterSnapshot", "RateLimiter", "TokenBucketLimiter",
+__all__ = ["DEFAULT_BURST_SECONDS", "DEFAULT_COOLDOWN", "KEEP", "AdaptiveLimiter",
+           "IntervalLimiter", "Lease", "LimiterSnapshot", "RateLimiter", "TokenBucketLimiter",
            "set_clock"]

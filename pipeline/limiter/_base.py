@@ -15,9 +15,18 @@ from typing import Any
 import msgspec
 
 from pipeline._durations import format_duration, parse_duration
-from pipeline.errors import ConfigError, RequestTooLarge
+from pipeline.errors import ConfigError, RateLimitError, RequestTooLarge
 
-__all__ = ["KEEP", "LimiterSnapshot", "RateLimiter", "set_clock"]
+__all__ = ["DEFAULT_BURST_SECONDS", "DEFAULT_COOLDOWN", "KEEP", "Lease", "LimiterSnapshot",
+           "RateLimiter", "set_clock"]
+
+#: The bucket a limiter keeps by default, in seconds of its rate. Providers enforce a per-minute
+#: limit over windows as short as a second (OpenAI: "60,000 requests/minute may be enforced as
+#: 1,000 requests/second"); half a second leaves the other half of such a bucket for network
+#: jitter, so a client pacing at exactly the limit is not refused for an early packet.
+DEFAULT_BURST_SECONDS = 0.5
+#: How long everyone pauses after a 429 that did not say how long to wait (static limiters).
+DEFAULT_COOLDOWN = 1.0
 
 _INF = math.inf
 _SLACK = 1e-9  # relative tolerance for floating-point rounding of bucket levels
@@ -75,7 +84,9 @@ def _check_amount(name: str, value: float) -> float:
 class LimiterSnapshot(msgspec.Struct, frozen=True):
     """A point-in-time view of a limiter, for dashboards, logs and tests.
 
-    ``None`` on a dimension means that dimension is not limited.
+    ``None`` on a dimension means that dimension is not limited. ``max_requests`` and
+    ``max_tokens`` are the limits in force now (an adaptive limiter's effective rate);
+    ``ceiling_*`` are the most it may grow to (the user's or the provider's limits).
     """
 
     requests_available: float | None
@@ -86,15 +97,51 @@ class LimiterSnapshot(msgspec.Struct, frozen=True):
     waiters: int
     paused_for: float
     next_wake_in: float | None
+    in_flight: int = 0
+    max_in_flight: float | None = None
+    ceiling_requests: float | None = None
+    ceiling_tokens: float | None = None
+    mode: str = "static"
+
+
+class Lease:
+    """One grant of a limiter, settled by :meth:`RateLimiter.settle` once its request's
+    outcome is known (this is how a limiter learns from responses and 429s).
+
+    Attributes:
+        limiter: the limiter that granted it.
+        requests, tokens: what was granted.
+        granted_at: the limiter clock's time of the grant.
+        slot: whether it holds an in-flight slot (released when settled).
+        settled: whether it has been settled.
+    """
+
+    __slots__ = ("granted_at", "limiter", "requests", "settled", "slot", "tokens")
+
+    def __init__(self, limiter: RateLimiter, requests: float, tokens: float, granted_at: float,
+                 slot: bool) -> None:
+        self.limiter = limiter
+        self.requests = requests
+        self.tokens = tokens
+        self.granted_at = granted_at
+        self.slot = slot
+        self.settled = False
+
+    def __repr__(self) -> str:
+        state = "settled" if self.settled else "open"
+        return (f"<Lease {self.requests:g} request(s), {self.tokens:,.0f} tokens, {state}, "
+                f"from {type(self.limiter).__name__}>")
 
 
 class _Waiter:
-    __slots__ = ("future", "requests", "tokens")
+    __slots__ = ("future", "requests", "slot", "tokens")
 
-    def __init__(self, future: asyncio.Future[None], requests: float, tokens: float) -> None:
+    def __init__(self, future: asyncio.Future[None], requests: float, tokens: float,
+                 slot: bool = False) -> None:
         self.future = future
         self.requests = requests
         self.tokens = tokens
+        self.slot = slot
 
 
 class RateLimiter(ABC):
@@ -104,8 +151,12 @@ class RateLimiter(ABC):
     until an amount fits), ``_take``, ``_give`` and ``_available``.
     """
 
-    __slots__ = ("_cap_r", "_cap_t", "_interval", "_max_requests", "_max_tokens",
-                 "_paused_until", "_timer", "_timer_loop", "_timer_when", "_waiters")
+    __slots__ = ("_cap_r", "_cap_t", "_in_flight", "_interval", "_max_in_flight",
+                 "_max_requests", "_max_tokens", "_paused_until", "_timer", "_timer_loop",
+                 "_timer_when", "_waiters")
+
+    #: Whether leases hold an in-flight slot (the adaptive limiter caps requests in flight).
+    _uses_slots = False
 
     def __init__(self, max_requests: float | None, max_tokens: float | None,
                  interval: float) -> None:
@@ -122,6 +173,8 @@ class RateLimiter(ABC):
         self._timer_when = _INF
         # The most one grant may take (inf: unlimited); kept current by _limits_changed().
         self._cap_r = self._cap_t = _INF
+        self._in_flight = 0  # leases holding a slot, not yet settled
+        self._max_in_flight = _INF
 
     def _limits_changed(self) -> None:
         cap_r, cap_t = self._capacity()
@@ -227,6 +280,28 @@ class RateLimiter(ABC):
         Raises :class:`~pipeline.errors.RequestTooLarge` at once if the amount can never fit,
         and :class:`~pipeline.errors.ConfigError` for negative or non-finite amounts.
         """
+        await self._acquire(requests, tokens, False)
+
+    async def lease(self, requests: float = 1, tokens: float = 0) -> Lease:
+        """Like :meth:`acquire`, and return a :class:`Lease` to :meth:`settle` with the outcome.
+
+        An adaptive limiter also waits for an in-flight slot here, and learns its rate from
+        the settled outcomes; the pipeline's ``acquire`` and ``call`` stages do exactly this.
+
+        >>> from pipeline.limiter import TokenBucketLimiter
+        >>> async def main():
+        ...     limiter = TokenBucketLimiter(max_requests=60)
+        ...     lease = await limiter.lease(tokens=0)
+        ...     limiter.settle(lease, headers={"x-ratelimit-limit-requests": "30"})
+        ...     return limiter.max_requests
+        >>> asyncio.run(main())
+        30.0
+        """
+        slot = self._uses_slots
+        await self._acquire(requests, tokens, slot)
+        return Lease(self, requests, tokens, _clock(), slot)
+
+    async def _acquire(self, requests: float, tokens: float, slot: bool) -> None:
         now = _clock()
         # Cheap validation first (NaN fails the comparisons, a str raises TypeError); the
         # full check runs only to explain what is wrong.
@@ -238,10 +313,13 @@ class RateLimiter(ABC):
             requests, tokens = self._validate(requests, tokens)
         # Fast path: nobody waiting, not paused, capacity there.
         if not self._waiters and now >= self._paused_until and \
+                (not slot or self._in_flight < self._max_in_flight) and \
                 self._fast_take(requests, tokens, now):
+            if slot:
+                self._in_flight += 1
             return
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop.create_future(), requests, tokens)
+        waiter = _Waiter(loop.create_future(), requests, tokens, slot)
         self._waiters.append(waiter)
         if len(self._waiters) == 1:
             self._serve(loop)
@@ -251,6 +329,8 @@ class RateLimiter(ABC):
             if waiter.future.done() and not waiter.future.cancelled():
                 # Granted, then cancelled before we could return: give the grant back.
                 self._give(requests, tokens, _now())
+                if slot:
+                    self._in_flight -= 1
             elif self._waiters and self._waiters[0] is waiter:
                 self._waiters.popleft()
             else:
@@ -290,11 +370,17 @@ class RateLimiter(ABC):
             if now < self._paused_until:
                 self._arm(loop, self._paused_until)
                 return
+            if head.slot and self._in_flight >= self._max_in_flight:
+                # Waiting for a request in flight to finish: settle() wakes us, no timer.
+                self._cancel_timer()
+                return
             delay = self._delay(head.requests, head.tokens, now)
             if delay > 0:
                 self._arm(loop, now + delay)
                 return
             self._take(head.requests, head.tokens, now)
+            if head.slot:
+                self._in_flight += 1
             waiters.popleft()
             head.future.set_result(None)
         self._cancel_timer()
@@ -332,7 +418,7 @@ class RateLimiter(ABC):
         """Give back capacity that was reserved but not used (capped at the bucket size).
 
         >>> from pipeline.limiter import TokenBucketLimiter
-        >>> limiter = TokenBucketLimiter(max_tokens=1_000)
+        >>> limiter = TokenBucketLimiter(max_tokens=1_000, burst_tokens=1_000)
         >>> limiter.try_acquire(tokens=1_000), limiter.try_acquire(tokens=1)
         (True, False)
         >>> limiter.refund(tokens=400); limiter.try_acquire(tokens=400)
@@ -354,6 +440,54 @@ class RateLimiter(ABC):
         if estimated != actual:
             self._give(0.0, estimated - actual, _now())
             self._wake()
+
+    def settle(self, lease: Lease, *, error: BaseException | None = None,
+               headers: Mapping[str, str] | None = None, tokens: float | None = None,
+               exact: bool = False) -> None:
+        """Tell the limiter how a leased request ended (once; later calls do nothing).
+
+        Args:
+            lease: what :meth:`lease` returned.
+            error: the exception the request failed with, if it did. A
+                :class:`~pipeline.errors.RateLimitError` pauses everyone for its
+                ``retry_after`` (an adaptive limiter also lowers its rate).
+            headers: the response's headers (``x-ratelimit-*`` are followed).
+            tokens: the tokens the provider counted for it. More than leased is taken (the
+                estimate was low); less is given back only with ``exact``.
+            exact: give back unused tokens too (for providers that charge actual usage).
+        """
+        if lease.settled:
+            return
+        lease.settled = True
+        if lease.slot:
+            self._in_flight -= 1
+        now = _now()
+        if error is None:
+            if tokens is not None and (tokens > lease.tokens or (exact and tokens < lease.tokens)):
+                self._give(0.0, lease.tokens - tokens, now)
+            if headers:
+                self.update_from_headers(headers)
+            self._on_success(lease, tokens, now)
+        else:
+            error_headers = getattr(error, "headers", None)
+            if error_headers:
+                self.update_from_headers(error_headers)
+            self._on_error(lease, error, now)
+        self._wake()
+
+    def _on_success(self, lease: Lease, tokens: float | None, now: float) -> None:
+        """A leased request succeeded (hook for adaptive policies)."""
+        return None  # a fixed-rate policy has nothing to learn from a success
+
+    def _on_error(self, lease: Lease, error: BaseException, now: float) -> None:
+        """A leased request failed: a rate limit pauses everyone (hook for adaptive policies)."""
+        if isinstance(error, RateLimitError):
+            self.pause(error.retry_after if error.retry_after is not None else DEFAULT_COOLDOWN)
+
+    @property
+    def in_flight(self) -> int:
+        """Leases holding an in-flight slot that are not settled yet."""
+        return self._in_flight
 
     def pause(self, seconds: float) -> None:
         """Grant nothing for ``seconds`` (a cooldown, e.g. a 429's ``retry-after``).
@@ -410,20 +544,9 @@ class RateLimiter(ABC):
         now = _now()
         limit_r = _positive_number(get("x-ratelimit-limit-requests"))
         limit_t = _positive_number(get("x-ratelimit-limit-tokens"))
-        # The headers speak of per-minute limits; convert to this limiter's interval.
-        scale = self._interval / 60.0
-        if limit_r is not None and (self._max_requests is None
-                                    or limit_r * scale < self._max_requests):
-            self._scale_burst(limit_r * scale / (self._max_requests or limit_r * scale), 1.0)
-            self._max_requests = limit_r * scale
+        if (limit_r is not None or limit_t is not None) and \
+                self._header_limits(limit_r, limit_t, now):
             changed = True
-        if limit_t is not None and (self._max_tokens is None
-                                    or limit_t * scale < self._max_tokens):
-            self._scale_burst(1.0, limit_t * scale / (self._max_tokens or limit_t * scale))
-            self._max_tokens = limit_t * scale
-            changed = True
-        if changed:
-            self._rates_changed(now)
         rem_r = _nonnegative_number(get("x-ratelimit-remaining-requests"))
         rem_t = _nonnegative_number(get("x-ratelimit-remaining-tokens"))
         avail_r, avail_t = self._available(now)
@@ -441,6 +564,25 @@ class RateLimiter(ABC):
         if changed:
             self._wake()
 
+    def _header_limits(self, limit_r: float | None, limit_t: float | None, now: float) -> bool:
+        """The provider stated its per-minute limits: lower ours where theirs are lower."""
+        changed = False
+        # The headers speak of per-minute limits; convert to this limiter's interval.
+        scale = self._interval / 60.0
+        if limit_r is not None and (self._max_requests is None
+                                    or limit_r * scale < self._max_requests):
+            self._scale_burst(limit_r * scale / (self._max_requests or limit_r * scale), 1.0)
+            self._max_requests = limit_r * scale
+            changed = True
+        if limit_t is not None and (self._max_tokens is None
+                                    or limit_t * scale < self._max_tokens):
+            self._scale_burst(1.0, limit_t * scale / (self._max_tokens or limit_t * scale))
+            self._max_tokens = limit_t * scale
+            changed = True
+        if changed:
+            self._rates_changed(now)
+        return changed
+
     # ----------------------------------------------------------------- inspection
     def snapshot(self) -> LimiterSnapshot:
         """Current capacity, limits, waiters, pause and next wake-up."""
@@ -452,7 +594,10 @@ class RateLimiter(ABC):
             max_requests=self._max_requests, max_tokens=self._max_tokens,
             interval=self._interval,
             waiters=sum(1 for w in self._waiters if not w.future.done()),
-            paused_for=max(0.0, self._paused_until - now), next_wake_in=next_wake)
+            paused_for=max(0.0, self._paused_until - now), next_wake_in=next_wake,
+            in_flight=self._in_flight,
+            max_in_flight=None if self._max_in_flight == _INF else self._max_in_flight,
+            ceiling_requests=self._max_requests, ceiling_tokens=self._max_tokens)
 
     def __repr__(self) -> str:
         snap = self.snapshot()

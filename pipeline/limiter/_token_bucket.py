@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.limiter._base import _SLACK, RateLimiter, _check_rate
+from pipeline.limiter._base import _SLACK, DEFAULT_BURST_SECONDS, RateLimiter, _check_rate
 
 __all__ = ["TokenBucketLimiter"]
 
@@ -15,16 +15,24 @@ class TokenBucketLimiter(RateLimiter):
         max_tokens: tokens per ``interval`` (``None``: not limited).
         interval: seconds; 60 makes the limits "per minute", like OpenAI's RPM and TPM.
         burst_requests: bucket size in requests: the most granted at once after idling.
-            Defaults to ``max_requests`` (a full interval's worth, as providers do).
-        burst_tokens: bucket size in tokens; also the largest single request. Defaults to
-            ``max_tokens``.
+            Defaults to half a second of the rate (``DEFAULT_BURST_SECONDS``): providers
+            enforce per-minute limits over windows as short as a second, so a bucket holding
+            a full minute would burst straight into 429s.
+        burst_tokens: bucket size in tokens, by default half a second of the rate too.
 
     In every window of length ``W`` it grants at most ``rate * W + burst`` on each dimension.
-    The bucket starts full.
+    The bucket starts full. A request larger than the bucket (a long prompt on a modest
+    tokens-per-minute limit) is granted once the bucket is full, and the bucket then owes the
+    difference, so the long-run rate holds; only a request above the whole ``max_tokens`` per
+    ``interval`` can never be granted (:class:`~pipeline.errors.RequestTooLarge`).
 
-    >>> limiter = TokenBucketLimiter(max_requests=5_000, max_tokens=2_000_000, burst_requests=100)
+    >>> limiter = TokenBucketLimiter(max_requests=5_000, max_tokens=2_000_000)
     >>> limiter
-    <TokenBucketLimiter requests=100/5,000 per min tokens=2,000,000/2,000,000 per min waiters=0>
+    <TokenBucketLimiter requests=42/5,000 per min tokens=16,667/2,000,000 per min waiters=0>
+    >>> limiter.try_acquire(tokens=50_000)   # larger than the bucket: granted when it is full
+    True
+    >>> limiter.try_acquire(tokens=1)        # ... and then the bucket owes the difference
+    False
     """
 
     __slots__ = ("_burst_r", "_burst_t", "_level_r", "_level_t", "_rate_r", "_rate_t",
@@ -48,11 +56,16 @@ class TokenBucketLimiter(RateLimiter):
     def _fast_take(self, requests: float, tokens: float, now: float) -> bool:
         # _delay + _take fused, with one refill: this is every uncontended acquire.
         self._refill(now)
-        if (requests and self._burst_r is not None
-                and requests - self._level_r > _SLACK * requests) or \
-                (tokens and self._burst_t is not None
-                 and tokens - self._level_t > _SLACK * tokens):
-            return False
+        burst = self._burst_r
+        if requests and burst is not None:
+            need = burst if requests > burst else requests  # oversized: wait for a full bucket
+            if need - self._level_r > _SLACK * need:
+                return False
+        burst = self._burst_t
+        if tokens and burst is not None:
+            need = burst if tokens > burst else tokens
+            if need - self._level_t > _SLACK * need:
+                return False
         self._level_r -= requests
         self._level_t -= tokens
         return True
@@ -69,12 +82,12 @@ class TokenBucketLimiter(RateLimiter):
             self._burst_r = None
         else:
             self._rate_r = self._max_requests / self._interval
-            self._burst_r = self._user_burst_r or self._max_requests
+            self._burst_r = self._user_burst_r or self._rate_r * DEFAULT_BURST_SECONDS
         if self._max_tokens is None:
             self._burst_t = None
         else:
             self._rate_t = self._max_tokens / self._interval
-            self._burst_t = self._user_burst_t or self._max_tokens
+            self._burst_t = self._user_burst_t or self._rate_t * DEFAULT_BURST_SECONDS
         self._limits_changed()
 
     def _refill(self, now: float) -> None:
@@ -103,11 +116,17 @@ class TokenBucketLimiter(RateLimiter):
         # ``now + 1e-17`` would fire at ``now`` again, and again, forever.
         # A dimension the request does not use (0 requests, 0 tokens) never holds it up,
         # not even when a debt has driven that bucket below zero.
-        if requests and self._burst_r is not None and \
-                requests - self._level_r > _SLACK * requests:
-            delay = (requests - self._level_r) / self._rate_r
-        if tokens and self._burst_t is not None and tokens - self._level_t > _SLACK * tokens:
-            delay = max(delay, (tokens - self._level_t) / self._rate_t)
+        # A request larger than the bucket waits for a full bucket (then owes the rest).
+        burst = self._burst_r
+        if requests and burst is not None:
+            need = burst if requests > burst else requests
+            if need - self._level_r > _SLACK * need:
+                delay = (need - self._level_r) / self._rate_r
+        burst = self._burst_t
+        if tokens and burst is not None:
+            need = burst if tokens > burst else tokens
+            if need - self._level_t > _SLACK * need:
+                delay = max(delay, (need - self._level_t) / self._rate_t)
         return delay
 
     def _take(self, requests: float, tokens: float, now: float) -> None:
@@ -128,7 +147,12 @@ class TokenBucketLimiter(RateLimiter):
                 None if self._burst_t is None else self._level_t)
 
     def _capacity(self) -> tuple[float | None, float | None]:
-        return self._burst_r, self._burst_t
+        # The most one grant may take: a full interval's limit (or the bucket, if larger).
+        cap_r = None if self._burst_r is None or self._max_requests is None else \
+            max(self._burst_r, self._max_requests)
+        cap_t = None if self._burst_t is None or self._max_tokens is None else \
+            max(self._burst_t, self._max_tokens)
+        return cap_r, cap_t
 
     def _rates_changed(self, now: float) -> None:
         self._refill(now)

@@ -1,0 +1,408 @@
+"""The adaptive policy: a token bucket whose rate follows what the provider really allows.
+
+The user's ``rpm``/``tpm`` are ceilings, often wrong and sometimes unknown. A provider may
+enforce its minute limit per second, share the key with other clients, cap requests in flight,
+or say nothing but 429. So the limiter treats its rates as estimates and corrects them from
+outcomes, the way TCP congestion control treats its window:
+
+* **Facts first.** ``x-ratelimit-limit-*`` headers set the ceiling (never above the user's);
+  ``x-ratelimit-remaining-*`` lowers what is available now (the base class does that).
+* **Slow start** when a dimension's limit is unknown: begin at ``start_rate`` requests per
+  second and double every quarter second while the limiter is what holds requests back.
+* **Multiplicative decrease** on a 429: the rate drops to ``beta`` x the lower of the rate and
+  the rate that actually succeeded over the last second, for the dimension the 429 names
+  (requests or tokens; both when it does not say). One cut per round: a 429 for a request
+  granted before the last cut is old news and changes nothing, so a burst of 429s from one
+  overshoot is one signal, not fifty.
+* **CUBIC growth** after a cut: the rate climbs back toward the rate where the 429 came
+  (quickly at first, flattening near it), in ``recovery`` seconds, then probes above it
+  slowly; it never exceeds the ceiling. Growth only happens while the limiter is actually
+  what holds requests back (an idle or concurrency-bound run learns nothing about the rate).
+  A rate that was cut again below its last peak sets the next peak lower (CUBIC's fast
+  convergence), so repeated 429s settle instead of oscillating.
+* **In-flight cap**: an overload answer (503, or 429 ``overloaded``) cuts the number of
+  requests in flight to ``beta`` x what was in flight; each success then adds ``1/cap``
+  (one more per round trip), as Netflix's concurrency-limits and TCP's AIMD do.
+
+The AWS SDKs' "adaptive" retry mode is the same idea on one dimension (a client-side token
+bucket whose rate follows CUBIC on throttling); this one runs on requests and tokens at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pipeline.errors import APIError, RateLimitError, ServerError
+from pipeline.limiter._base import _INF, Lease, LimiterSnapshot, _check_rate, _now
+from pipeline.limiter._token_bucket import TokenBucketLimiter
+
+__all__ = ["AdaptiveLimiter"]
+
+_SLOW_START_STEP = 0.25  # seconds between doublings in slow start
+_UPDATE_EVERY = 0.05  # seconds between rate recomputations during growth
+_METER_SPAN = 0.5  # seconds per bucket of the success-rate meter (two buckets kept)
+
+
+class _Dimension:
+    """The controller of one dimension (requests or tokens), in units per second."""
+
+    __slots__ = ("ceiling", "epoch", "k", "last_cut", "last_step", "name", "peak", "pressed",
+                 "rate", "slow_start")
+
+    def __init__(self, name: str, ceiling: float | None, start: float | None) -> None:
+        self.name = name
+        self.ceiling = ceiling  # the most it may grow to (None: unknown)
+        # The rate in force: the ceiling when told, else ``start`` (None: not limited at all).
+        self.rate = ceiling if ceiling is not None else start
+        self.slow_start = ceiling is None and start is not None
+        self.peak = self.rate or 0.0  # CUBIC's W_max: the rate where the last 429 came
+        self.k = 0.0  # seconds from the epoch until the curve is back at the peak
+        self.epoch = -_INF  # time of the last cut (start of the growth curve)
+        self.last_cut = -_INF
+        self.last_step = -_INF
+        self.pressed = False  # the limiter held a request back on this dimension lately
+
+    def state(self) -> str:
+        if self.rate is None:
+            return "unlimited"
+        if self.slow_start:
+            return "slow start"
+        if self.ceiling is not None and self.rate >= self.ceiling * (1 - 1e-9):
+            return "at ceiling"
+        return "recovering" if self.rate < self.peak else "probing"
+
+
+class AdaptiveLimiter(TokenBucketLimiter):
+    """A :class:`TokenBucketLimiter` whose rates follow the provider's answers (the default).
+
+    Args:
+        max_requests, max_tokens: ceilings per ``interval`` (the user's ``rpm``/``tpm`` when
+            ``interval`` is 60). ``None``: unknown; the requests rate is then discovered from
+            ``start_rate`` up, the tokens rate from the first 429 that names tokens.
+        interval: seconds the ceilings are counted over.
+        burst_requests, burst_tokens: fixed bucket sizes; by default half a second of the
+            *effective* rate, so the bucket shrinks with the rate after a 429.
+        start_rate: requests per second to start from when no ``max_requests`` is given.
+        beta: the factor a 429 cuts the rate (and an overload the in-flight cap) to.
+        recovery: seconds the rate takes to climb back to where the last 429 came.
+        min_rate: the lowest requests per second a cut may reach.
+
+    ``adaptive=False`` on a service (or a plain :class:`TokenBucketLimiter`) turns all of this
+    off, for comparison. The state is in :meth:`snapshot` and the repr:
+
+    >>> limiter = AdaptiveLimiter(max_requests=6_000)
+    >>> limiter
+    <AdaptiveLimiter requests=50/6,000 per min (ceiling 6,000, at ceiling) tokens=unlimited in_flight=0 waiters=0>
+    >>> AdaptiveLimiter()
+    <AdaptiveLimiter requests=2.5/300 per min (ceiling unknown, slow start) tokens=unlimited in_flight=0 waiters=0>
+    """  # noqa: E501
+
+    __slots__ = ("_beta", "_cap_pressed", "_dims", "_m_ok_r", "_m_ok_t", "_m_prev_r",
+                 "_m_prev_t", "_m_start", "_min_rate", "_overload_cut", "_recovery",
+                 "_updated", "_user_ceiling_r", "_user_ceiling_t")
+
+    _uses_slots = True
+
+    def __init__(self, max_requests: float | None = None, max_tokens: float | None = None, *,
+                 interval: float = 60.0, burst_requests: float | None = None,
+                 burst_tokens: float | None = None, start_rate: float = 5.0,
+                 beta: float = 0.7, recovery: float = 2.0, min_rate: float = 1 / 60) -> None:
+        start = _check_rate("start_rate", start_rate)
+        recovery_s = _check_rate("recovery", recovery)
+        floor = _check_rate("min_rate", min_rate)
+        if not isinstance(beta, int | float) or not 0 < beta < 1:
+            from pipeline.errors import ConfigError
+
+            raise ConfigError(f"beta must be between 0 and 1, got {beta!r}")
+        assert start is not None and recovery_s is not None and floor is not None
+        ceiling_r = _check_rate("max_requests", max_requests)
+        ceiling_t = _check_rate("max_tokens", max_tokens)
+        interval_s = _check_rate("interval", interval) or 60.0
+        self._dims = (
+            _Dimension("requests", None if ceiling_r is None else ceiling_r / interval_s,
+                       start),
+            _Dimension("tokens", None if ceiling_t is None else ceiling_t / interval_s, None),
+        )
+        self._user_ceiling_r = self._dims[0].ceiling
+        self._user_ceiling_t = self._dims[1].ceiling
+        self._beta = float(beta)
+        self._recovery = recovery_s
+        self._min_rate = floor
+        self._updated = -_INF
+        self._cap_pressed = False
+        self._overload_cut = -_INF
+        self._m_start = -_INF
+        self._m_ok_r = self._m_ok_t = self._m_prev_r = self._m_prev_t = 0.0
+        rates = [None if d.rate is None else _exact(d.rate * interval_s, told)
+                 for d, told in zip(self._dims, (ceiling_r, ceiling_t), strict=True)]
+        super().__init__(rates[0], rates[1], interval=interval,
+                         burst_requests=burst_requests, burst_tokens=burst_tokens)
+
+    # ----------------------------------------------------------------- reading the state
+    @property
+    def ceiling_requests(self) -> float | None:
+        """The most ``max_requests`` may grow to (per ``interval``; ``None``: unknown)."""
+        ceiling = self._dims[0].ceiling
+        return None if ceiling is None else ceiling * self._interval
+
+    @property
+    def ceiling_tokens(self) -> float | None:
+        """The most ``max_tokens`` may grow to (per ``interval``; ``None``: unknown)."""
+        ceiling = self._dims[1].ceiling
+        return None if ceiling is None else ceiling * self._interval
+
+    @property
+    def max_in_flight(self) -> float | None:
+        """The in-flight cap learnt from overload answers (``None``: no cap yet)."""
+        return None if self._max_in_flight == _INF else self._max_in_flight
+
+    def snapshot(self) -> LimiterSnapshot:
+        import msgspec
+
+        snap = super().snapshot()
+        states = list(dict.fromkeys(d.state() for d in self._dims if d.rate is not None))
+        return msgspec.structs.replace(
+            snap, ceiling_requests=self.ceiling_requests, ceiling_tokens=self.ceiling_tokens,
+            mode=" / ".join(states) if states else "unlimited")
+
+    def __repr__(self) -> str:
+        snap = self.snapshot()
+        per = "min" if self._interval == 60.0 else f"{self._interval:g}s"
+        parts = []
+        for dim, avail, limit in ((self._dims[0], snap.requests_available, snap.max_requests),
+                                  (self._dims[1], snap.tokens_available, snap.max_tokens)):
+            if limit is None or avail is None:
+                parts.append(f"{dim.name}=unlimited")
+                continue
+            ceiling = "unknown" if dim.ceiling is None else \
+                f"{dim.ceiling * self._interval:,.0f}"
+            level = f"{avail:,.0f}" if abs(avail) >= 10 else f"{avail:.2g}"
+            parts.append(f"{dim.name}={level}/{limit:,.0f} per {per} "
+                         f"(ceiling {ceiling}, {dim.state()})")
+        parts.append(f"in_flight={snap.in_flight}" + (
+            f"/{snap.max_in_flight:.0f}" if snap.max_in_flight is not None else ""))
+        parts.append(f"waiters={snap.waiters}")
+        if snap.paused_for > 0:
+            parts.append(f"paused {snap.paused_for:.2g}s")
+        return f"<{type(self).__name__} {' '.join(parts)}>"
+
+    # ----------------------------------------------------------------- policy hooks
+    def _delay(self, requests: float, tokens: float, now: float) -> float:
+        delay = super()._delay(requests, tokens, now)
+        if delay > 0:
+            # Which dimension holds the request back: only that one has earned growth.
+            if requests and self._burst_r is not None and self._level_r < min(
+                    requests, self._burst_r):
+                self._dims[0].pressed = True
+            if tokens and self._burst_t is not None and self._level_t < min(
+                    tokens, self._burst_t):
+                self._dims[1].pressed = True
+        return delay
+
+    def _header_limits(self, limit_r: float | None, limit_t: float | None, now: float) -> bool:
+        # The provider's stated limits are facts: they set the ceilings (never above the
+        # user's), and a dimension still guessing jumps straight to them.
+        changed = False
+        for dim, limit, user in ((self._dims[0], limit_r, self._user_ceiling_r),
+                                 (self._dims[1], limit_t, self._user_ceiling_t)):
+            if limit is None:
+                continue
+            ceiling = limit / 60.0
+            if user is not None:
+                ceiling = min(ceiling, user)
+            if dim.ceiling is not None and abs(dim.ceiling - ceiling) <= 1e-9 * ceiling:
+                continue
+            dim.ceiling = ceiling
+            if dim.slow_start or dim.rate is None:
+                dim.rate = dim.peak = ceiling
+                dim.slow_start = False
+            elif dim.rate > ceiling:
+                dim.rate = ceiling
+            dim.peak = min(dim.peak, ceiling) if dim.peak else ceiling
+            changed = True
+        if changed:
+            self._apply(now)
+        return changed
+
+    def _on_success(self, lease: Lease, tokens: float | None, now: float) -> None:
+        self._meter(now, lease.tokens if tokens is None else tokens)
+        if lease.slot and self._max_in_flight != _INF:
+            # Additive increase: one more in flight per round trip of successes.
+            self._max_in_flight += 1.0 / max(1.0, self._max_in_flight)
+        if now - self._updated >= _UPDATE_EVERY:
+            self._grow(now)
+
+    def _on_error(self, lease: Lease, error: BaseException, now: float) -> None:
+        if _is_overload(error):
+            self._overloaded(lease, now)
+            return
+        if not isinstance(error, RateLimitError):
+            return
+        dimension = _throttled_dimension(error)
+        cut = False
+        for dim in self._dims:
+            if dimension is not None and dim.name != dimension:
+                continue
+            if dimension is None and dim.rate is None:
+                continue  # an unnamed 429 does not invent a token limit
+            cut = self._cut(dim, lease, now) or cut
+        if dimension == "tokens" and self._dims[1].rate is None:
+            cut = self._cut(self._dims[1], lease, now) or cut
+        if cut:
+            self._apply(now)
+        if error.retry_after is not None:
+            # The provider said when: nobody sends before then (a fixed window's reset).
+            self.pause(error.retry_after)
+
+    # ----------------------------------------------------------------- the controller
+    def _meter(self, now: float, tokens: float) -> None:
+        """Count a success in the two-bucket meter of what the provider admitted."""
+        if now - self._m_start >= _METER_SPAN:
+            recent = now - self._m_start < 2 * _METER_SPAN
+            self._m_prev_r = self._m_ok_r if recent else 0.0
+            self._m_prev_t = self._m_ok_t if recent else 0.0
+            self._m_ok_r = self._m_ok_t = 0.0
+            self._m_start = now
+        self._m_ok_r += 1.0
+        self._m_ok_t += tokens
+
+    def _measured(self, now: float) -> tuple[float, float] | None:
+        """Successes per second (requests, tokens) over about the last second, if known."""
+        if self._m_start == -_INF:
+            return None
+        age = now - self._m_start
+        if age >= 2 * _METER_SPAN:
+            return 0.0, 0.0
+        span = age + _METER_SPAN
+        if span < _METER_SPAN:
+            return None
+        return ((self._m_ok_r + self._m_prev_r) / span, (self._m_ok_t + self._m_prev_t) / span)
+
+    def _cut(self, dim: _Dimension, lease: Lease, now: float) -> bool:
+        if lease.granted_at < dim.last_cut:
+            return False  # granted before the last cut: that overshoot was answered already
+        measured = self._measured(now)
+        admitted = None if measured is None else measured[0 if dim.name == "requests" else 1]
+        if dim.rate is None:
+            # A token limit nobody told us about: start from what got through.
+            if not admitted:
+                return False
+            base = admitted
+        else:
+            base = dim.rate if admitted is None else min(dim.rate, max(admitted, dim.rate / 2))
+        beta = self._beta
+        # Fast convergence: a peak lower than the last one means capacity is shrinking (or was
+        # overestimated): aim the next climb below it.
+        dim.peak = base * (1 + beta) / 2 if base < dim.peak else base
+        floor = self._min_rate if dim.name == "requests" else 1.0
+        dim.rate = max(floor, base * beta * (0.7 if dim.slow_start else 1.0))
+        dim.slow_start = False
+        dim.epoch = dim.last_cut = now
+        dim.k = self._recovery if dim.peak > dim.rate else 0.0
+        dim.pressed = False
+        return True
+
+    def _grow(self, now: float) -> None:
+        elapsed = now - self._updated if self._updated != -_INF else 0.0
+        self._updated = now
+        changed = False
+        for dim in self._dims:
+            if dim.rate is None:
+                continue
+            if not dim.pressed:
+                # Not what held requests back lately: freeze the curve (learn nothing).
+                dim.epoch += elapsed
+                continue
+            dim.pressed = False
+            ceiling = dim.ceiling if dim.ceiling is not None else _INF
+            if dim.rate >= ceiling:
+                continue
+            if dim.slow_start:
+                if now - dim.last_step >= _SLOW_START_STEP:
+                    dim.last_step = now
+                    dim.rate = min(dim.rate * 2.0, ceiling)
+                    dim.peak = dim.rate
+                    changed = True
+                continue
+            # CUBIC: rate(t) = peak + c (t - k)^3, through beta*peak at t = 0 and flat at k.
+            if dim.k > 0:
+                c = dim.peak * (1 - self._beta) / dim.k ** 3
+            else:
+                c = dim.peak * (1 - self._beta) / self._recovery ** 3
+            t = now - dim.epoch
+            target = dim.peak + c * (t - dim.k) ** 3
+            if target > dim.rate:
+                dim.rate = min(target, ceiling)
+                changed = True
+        if changed:
+            self._apply(now)
+
+    def _overloaded(self, lease: Lease, now: float) -> None:
+        if lease.granted_at < self._overload_cut:
+            return
+        self._overload_cut = now
+        # +1: the refused request itself was in flight when it was refused.
+        self._max_in_flight = max(1.0, math.floor(self._beta * (self._in_flight + 1)))
+        self._wake()
+
+    def _apply(self, now: float) -> None:
+        """Put the controllers' rates into the bucket."""
+        interval = self._interval
+        rate_r, rate_t = (None if d.rate is None else
+                          _exact(d.rate * interval, None if d.ceiling is None else
+                                 d.ceiling * interval) for d in self._dims)
+        if rate_r == self._max_requests and rate_t == self._max_tokens:
+            return
+        self._max_requests = rate_r
+        self._max_tokens = rate_t
+        self._rates_changed(now)
+        self._wake()
+
+    def _capacity(self) -> tuple[float | None, float | None]:
+        cap_r, cap_t = super()._capacity()
+        if cap_r is not None and self.ceiling_requests is not None:
+            cap_r = max(cap_r, self.ceiling_requests)
+        if cap_t is not None and self.ceiling_tokens is not None:
+            cap_t = max(cap_t, self.ceiling_tokens)
+        return cap_r, cap_t
+
+    def adapt(self) -> None:
+        """Recompute the growth curve now (the limiter also does this as answers arrive)."""
+        self._grow(_now())
+
+
+def _exact(value: float, reference: float | None) -> float:
+    """``reference`` when ``value`` is it up to rounding (500/60*60 is 500.00000000000006)."""
+    if reference is not None and abs(value - reference) <= 1e-9 * reference:
+        return reference
+    return value
+
+
+def _is_overload(error: BaseException) -> bool:
+    """An answer that says "too many at once" rather than "too many per minute"."""
+    if isinstance(error, ServerError):
+        return error.status == 503
+    if isinstance(error, RateLimitError):
+        text = f"{error.code or ''} {error.message}".lower()
+        return "overload" in text or "concurren" in text
+    return False
+
+
+def _throttled_dimension(error: APIError) -> str | None:
+    """Which limit a 429 says was hit: ``"requests"``, ``"tokens"`` or ``None`` (unsaid)."""
+    body = error.body
+    inner = body.get("error") if isinstance(body, dict) else None
+    if isinstance(inner, dict) and inner.get("type") in ("requests", "tokens"):
+        return str(inner["type"])
+    text = error.message.lower()
+    if "tokens per min" in text or "(tpm)" in text or "token rate limit" in text:
+        return "tokens"
+    if "requests per min" in text or "(rpm)" in text or "call rate limit" in text or \
+            "request rate limit" in text:
+        return "requests"
+    headers = error.headers
+    if headers.get("x-ratelimit-remaining-tokens") == "0":
+        return "tokens"
+    if headers.get("x-ratelimit-remaining-requests") == "0":
+        return "requests"
+    return None
