@@ -20,9 +20,12 @@ outcomes, the way TCP congestion control treats its window:
   what holds requests back (an idle or concurrency-bound run learns nothing about the rate).
   A rate that was cut again below its last peak sets the next peak lower (CUBIC's fast
   convergence), so repeated 429s settle instead of oscillating.
-* **In-flight cap**: an overload answer (503, or 429 ``overloaded``) cuts the number of
-  requests in flight to ``beta`` x what was in flight; each success then adds ``1/cap``
-  (one more per round trip), as Netflix's concurrency-limits and TCP's AIMD do.
+* **In-flight cap**: it starts at ``start_in_flight`` and doubles every round trip while it
+  binds (TCP's slow start, so a first burst cannot flood a gateway that caps requests in
+  flight). An overload answer (503, or 429 ``overloaded``) cuts the number of
+  requests in flight to 0.9 x what was in flight (two fewer at least); each success then adds
+  ``1/cap`` (one more per round trip) up to that, and a twentieth of that past it,
+  as Netflix's concurrency-limits and TCP's AIMD do.
 
 The AWS SDKs' "adaptive" retry mode is the same idea on one dimension (a client-side token
 bucket whose rate follows CUBIC on throttling); this one runs on requests and tokens at once.
@@ -41,6 +44,7 @@ __all__ = ["AdaptiveLimiter"]
 _SLOW_START_STEP = 0.25  # seconds between doublings in slow start
 _UPDATE_EVERY = 0.05  # seconds between rate recomputations during growth
 _METER_SPAN = 0.5  # seconds per bucket of the success-rate meter (two buckets kept)
+_MIN_CUT_GAP = 0.05  # seconds after a cut in which a grant's 429 is not a new signal
 
 
 class _Dimension:
@@ -86,27 +90,30 @@ class AdaptiveLimiter(TokenBucketLimiter):
         beta: the factor a 429 cuts the rate (and an overload the in-flight cap) to.
         recovery: seconds the rate takes to climb back to where the last 429 came.
         min_rate: the lowest requests per second a cut may reach.
+        start_in_flight: requests in flight at first; the cap doubles every round trip while
+            it is what holds requests back, until a gateway refuses one for overload.
 
     ``adaptive=False`` on a service (or a plain :class:`TokenBucketLimiter`) turns all of this
     off, for comparison. The state is in :meth:`snapshot` and the repr:
 
     >>> limiter = AdaptiveLimiter(max_requests=6_000)
     >>> limiter
-    <AdaptiveLimiter requests=50/6,000 per min (ceiling 6,000, at ceiling) tokens=unlimited in_flight=0 waiters=0>
+    <AdaptiveLimiter requests=50/6,000 per min (ceiling 6,000, at ceiling) tokens=unlimited in_flight=0/8 waiters=0>
     >>> AdaptiveLimiter()
-    <AdaptiveLimiter requests=2.5/300 per min (ceiling unknown, slow start) tokens=unlimited in_flight=0 waiters=0>
+    <AdaptiveLimiter requests=2.5/300 per min (ceiling unknown, slow start) tokens=unlimited in_flight=0/8 waiters=0>
     """  # noqa: E501
 
-    __slots__ = ("_beta", "_cap_pressed", "_dims", "_m_ok_r", "_m_ok_t", "_m_prev_r",
-                 "_m_prev_t", "_m_start", "_min_rate", "_overload_cut", "_recovery",
-                 "_updated", "_user_ceiling_r", "_user_ceiling_t")
+    __slots__ = ("_beta", "_dims", "_m_ok_r", "_m_ok_t", "_m_prev_r", "_m_prev_t", "_m_start",
+                 "_min_rate", "_overload_cut", "_overload_peak", "_recovery", "_updated",
+                 "_user_ceiling_r", "_user_ceiling_t")
 
     _uses_slots = True
 
     def __init__(self, max_requests: float | None = None, max_tokens: float | None = None, *,
                  interval: float = 60.0, burst_requests: float | None = None,
                  burst_tokens: float | None = None, start_rate: float = 5.0,
-                 beta: float = 0.7, recovery: float = 2.0, min_rate: float = 1 / 60) -> None:
+                 beta: float = 0.7, recovery: float = 2.0, min_rate: float = 1 / 60,
+                 start_in_flight: int = 8) -> None:
         start = _check_rate("start_rate", start_rate)
         recovery_s = _check_rate("recovery", recovery)
         floor = _check_rate("min_rate", min_rate)
@@ -129,14 +136,20 @@ class AdaptiveLimiter(TokenBucketLimiter):
         self._recovery = recovery_s
         self._min_rate = floor
         self._updated = -_INF
-        self._cap_pressed = False
         self._overload_cut = -_INF
+        self._overload_peak = _INF
+        if isinstance(start_in_flight, bool) or not isinstance(start_in_flight, int) or \
+                start_in_flight < 1:
+            from pipeline.errors import ConfigError
+
+            raise ConfigError(f"start_in_flight must be an int >= 1, got {start_in_flight!r}")
         self._m_start = -_INF
         self._m_ok_r = self._m_ok_t = self._m_prev_r = self._m_prev_t = 0.0
         rates = [None if d.rate is None else _exact(d.rate * interval_s, told)
                  for d, told in zip(self._dims, (ceiling_r, ceiling_t), strict=True)]
         super().__init__(rates[0], rates[1], interval=interval,
                          burst_requests=burst_requests, burst_tokens=burst_tokens)
+        self._max_in_flight = float(start_in_flight)
 
     # ----------------------------------------------------------------- reading the state
     @property
@@ -152,9 +165,9 @@ class AdaptiveLimiter(TokenBucketLimiter):
         return None if ceiling is None else ceiling * self._interval
 
     @property
-    def max_in_flight(self) -> float | None:
-        """The in-flight cap learnt from overload answers (``None``: no cap yet)."""
-        return None if self._max_in_flight == _INF else self._max_in_flight
+    def max_in_flight(self) -> float:
+        """The in-flight cap in force (grown in slow start, cut by overload answers)."""
+        return self._max_in_flight
 
     def snapshot(self) -> LimiterSnapshot:
         import msgspec
@@ -226,9 +239,17 @@ class AdaptiveLimiter(TokenBucketLimiter):
 
     def _on_success(self, lease: Lease, tokens: float | None, now: float) -> None:
         self._meter(now, lease.tokens if tokens is None else tokens)
-        if lease.slot and self._max_in_flight != _INF:
-            # Additive increase: one more in flight per round trip of successes.
-            self._max_in_flight += 1.0 / max(1.0, self._max_in_flight)
+        cap = self._max_in_flight
+        if lease.slot and self._in_flight + 1 >= cap:  # the cap is what holds requests back
+            if self._overload_peak == _INF:
+                # Slow start: one more per success doubles the cap every round trip.
+                self._max_in_flight = cap + 1.0
+            else:
+                # Additive increase: one more per round trip of successes, up to just below
+                # where the last refusal came; past it, one more per 20 round trips (a
+                # gateway's cap rarely moves: probe it gently).
+                step = 1.0 if cap < self._overload_peak - 2 else 0.05
+                self._max_in_flight = cap + step / max(1.0, cap)
         if now - self._updated >= _UPDATE_EVERY:
             self._grow(now)
 
@@ -250,6 +271,11 @@ class AdaptiveLimiter(TokenBucketLimiter):
             cut = self._cut(self._dims[1], lease, now) or cut
         if cut:
             self._apply(now)
+            # The provider just said its bucket is empty: so is ours. Otherwise what ours
+            # saved up would go out at once into the empty one, and draw the next 429.
+            for dim in self._dims:
+                if dim.last_cut == now:
+                    self._drain(dim.name, now)
         if error.retry_after is not None:
             # The provider said when: nobody sends before then (a fixed window's reset).
             self.pause(error.retry_after)
@@ -278,9 +304,18 @@ class AdaptiveLimiter(TokenBucketLimiter):
             return None
         return ((self._m_ok_r + self._m_prev_r) / span, (self._m_ok_t + self._m_prev_t) / span)
 
+    def _drain(self, name: str, now: float) -> None:
+        self._refill(now)
+        if name == "requests":
+            self._level_r = min(self._level_r, 0.0)
+        else:
+            self._level_t = min(self._level_t, 0.0)
+
     def _cut(self, dim: _Dimension, lease: Lease, now: float) -> bool:
-        if lease.granted_at < dim.last_cut:
-            return False  # granted before the last cut: that overshoot was answered already
+        if lease.granted_at < dim.last_cut + _MIN_CUT_GAP:
+            # Granted before the last cut (or just after it, before its effect could reach
+            # the provider): that overshoot was answered already.
+            return False
         measured = self._measured(now)
         admitted = None if measured is None else measured[0 if dim.name == "requests" else 1]
         if dim.rate is None:
@@ -338,11 +373,24 @@ class AdaptiveLimiter(TokenBucketLimiter):
             self._apply(now)
 
     def _overloaded(self, lease: Lease, now: float) -> None:
-        if lease.granted_at < self._overload_cut:
+        # What was in flight with this request when it was refused (it is settled already).
+        peak = self._in_flight + 1
+        if lease.granted_at < self._overload_cut + _MIN_CUT_GAP:
+            # The same round of refusals: as they come back, what is still in flight is what
+            # the gateway accepted. Follow it down; this is no new signal.
+            if peak - 1 < self._max_in_flight:
+                self._max_in_flight = max(1.0, float(peak - 1))
+                self._overload_peak = min(self._overload_peak, peak)
             return
         self._overload_cut = now
-        # +1: the refused request itself was in flight when it was refused.
-        self._max_in_flight = max(1.0, math.floor(self._beta * (self._in_flight + 1)))
+        self._overload_peak = peak
+        # A gentle cut (0.9, and at least two below the refused level): a cap on requests in
+        # flight is exact, unlike a rate's 429s, but a gateway may still count a request we
+        # have seen answered, so the level just below the refusal is often one too many too.
+        cap = min(math.floor(0.9 * peak), peak - 2)
+        if self._max_in_flight != _INF:
+            cap = min(cap, math.ceil(self._max_in_flight) - 1)
+        self._max_in_flight = max(1.0, float(cap))
         self._wake()
 
     def _apply(self, now: float) -> None:
