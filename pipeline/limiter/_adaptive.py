@@ -176,7 +176,9 @@ class AdaptiveLimiter(TokenBucketLimiter):
         states = list(dict.fromkeys(d.state() for d in self._dims if d.rate is not None))
         return msgspec.structs.replace(
             snap, ceiling_requests=self.ceiling_requests, ceiling_tokens=self.ceiling_tokens,
-            mode=" / ".join(states) if states else "unlimited")
+            mode=" / ".join(states) if states else "unlimited",
+            # The cap is news only once a gateway has refused a request for overload.
+            max_in_flight=None if self._overload_peak == _INF else self._max_in_flight)
 
     def __repr__(self) -> str:
         snap = self.snapshot()
@@ -192,8 +194,7 @@ class AdaptiveLimiter(TokenBucketLimiter):
             level = f"{avail:,.0f}" if abs(avail) >= 10 else f"{avail:.2g}"
             parts.append(f"{dim.name}={level}/{limit:,.0f} per {per} "
                          f"(ceiling {ceiling}, {dim.state()})")
-        parts.append(f"in_flight={snap.in_flight}" + (
-            f"/{snap.max_in_flight:.0f}" if snap.max_in_flight is not None else ""))
+        parts.append(f"in_flight={snap.in_flight}/{self._max_in_flight:.0f}")
         parts.append(f"waiters={snap.waiters}")
         if snap.paused_for > 0:
             parts.append(f"paused {snap.paused_for:.2g}s")
