@@ -145,7 +145,7 @@ class StatusTracker:
         >>> tracker.rate_text()
         'rate 6,000/6,000 req/min (at ceiling)'
         >>> tracker.limiter = AdaptiveLimiter(); tracker.rate_text()
-        'rate 300/? req/min (slow start)'
+        'rate 1,200/? req/min (slow start)'
         """
         snapshot = getattr(self.limiter, "snapshot", None)
         if snapshot is None:

@@ -100,7 +100,7 @@ class AdaptiveLimiter(TokenBucketLimiter):
     >>> limiter
     <AdaptiveLimiter requests=50/6,000 per min (ceiling 6,000, at ceiling) tokens=unlimited in_flight=0/8 waiters=0>
     >>> AdaptiveLimiter()
-    <AdaptiveLimiter requests=2.5/300 per min (ceiling unknown, slow start) tokens=unlimited in_flight=0/8 waiters=0>
+    <AdaptiveLimiter requests=10/1,200 per min (ceiling unknown, slow start) tokens=unlimited in_flight=0/8 waiters=0>
     """  # noqa: E501
 
     __slots__ = ("_beta", "_dims", "_m_ok_r", "_m_ok_t", "_m_prev_r", "_m_prev_t", "_m_start",
@@ -111,7 +111,7 @@ class AdaptiveLimiter(TokenBucketLimiter):
 
     def __init__(self, max_requests: float | None = None, max_tokens: float | None = None, *,
                  interval: float = 60.0, burst_requests: float | None = None,
-                 burst_tokens: float | None = None, start_rate: float = 5.0,
+                 burst_tokens: float | None = None, start_rate: float = 20.0,
                  beta: float = 0.7, recovery: float = 2.0, min_rate: float = 1 / 60,
                  start_in_flight: int = 8) -> None:
         start = _check_rate("start_rate", start_rate)
