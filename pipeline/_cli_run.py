@@ -65,10 +65,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--temperature", type=float, default=None,
         help="sampling temperature, 0 to 2 (default: the model's; 0 for repeatable answers)")
     add("--base-url", default=None, help="API base URL (default: OPENAI_BASE_URL, else OpenAI)")
-    add("--rpm", type=float, default=None, help="requests per minute your key allows")
-    add("--tpm", type=float, default=None, help="tokens per minute your key allows")
+    add("--rpm", type=float, default=None,
+        help="requests per minute your key allows: a ceiling (default: found out from the "
+        "provider's headers and 429s)")
+    add("--tpm", type=float, default=None,
+        help="tokens per minute your key allows: a ceiling (default: found out as --rpm)")
+    add("--no-adaptive", action="store_true",
+        help="send at exactly --rpm/--tpm, never slower after 429s (for comparison)")
+    add("--burst", type=float, default=None, metavar="SECONDS",
+        help="seconds of the rate sent at once after a pause (default 0.5: a provider that "
+        "enforces its minute limit per second takes that)")
     add("--concurrency", type=int, default=64, help="requests in flight at most (default 64)")
-    add("--max-attempts", type=int, default=6, help="attempts per row on retryable errors")
+    add("--max-attempts", type=int, default=6,
+        help="attempts per row on errors (default 6); 429 rate limits do not count")
+    add("--max-wait", type=float, default=600.0, metavar="SECONDS",
+        help="how long a row may be held back by 429s before it fails (default 600)")
+    add("--timeout", type=float, default=None, metavar="SECONDS",
+        help="seconds one attempt may take (default: 6x the slowest answers seen so far, "
+        "at least 10 s, once 20 have arrived)")
     add("--cache", default=None, metavar="DIR",
         help="response cache directory (default: OUTPUT.cache next to the output)")
     add("--no-cache", action="store_true", help="keep no response cache")
@@ -123,6 +137,16 @@ def build_job(service: Any, args: argparse.Namespace, source: Any) -> Any:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    for flag in ("rpm", "tpm", "burst", "timeout"):
+        value = getattr(args, flag)
+        if value is not None and not (value > 0 and value != float("inf")):
+            raise PipelineError(f"--{flag} must be a positive number, got {value:g} (leave "
+                                f"it out{' for no limit' if flag in ('rpm', 'tpm') else ''})")
+    if args.max_wait < 0:
+        raise PipelineError(f"--max-wait must be >= 0 seconds, got {args.max_wait:g}")
+    if args.no_adaptive and args.rpm is None and args.tpm is None:
+        raise PipelineError("--no-adaptive needs --rpm and/or --tpm: without them nothing "
+                            "would limit the rate at all")
     if args.concurrency < 1:
         raise PipelineError(f"--concurrency must be at least 1, got {args.concurrency}")
     if args.max_attempts < 1:
@@ -144,6 +168,7 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
     output_format = io.check_output(args.output, args.output_format, source)
     cache = None if args.no_cache else (args.cache or f"{args.output}.cache")
     service = OpenAIService(base_url=args.base_url, rpm=args.rpm, tpm=args.tpm,
+                            adaptive=not args.no_adaptive, burst=args.burst,
                             transport=_transport(args.transport))
     async with service:
         job = build_job(service, args, source)
@@ -153,7 +178,8 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
         summary = await io.run_file(source, args.output, job, cache=cache,
                                     concurrency=args.concurrency, attempts=args.max_attempts,
                                     progress=not args.no_progress, resume=not args.fresh,
-                                    output_format=output_format)
+                                    output_format=output_format, max_wait=args.max_wait,
+                                    timeout=args.timeout)
     if summary.restarted:
         print("(an earlier journal was for other input or settings: started afresh)", file=out)
     if summary.resumed:
@@ -162,10 +188,48 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
     print(summary.status.summary(), file=out)
     print(f"wrote {summary.rows:,} rows to {summary.output}", file=out)
     if summary.failed:
-        print(f"{summary.failed:,} of {summary.rows:,} rows failed (see the error column); "
-              "run the same command again to retry them", file=out)
+        where = "field" if output_format in ("jsonl", "batch", "cookbook") else "column"
+        print(f"{summary.failed:,} of {summary.rows:,} rows failed (see the error {where}).",
+              file=out)
+        print(failure_advice(summary.status), file=out)
         return 1
     return 0
+
+
+# Failures a rerun of the same command can fix on its own (the cause was passing).
+_TRANSIENT = {"RateLimitError", "ThrottledError", "ServerError", "APITimeoutError",
+              "APIConnectionError", "TransportError", "MalformedResponseError",
+              "RequestTimeoutError", "ConflictError", "CacheError"}
+
+
+def failure_advice(status: Any) -> str:
+    """What to do about the failures: the first message of each kind, and whether rerunning
+    the same command can help (it cannot for a wrong key, a bad request or a full context).
+
+    >>> from pipeline.status import StatusTracker
+    >>> status = StatusTracker(); status.errors_by_type = {"AuthenticationError": 3}
+    >>> status.first_errors = {"AuthenticationError": "401 Unauthorized: Incorrect API key"}
+    >>> print(failure_advice(status))
+      AuthenticationError (3 rows): 401 Unauthorized: Incorrect API key
+    Fix the cause above, then run the same command again: answered rows are kept.
+    """
+    lines = []
+    stopped = status.stopped
+    for name, count in sorted(status.errors_by_type.items(), key=lambda kv: -kv[1]):
+        if name == "RunStoppedError" and stopped:
+            lines.append(f"  {count:,} rows were not sent: the run stopped early (see "
+                         "\"stopped\" above)")
+            continue
+        message = status.first_errors.get(name, "")
+        lines.append(f"  {name} ({count:,} rows): {message}")
+    kinds = set(status.errors_by_type) - {"RunStoppedError"}
+    if stopped or not kinds <= _TRANSIENT:
+        lines.append("Fix the cause above, then run the same command again: answered rows "
+                     "are kept.")
+    else:
+        lines.append("These look transient: run the same command again to retry just them "
+                     "(answered rows are kept).")
+    return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import time
 from typing import Any, Protocol
 
 from pipeline.errors import APIError, ConfigError, RateLimitError, ThrottledError
@@ -176,7 +175,7 @@ class retry(Stage):
             error = record.error
             if error is None or not (isinstance(error, APIError) and error.retryable):
                 return record
-            now = time.monotonic()
+            now = asyncio.get_running_loop().time()  # the loop's clock: virtual in tests
             if isinstance(error, RateLimitError):
                 throttles += 1
                 if throttles == 1:

@@ -186,7 +186,7 @@ class StatusTracker:
 
     def _rows(self) -> list[tuple[str, str]]:
         lat = self.latency_percentiles()
-        rate = self.finished / self.elapsed if self.elapsed > 0 else 0.0
+        sent = len(self._latencies) > 0
         rows = [
             ("succeeded", f"{self.succeeded:,}" + (f" ({self.cached:,} cached)"
                                                   if self.cached else "")),
@@ -199,8 +199,11 @@ class StatusTracker:
             ("tokens (prompt / completion)",
              f"{self.prompt_tokens:,} / {self.completion_tokens:,}"),
             ("latency p50 / p95 / p99",
-             f"{lat['p50']:.3f} / {lat['p95']:.3f} / {lat['p99']:.3f} s"),
-            ("elapsed", f"{self.elapsed:.2f} s ({rate:,.1f} rows/s)"),
+             f"{lat['p50']:.3f} / {lat['p95']:.3f} / {lat['p99']:.3f} s" if sent
+             else "(no answers from the server)"),
+            ("elapsed", f"{self.elapsed:.2f} s" + (
+                f" ({self.finished / self.elapsed:,.1f} rows/s)"
+                if sent and self.elapsed > 0 else "")),
         ]
         limiter_rate = self.rate_text()
         if limiter_rate:
@@ -211,6 +214,8 @@ class StatusTracker:
             kinds = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors_by_type.items()))
             rows.append(("failures by type", kinds))
             for name, message in sorted(self.first_errors.items()):
+                if name == "RunStoppedError" and self.stopped:
+                    continue  # said once, in "stopped"
                 rows.append((f"first {name}", message))
         return rows
 

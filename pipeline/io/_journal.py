@@ -32,9 +32,9 @@ from pipeline.errors import InputError
 from pipeline.io._sinks import check_output, entry, write_entries
 from pipeline.io._sources import Source, check_columns, read
 from pipeline.record import Record
-from pipeline.retry import Backoff
+from pipeline.retry import DEFAULT_MAX_WAIT, Backoff
 from pipeline.runner import default_flow
-from pipeline.stages import DEFAULT_CONCURRENCY, Chain, Stage
+from pipeline.stages import DEFAULT_CONCURRENCY, Stage
 from pipeline.status import StatusTracker
 
 __all__ = ["Journal", "RunSummary", "run_file", "write_journal"]
@@ -163,6 +163,8 @@ class RunSummary:
         output, journal: the files written.
         restarted: an old journal of a different run was replaced.
         status: the counters of this run's requests.
+        stopped: why the run stopped early (out of quota, every request failing the same
+            way), or ``None``.
     """
 
     rows: int
@@ -173,6 +175,7 @@ class RunSummary:
     journal: str
     restarted: bool = False
     status: StatusTracker = field(default_factory=StatusTracker)
+    stopped: str | None = None
 
 
 def fingerprint(source: Source, job: Any, output_format: str = "") -> str:
@@ -200,7 +203,8 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
                    backoff: Backoff | None = None, progress: bool = False,
                    status: StatusTracker | None = None, resume: bool = True,
                    journal: str | os.PathLike[str] | None = None,
-                   output_format: str | None = None) -> RunSummary:
+                   output_format: str | None = None, max_wait: float = DEFAULT_MAX_WAIT,
+                   timeout: float | None = None) -> RunSummary:
     """Run every row of ``source`` not answered yet and write ``output``; resumable.
 
     Args:
@@ -215,7 +219,8 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
         output_format: one of :data:`pipeline.io.OUTPUT_FORMATS` (default: from the
             extension); ``"cookbook"`` writes the OpenAI cookbook's ``[request, response,
             metadata]`` JSONL lines.
-        concurrency, attempts, backoff, progress, status: as for :func:`pipeline.run`.
+        concurrency, attempts, backoff, progress, status, max_wait, timeout: as for
+            :func:`pipeline.run`.
 
     Before anything is sent, raises :class:`~pipeline.errors.InputError` for a missing file
     or an unknown format, :class:`~pipeline.errors.TemplateKeyError` for a template column
@@ -247,12 +252,11 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
     try:
         flow = default_flow(job, cache=opened, status=status, concurrency=concurrency,
                             attempts=attempts, backoff=backoff, progress=progress,
-                            total=remaining)
-        # Chain(...) and not `flow | stage`: `|` would drop the flow's concurrency.
-        chain = Chain(*flow.stages(),
-                      write_journal(journal_file, embeddings=embeddings, keep_body=keep_body,
-                                    keep_request=keep_request, entries=entries),
-                      concurrency=concurrency)
+                            total=remaining, max_wait=max_wait, timeout=timeout,
+                            initial=len(done))
+        # Extending a chain with `|` keeps its concurrency.
+        chain = flow | write_journal(journal_file, embeddings=embeddings, keep_body=keep_body,
+                                     keep_request=keep_request, entries=entries)
         records = aiostream_stream.iterate(src.records(skip=done)) | chain
         async with records.stream() as finished:
             async for _ in finished:
@@ -265,4 +269,5 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
     succeeded = sum(1 for e in entries.values() if e.get("status") == "succeeded")
     return RunSummary(rows=rows, succeeded=succeeded, failed=rows - succeeded,
                       resumed=len(done), output=output, journal=journal_file.path,
-                      restarted=journal_file.restarted, status=status)
+                      restarted=journal_file.restarted, status=status,
+                      stopped=status.stopped)

@@ -1,0 +1,245 @@
+"""The adaptive limiter's controller, on the virtual clock (no sockets, no sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pipeline.errors import ConfigError, RateLimitError, ServerError
+from pipeline.limiter import AdaptiveLimiter, Lease, TokenBucketLimiter
+from pipeline.limiter._adaptive import _throttled_dimension
+from pipeline.testing import run_virtual
+
+
+def _throttle(kind: str | None = "requests", retry_after: float | None = None
+              ) -> RateLimitError:
+    body = {"error": {"message": "Rate limit reached", "type": kind,
+                      "code": "rate_limit_exceeded"}}
+    return RateLimitError("429 Too Many Requests: Rate limit reached", status=429,
+                          body=body, retry_after=retry_after)
+
+
+async def _lease(limiter: AdaptiveLimiter, tokens: float = 0) -> Lease:
+    return await limiter.lease(1, tokens)
+
+
+def test_told_limits_are_ceilings_and_the_rate_starts_there():
+    limiter = AdaptiveLimiter(max_requests=6_000, max_tokens=600_000)
+    assert (limiter.max_requests, limiter.max_tokens) == (6_000, 600_000)
+    assert (limiter.ceiling_requests, limiter.ceiling_tokens) == (6_000, 600_000)
+    snap = limiter.snapshot()
+    # Half a second of the rate: never a minute's worth in one burst.
+    assert (snap.requests_available, snap.tokens_available) == (50, 5_000)
+    assert snap.mode == "at ceiling"
+
+
+def test_a_429_cuts_the_rate_once_per_round_and_drains_the_bucket():
+    limiter = AdaptiveLimiter(max_requests=6_000)
+
+    async def main() -> tuple[float | None, float | None, float | None]:
+        early = [await _lease(limiter) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        limiter.settle(early[0], error=_throttle())
+        after_first = limiter.max_requests
+        # The other two were granted before that cut: the same overshoot, no new signal.
+        limiter.settle(early[1], error=_throttle())
+        limiter.settle(early[2], error=_throttle())
+        after_same_round = limiter.max_requests
+        available = limiter.snapshot().requests_available
+        return after_first, after_same_round, available
+
+    first, same_round, available = run_virtual(main())
+    assert first is not None and first <= 0.7 * 6_000 + 1e-6
+    assert same_round == first
+    assert available is not None and available <= 0.5  # ours emptied, like the provider's
+
+
+def test_a_429_granted_after_the_cut_cuts_again():
+    limiter = AdaptiveLimiter(max_requests=6_000)
+
+    async def main() -> list[float | None]:
+        rates = []
+        for _ in range(3):
+            await asyncio.sleep(0.1)
+            lease = await _lease(limiter)
+            await asyncio.sleep(0.1)
+            limiter.settle(lease, error=_throttle())
+            rates.append(limiter.max_requests)
+        return rates
+
+    rates = run_virtual(main())
+    assert rates[0] > rates[1] > rates[2]  # type: ignore[operator]
+
+
+def test_after_a_cut_the_rate_climbs_back_while_it_binds_and_never_past_the_ceiling():
+    limiter = AdaptiveLimiter(max_requests=6_000, recovery=2.0)
+
+    async def main() -> list[float]:
+        lease = await _lease(limiter)
+        limiter.settle(lease, error=_throttle())
+        rates = [limiter.max_requests or 0.0]
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while loop.time() - start < 6:  # keep the limiter busy: it is what binds
+            lease = await _lease(limiter)
+            limiter.settle(lease)
+            rates.append(limiter.max_requests or 0.0)
+        return rates
+
+    rates = run_virtual(main())
+    assert rates[0] <= 4_200 + 1e-6
+    assert rates == sorted(rates)  # only climbs
+    assert max(rates) == 6_000  # back at the ceiling, never past it
+
+
+def test_an_idle_limiter_learns_nothing():
+    limiter = AdaptiveLimiter(max_requests=6_000)
+
+    async def main() -> tuple[float | None, float | None]:
+        lease = await _lease(limiter)
+        limiter.settle(lease, error=_throttle())
+        cut = limiter.max_requests
+        for _ in range(20):  # one request a second: the limiter never holds one back
+            await asyncio.sleep(1)
+            limiter.settle(await _lease(limiter))
+        return cut, limiter.max_requests
+
+    cut, later = run_virtual(main())
+    assert later == cut
+
+
+def test_without_limits_it_slow_starts_and_headers_are_facts():
+    limiter = AdaptiveLimiter()
+    assert limiter.ceiling_requests is None and limiter.max_requests == 20 * 60
+
+    async def main() -> tuple[float | None, float | None, float | None]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while loop.time() - start < 1.0:
+            limiter.settle(await _lease(limiter))
+        grown = limiter.max_requests
+        lease = await _lease(limiter)
+        limiter.settle(lease, headers={"x-ratelimit-limit-requests": "3000",
+                                       "x-ratelimit-limit-tokens": "90000"})
+        return grown, limiter.max_requests, limiter.max_tokens
+
+    grown, told, tokens = run_virtual(main())
+    assert grown is not None and grown >= 4 * 20 * 60  # doubled every quarter second
+    assert (told, tokens) == (3_000, 90_000)
+    assert limiter.snapshot().mode == "at ceiling"
+
+
+def test_headers_never_raise_a_ceiling_the_user_set():
+    limiter = AdaptiveLimiter(max_requests=600)
+    limiter.settle(Lease(limiter, 1, 0, 0.0, False),
+                   headers={"x-ratelimit-limit-requests": "10000"})
+    assert limiter.ceiling_requests == 600 and limiter.max_requests == 600
+
+
+def test_a_429_naming_tokens_creates_a_token_rate_from_what_got_through():
+    limiter = AdaptiveLimiter(max_requests=60_000)
+
+    async def main() -> float | None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while loop.time() - start < 1.0:  # 1,000 requests/s of 30 tokens got through
+            lease = await _lease(limiter, tokens=30)
+            await asyncio.sleep(0.001)
+            limiter.settle(lease, tokens=30)
+        lease = await _lease(limiter, tokens=30)
+        limiter.settle(lease, error=_throttle("tokens"))
+        return limiter.max_tokens
+
+    tokens = run_virtual(main())
+    assert limiter.max_requests == 60_000  # the requests rate was not the problem
+    assert tokens is not None and 0.5 * 30_000 * 60 <= tokens <= 30_000 * 60
+
+
+def test_an_overload_caps_requests_in_flight_and_waiters_wait_for_a_slot():
+    limiter = AdaptiveLimiter(max_requests=60_000, start_in_flight=16)
+
+    async def main() -> tuple[float, bool, bool]:
+        leases = [await _lease(limiter) for _ in range(10)]
+        limiter.settle(leases.pop(), error=ServerError("503 overloaded", status=503))
+        cap = limiter.max_in_flight  # 9 others in flight when it was refused
+        blocked = asyncio.ensure_future(_lease(limiter))
+        await asyncio.sleep(0)
+        waiting = not blocked.done()
+        for lease in leases[:2]:
+            limiter.settle(lease)
+        await asyncio.sleep(0)
+        return cap, waiting, blocked.done()
+
+    cap, waiting, granted = run_virtual(main())
+    assert cap == 8  # at least two below the 10 that drew the refusal
+    assert waiting and granted
+
+
+def test_the_in_flight_cap_slow_starts_while_it_binds():
+    limiter = AdaptiveLimiter(max_requests=600_000, start_in_flight=2)
+
+    async def worker() -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while loop.time() - start < 0.05:  # 5 round trips of 10 ms
+            lease = await _lease(limiter)
+            await asyncio.sleep(0.01)
+            limiter.settle(lease)
+
+    async def main() -> float:
+        await asyncio.gather(*(worker() for _ in range(100)))
+        return limiter.max_in_flight
+
+    assert run_virtual(main()) >= 2 * 2 ** 4  # doubled (about) every round trip
+
+
+def test_a_retry_after_pauses_everyone():
+    limiter = AdaptiveLimiter(max_requests=6_000)
+
+    async def main() -> float:
+        lease = await _lease(limiter)
+        limiter.settle(lease, error=_throttle(retry_after=2.0))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await limiter.acquire()
+        return loop.time() - start
+
+    assert run_virtual(main()) == pytest.approx(2.0)
+
+
+def test_a_fixed_rate_limiter_does_not_adapt_but_still_pauses():
+    limiter = TokenBucketLimiter(max_requests=6_000)
+
+    async def main() -> tuple[float | None, float]:
+        lease = await limiter.lease()
+        limiter.settle(lease, error=_throttle())
+        return limiter.max_requests, limiter.paused_for
+
+    assert run_virtual(main()) == (6_000, 1.0)  # no retry-after: the default cooldown
+
+
+def test_which_limit_a_429_names():
+    assert _throttled_dimension(_throttle("tokens")) == "tokens"
+    azure = RateLimitError("429: Requests to the ChatCompletions_Create Operation ... have "
+                           "exceeded token rate limit of your current OpenAI S0 pricing tier",
+                           status=429, body={"error": {"code": "429"}})
+    assert _throttled_dimension(azure) == "tokens"
+    openai_text = RateLimitError("Rate limit reached for gpt-4o on requests per min (RPM): "
+                                 "Limit 500", status=429)
+    assert _throttled_dimension(openai_text) == "requests"
+    assert _throttled_dimension(RateLimitError("429 Too Many Requests", status=429)) is None
+    headers = RateLimitError("429", status=429, headers={"x-ratelimit-remaining-tokens": "0"})
+    assert _throttled_dimension(headers) == "tokens"
+
+
+@pytest.mark.parametrize("kwargs", [{"beta": 1.5}, {"start_rate": 0}, {"recovery": -1},
+                                    {"start_in_flight": 0}])
+def test_bad_settings_are_refused(kwargs):
+    with pytest.raises(ConfigError):
+        AdaptiveLimiter(**kwargs)
+
+
+def test_repr_tells_what_it_is_doing():
+    text = repr(AdaptiveLimiter(max_requests=600))
+    assert "ceiling 600" in text and "at ceiling" in text and "in_flight=0/8" in text

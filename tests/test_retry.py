@@ -1,0 +1,100 @@
+"""The retry stage: throttling costs time, not attempts; errors spend attempts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pipeline import run
+from pipeline.errors import ConfigError, RateLimitError, ServerError, ThrottledError
+from pipeline.retry import Backoff, retry, set_testing
+from pipeline.stages import build, track
+from pipeline.status import StatusTracker
+from pipeline.testing import InstantService, run_virtual
+
+ROWS = [{"text": f"row {i}"} for i in range(5)]
+
+
+def _job(service: InstantService):
+    return service.chat(model="m", prompt="{text}", max_tokens=5)
+
+
+def _throttle(retry_after: float | None = 1.0) -> RateLimitError:
+    return RateLimitError("429 Too Many Requests: Rate limit reached", status=429,
+                          retry_after=retry_after)
+
+
+def test_429s_do_not_spend_the_attempts_meant_for_errors():
+    # 20 rate limits, then 2 server errors, then an answer: 3 attempts are enough.
+    def fail(request, n):
+        if n <= 20:
+            return _throttle(retry_after=0.5)
+        return ServerError("503", status=503) if n <= 22 else None
+
+    service = InstantService(fail=fail)
+    results = run_virtual(run(ROWS[:1], _job(service), attempts=3))
+    assert results[0].ok and results[0].attempts == 23
+
+
+def test_a_row_fails_on_throttling_only_past_max_wait_and_says_so():
+    service = InstantService(fail=lambda request, n: _throttle(retry_after=10.0))
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        results = await run(ROWS[:1], _job(service), max_wait=60)
+        return results, loop.time() - start
+
+    results, elapsed = run_virtual(main())
+    error = results[0].error
+    assert isinstance(error, ThrottledError) and not error.retryable
+    assert "max_wait" in str(error) and "429s" in str(error)
+    assert 50 <= elapsed <= 61  # about max_wait: not 6 attempts, not forever
+
+
+def test_errors_still_spend_attempts():
+    service = InstantService(fail=lambda request, n: ServerError("500", status=500))
+    with_instant = set_testing(True)
+    try:
+        results = run_virtual(run(ROWS[:1], _job(service), attempts=4))
+    finally:
+        set_testing(with_instant)
+    assert results[0].attempts == 4 and isinstance(results[0].error, ServerError)
+
+
+def test_set_testing_makes_every_wait_zero():
+    previous = set_testing(True)
+    try:
+        assert Backoff(initial=10).delay(5) == 0
+        assert Backoff().throttle_delay(3, retry_after=30) == 0
+    finally:
+        set_testing(previous)
+    assert Backoff(initial=10, rng=__import__("random").Random(1)).delay(5) > 0
+
+
+def test_retry_passes_begin_on_to_its_inner_stages():
+    # build(job) | retry(track(status)): the tracker counts what entered the chain.
+    status = StatusTracker()
+    flow = retry(track(status)) | track(None)
+    records = run_virtual(_collect(flow, range(3)))
+    assert len(records) == 3
+    assert (status.started, status.in_progress, status.finished) == (3, 0, 3)
+
+
+async def _collect(flow, items):
+    out = []
+    async for record in flow.records(_aiter(items)):
+        out.append(record)
+    return out
+
+
+async def _aiter(items):
+    for item in items:
+        yield item
+
+
+@pytest.mark.parametrize("kwargs", [{"max_wait": -1}, {"max_wait": True}, {"attempts": 0}])
+def test_bad_settings_are_refused(kwargs):
+    with pytest.raises(ConfigError):
+        retry(build(lambda row: row), **kwargs)
