@@ -239,3 +239,26 @@ def main(args: argparse.Namespace) -> int:
     except PipelineError as exc:
         print(f"pipeline run: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(interrupted_message(f"{args.output}.journal"), file=sys.stderr)
+        return 130
+
+
+def interrupted_message(journal: str) -> str:
+    """What a Ctrl-C leaves behind: how many answers the journal kept, and how to go on."""
+    import msgspec
+
+    answered = 0
+    try:
+        with open(journal, "rb") as f:
+            for line in f.read().split(b"\n")[1:]:
+                try:
+                    item = msgspec.json.decode(line)
+                except msgspec.DecodeError:
+                    continue
+                if isinstance(item, dict) and item.get("status") == "succeeded":
+                    answered += 1
+    except OSError:
+        return "interrupted before any answer was saved; run the same command to start"
+    return (f"interrupted: {answered:,} answered rows are saved in {journal}; run the same "
+            "command again to answer the rest (nothing answered is sent again)")

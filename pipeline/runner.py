@@ -63,21 +63,21 @@ class Results(list[Record]):
 
         >>> # results.to_pandas(df)   # lined up with df row for row, df's index kept
         """
+        from pipeline._extras import require
         from pipeline.io import to_pandas
 
         if like is None:
-            import pandas as pd
-
+            pd = require("pandas", feature="Results.to_pandas()", extra="pandas")
             like = pd.DataFrame(self._rows_frame())
         return to_pandas(self, like)
 
     def to_polars(self, like: Any = None) -> Any:
         """Like :meth:`to_pandas`, as a Polars DataFrame."""
+        from pipeline._extras import require
         from pipeline.io import to_polars
 
         if like is None:
-            import polars as pl
-
+            pl = require("polars", feature="Results.to_polars()", extra="polars")
             like = pl.DataFrame(self._rows_frame(), strict=False)
         return to_polars(self, like)
 

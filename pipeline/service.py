@@ -236,7 +236,8 @@ class BaseService(abc.ABC):
         transport: ``"httpx"`` (default: httpx's own transport, as
             :class:`~pipeline.transports.ShardedTransport`; plain httpx when proxy
             environment variables are set), ``"aiohttp"`` (faster; ``pip install
-            'pipeline[fast]'``) or any ``httpx.AsyncBaseTransport`` (``httpx.MockTransport``).
+            'ratelimited-pipeline[fast]'``) or any ``httpx.AsyncBaseTransport``
+            (``httpx.MockTransport``).
         max_connections: connections kept open to the host; size it to the concurrency.
         headers: extra headers sent with every request.
         adaptive: endpoints' limiters adapt to the provider, ``rpm``/``tpm`` acting as

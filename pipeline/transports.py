@@ -171,7 +171,8 @@ def make_transport(choice: TransportChoice, *, limits: httpx.Limits) -> httpx.As
     """A fresh transport for ``choice``: ``"httpx"``, ``"aiohttp"`` or a transport instance.
 
     An instance is returned as it is (``limits`` then do not apply). ``"aiohttp"`` needs the
-    ``fast`` extra (``pip install 'pipeline[fast]'``) and says so when it is missing. Neither
+    ``fast`` extra (``pip install 'ratelimited-pipeline[fast]'``) and says so when it is
+    missing. Neither
     binds to an event loop here: aiohttp's session is created on the first request.
     """
     if isinstance(choice, httpx.AsyncBaseTransport):
@@ -184,7 +185,7 @@ def make_transport(choice: TransportChoice, *, limits: httpx.Limits) -> httpx.As
         except ImportError as exc:
             raise ConfigError(
                 "transport='aiohttp' needs the httpx-aiohttp package: "
-                "pip install 'pipeline[fast]' (or httpx-aiohttp aiohttp)"
+                "pip install 'ratelimited-pipeline[fast]' (or httpx-aiohttp aiohttp)"
             ) from exc
         return AiohttpTransport(limits=limits, verify=default_ssl_context())
     raise ConfigError(

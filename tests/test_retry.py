@@ -98,3 +98,39 @@ async def _aiter(items):
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ConfigError):
         retry(build(lambda row: row), **kwargs)
+
+
+def test_a_request_that_never_answers_times_out_and_is_retried():
+    # The simulator's "hang" fault never answers; a 1 s attempt timeout retries it.
+    from pipeline import OpenAIService
+    from pipeline.errors import APITimeoutError
+    from pipeline.simulator import Simulator
+
+    rows = [{"text": f"row {i}"} for i in range(30)]
+
+    async def main(base_url):
+        async with OpenAIService(base_url=base_url, api_key="sk-t", rpm=60_000) as service:
+            job = service.chat(model="gpt-4o-mini", prompt="{text}", max_tokens=5)
+            previous = set_testing(True)
+            try:
+                return await run(rows, job, timeout=1.0, attempts=10)
+            finally:
+                set_testing(previous)
+
+    with Simulator(faults={"hang": 0.2}, seed=3) as sim:
+        results = asyncio.run(main(sim.base_url))
+        hung = sum(1 for e in sim.log() if e.outcome == "hang")
+    assert hung > 0 and all(r.ok for r in results)
+    assert sum(r.attempts for r in results) == len(rows) + hung
+    assert isinstance(APITimeoutError("x"), Exception)
+
+
+def test_the_default_timeout_follows_the_latencies_seen():
+    from pipeline.stages import LatencyWindow
+
+    window = LatencyWindow()
+    assert window.timeout() is None  # before 20 answers: the HTTP client's own
+    for _ in range(50):
+        window.add(0.2)
+    window.add(4.0)
+    assert window.timeout() == pytest.approx(24.0)  # 6 x p99, at least 10 s
