@@ -38,8 +38,8 @@ it turns over within a run only with ``--rows`` above that (or a shorter ``--win
 Every run is capped at ``--budget`` seconds; a run cut short shows what it had answered by
 then.
 
-    python benchmarks/quota_control.py --quick            # second-bucket mode only: ~4 min
-    python benchmarks/quota_control.py                    # the whole matrix: ~30 min
+    python benchmarks/quota_control.py --quick            # second-bucket mode only: ~9 min
+    python benchmarks/quota_control.py                    # the whole matrix: ~31 min
     python benchmarks/quota_control.py --modes minute,window --clients pipeline-static,cookbook
     python benchmarks/quota_control.py --rows 300 --latency 0.05 --json /tmp/quota.json
     python benchmarks/quota_control.py --modes window --rows 1800   # three 6 s windows
