@@ -408,94 +408,141 @@ sim.stop()"""),
 
 TUNING: Cells = [
     ("md", """\
-# Tuning limiter settings before paying for a real API
+# Quota control: adaptive against static, then tuning settings before paying
 
-Your provider allows, say, 600 requests and 100,000 tokens a minute. How should the client's
-limiter be set: at the limit, a little under, a little over? With which bucket size, which
-concurrency, which kind of limiter? `pipeline.bench.sweep` answers with measurements: it sends
-the same job once per client setting, each time against a **fresh simulator** (same seed)
-configured like the provider, and reads the 429s and the throughput from the **simulator's own
-request log**.
+Providers enforce their per-minute limits in ways a client cannot see: OpenAI documents that
+"60,000 requests/minute may be enforced as 1,000 requests/second". Users also often do not
+know their limits, or give them wrong. This notebook measures, against the bundled simulator,
+what the client does in each case, and then sweeps client settings with `pipeline.bench`.
 
-Time is compressed so each setting takes a second or two; the table reports rates and times
-in the provider's time (`run_s` is how long the run would take against the real API). From a
-shell, `pipeline bench --help` runs the same sweep, and `benchmarks/limiter_sweep.py` a larger
-one."""),
+Every figure below comes from the **simulator's own request log**; every conclusion is
+printed by code from those figures, so it cannot drift from them."""),
     ("py", """\
+import asyncio
+import time
 import tempfile
+from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 from IPython.display import Image
 
-from pipeline import bench"""),
+import pipeline
+from pipeline import bench
+from pipeline.simulator import Simulator"""),
     ("md", """\
-## The provider
+## Adaptive against static, on a provider that enforces per second
 
-600 rpm and 100,000 tpm, enforced over 6-second buckets (`burst=0.1` of a minute: providers
-often enforce "per minute" limits over shorter windows), a lognormal latency with a 0.2 s
-median, and 1% of requests failing with a 500."""),
+The provider: 6,000 requests a minute, enforced as a bucket holding one second of that (100
+requests), the simulator's default. The client sends 400 rows, told the limits right, told
+2x too high, or not told at all; with the adaptive limiter (the default) or a static one
+(`adaptive=False`, which needs limits). "pace" is the fastest the limit allows: 400 rows at
+100 a second, 4 s."""),
+    ("py", """\
+RPM, ROWS = 6_000, 400
+rows = [{"text": f"Echo row {i}"} for i in range(ROWS)]
+
+async def trial(told, adaptive):
+    factor = {"right": 1, "2x too high": 2}.get(told)
+    limits = {} if factor is None else {"rpm": RPM * factor}
+    with Simulator(rpm=RPM, seed=3) as sim:
+        async with pipeline.OpenAIService(base_url=sim.base_url, api_key="sk-local",
+                                          adaptive=adaptive, **limits) as service:
+            job = service.chat(model="gpt-4o-mini", prompt="{text}", max_tokens=8)
+            start = time.perf_counter()
+            results = await pipeline.run(rows, job, concurrency=64)
+            wall = time.perf_counter() - start
+        log = sim.log()
+    answered = Counter(e.body_hash for e in log if e.status == 200)
+    return {"limiter": "adaptive" if adaptive else "static", "told": told,
+            "answered": len(answered), "failed": len(results.failed),
+            "429s": sum(e.status == 429 for e in log),
+            "wall / pace": round(wall / (ROWS / (RPM / 60)), 2)}
+
+cases = [("right", True), ("2x too high", True), ("not told", True),
+         ("right", False), ("2x too high", False)]
+table = pd.DataFrame([await trial(told, adaptive) for told, adaptive in cases])
+table"""),
+    ("py", """\
+def row(limiter, told):
+    return table[(table.limiter == limiter) & (table.told == told)].iloc[0]
+
+a2, s2, a0, ar = (row("adaptive", "2x too high"), row("static", "2x too high"),
+                  row("adaptive", "not told"), row("adaptive", "right"))
+print(f"Told right, the adaptive limiter answered {ar.answered}/{ROWS} rows with "
+      f"{ar['429s']} 429s in {ar['wall / pace']}x the pace.")
+print(f"Told 2x too high: static drew {s2['429s']} 429s, adaptive {a2['429s']} "
+      f"({'fewer' if a2['429s'] < s2['429s'] else 'not fewer'}); wall {s2['wall / pace']}x "
+      f"against {a2['wall / pace']}x the pace.")
+print(f"Not told at all, the adaptive limiter found the rate: {a0.answered}/{ROWS} rows, "
+      f"{a0['429s']} 429s, {a0['wall / pace']}x the pace.")"""),
+    ("md", """\
+Why: a static limiter told 2x the limit sends 200 requests a second into a provider that
+admits 100, and every extra request is a 429 (a 429 costs time here, not an attempt, so rows
+still get answered, slowly). The adaptive limiter treats the limits as ceilings: each round
+of 429s cuts its rate, quiet periods grow it back (CUBIC), and `x-ratelimit-*` headers, when
+the provider sends them, are taken as facts. Its state is in its repr and in the progress
+bar and status table (`rate .../... req/min`)."""),
+    ("md", """\
+## Sweeping settings with `pipeline.bench`
+
+`pipeline.bench.sweep` sends the same job once per client setting, each time against a
+**fresh simulator** (same seed) configured like the provider. Time is compressed so each
+setting takes a second or two; the table reports rates and times in the provider's time
+(`run_s` is how long the run would take against the real API). From a shell,
+`pipeline bench --help` runs the same sweep, and `benchmarks/limiter_sweep.py` a larger one.
+
+The provider: 600 rpm and 100,000 tpm enforced over 6-second buckets (`burst=0.1` of a
+minute), a lognormal latency with a 0.2 s median, and 1% of requests failing with a 500.
+The grid: the static token bucket at 0.8, 1.0 and 1.2 x the provider's limits, with its
+default bucket (half a second of its rate) or one matching the provider's (6 s), at
+concurrency 32; 1.0 x with a 6 s bucket at concurrency 4; and the interval limiter (a fixed
+one-minute window)."""),
     ("py", """\
 provider = bench.Provider(rpm=600, tpm=100_000, burst=0.1, latency="lognormal:0.2,0.4",
                           faults={"500": 0.01}, seed=7)
-provider.describe()"""),
-    ("md", """\
-## The grid
-
-The token-bucket limiter at 0.8, 1.0 and 1.2 x the provider's limits, with its default bucket
-(a full minute's worth) or one matching the provider's (6 s), at concurrency 32; the same at
-1.0 x with a 6 s bucket at concurrency 4; and the interval limiter (a fixed one-minute window).
-The simulators run in threads here (quicker to start); the CLI and the benchmark script use
-subprocesses, which keeps the client's CPU figures clean."""),
-    ("py", """\
 settings = [
     *bench.grid(fractions=[0.8, 1.0, 1.2], bursts=[None, 6.0], concurrency=[32]),
     bench.Setting(fraction=1.0, burst_s=6.0, concurrency=4),
     bench.Setting(limiter="interval", fraction=1.0, concurrency=32),
 ]
-len(settings)"""),
-    ("py", """\
 df = await bench.sweep_async(provider, settings, requests=200, target_seconds=1.5,
                              process=False)
 print(bench.format_table(df))"""),
     ("md", """\
-Columns: `run_s` run time in provider seconds (`wall_s` here); `req_per_s`/`tok_per_s`
-answered per provider second; `util_req`/`util_tok` what the provider admitted over what it
-would have admitted in that time (its bucket plus its refill: 1.0 leaves nothing on the table);
-`n_429` and `retries` from the simulator's log; `failed` rows; `p50_s`..`p99_s` per-row time
-from start to done (limiter waits and retries included); `cpu_s` the client's CPU time."""),
+Columns: `run_s` run time in provider seconds; `req_per_s`/`tok_per_s` answered per provider
+second; `util_req`/`util_tok` what the provider admitted over what it would have admitted in
+that time (1.0 leaves nothing on the table); `n_429` and `retries` from the simulator's log;
+`failed` rows; `p50_s`..`p99_s` per-row time from start to done; `cpu_s` the client's CPU."""),
     ("py", """\
 png = Path(tempfile.mkdtemp()) / "limiter_sweep.png"
 bench.plot(df, png)
 Image(str(png))"""),
     ("md", """\
-## What to conclude
+## What this sweep measured
 
-Read the table and the plot together. On this provider the pattern is (the figures move a
-little from run to run, the 429 counts most):
-
-- **Fraction**: 0.8 x leaves about a fifth of the quota unused, as it must. 1.2 x does not beat
-  1.0 x: the limiter lowers itself to the `x-ratelimit-limit-*` the provider reports, so
-  overshooting buys nothing. **Set the limiter at the provider's limits.**
-- **Bucket**: the limiter's default bucket holds a full minute, so at the start it lets through
-  a burst (up to the concurrency) that the provider's 6-second bucket does not hold: most of
-  the 429s come from there. A bucket matching the provider's enforcement window gives fewer
-  429s at the same throughput.
-- **Limiter kind**: the interval limiter releases a whole minute's quota at the start of its
-  window (the worst case for a provider that enforces over short windows) and then waits for
-  whole windows, so it reaches a clearly lower utilisation: prefer the token bucket.
-- **Concurrency** only needs to cover rate x latency (10 requests/s x 0.2 s = 2 in flight,
-  a few more for the latency's tail): concurrency 4 reaches the throughput of 32, with a
-  smaller first burst (fewer 429s) and a far shorter time per row (`p50_s`), because rows do
-  not queue in the limiter.
-- A few 429s remain even with a matching bucket when the token limit binds: the client
-  refunds the unused part of `max_tokens` after each answer, while the provider (like
-  OpenAI) charged the full `max_tokens`. A slightly lower `tpm` (0.9 x) on the client absorbs
-  that.
-
-The settings ranked by utilisation of the provider's request limit:"""),
+Printed from the table above (the figures move a little from run to run, the 429 counts
+most):"""),
     ("py", """\
-columns = ["limiter", "fraction", "burst_s", "concurrency", "util_req", "n_429", "p50_s"]
-df.sort_values("util_req", ascending=False)[columns].head(4)"""),
+tb = df[df.limiter == "token_bucket"]
+def pick(fraction, burst, concurrency=32):
+    burst_match = tb.burst_s.isna() if burst is None else tb.burst_s == burst
+    return tb[(tb.fraction == fraction) & burst_match & (tb.concurrency == concurrency)].iloc[0]
+
+low, at, high = pick(0.8, 6.0), pick(1.0, 6.0), pick(1.2, 6.0)
+print(f"fraction: 0.8x used {low.util_req:.0%} of the request limit, 1.0x {at.util_req:.0%}, "
+      f"1.2x {high.util_req:.0%} with {high.n_429} 429s (1.0x: {at.n_429}).")
+default, matching = pick(1.0, None), pick(1.0, 6.0)
+print(f"bucket: the default half-second bucket drew {default.n_429} 429s at "
+      f"{default.util_req:.0%} utilisation; a 6 s bucket {matching.n_429} at "
+      f"{matching.util_req:.0%}.")
+few = pick(1.0, 6.0, concurrency=4)
+print(f"concurrency: 4 in flight reached {few.util_req:.0%} utilisation (32: "
+      f"{matching.util_req:.0%}), median time per row {few.p50_s:.2f} s against "
+      f"{matching.p50_s:.2f} s.")
+interval = df[df.limiter == "interval"].iloc[0]
+print(f"limiter kind: the interval limiter reached {interval.util_req:.0%} utilisation with "
+      f"{interval.n_429} 429s; the token bucket at the same settings {matching.util_req:.0%}.")"""),
     ("md", """\
 To try your own provider from a shell:
 

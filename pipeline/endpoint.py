@@ -126,11 +126,6 @@ class Endpoint:
         return self._limiter
 
     @property
-    def has_limiter(self) -> bool:
-        """Whether a limiter was given or already built (reading :attr:`limiter` builds one)."""
-        return self._limiter is not None
-
-    @property
     def rpm(self) -> float | None:
         """Requests per minute allowed (``max_requests`` scaled to 60 s)."""
         return None if self.max_requests is None else self.max_requests * 60.0 / self.interval

@@ -69,7 +69,6 @@ from pipeline.types import (
 )
 
 __all__ = [
-    "BUILDERS",
     "Builder",
     "ChatBuilder",
     "CompletionBuilder",
@@ -716,15 +715,3 @@ completion = _default.completion
 embeddings = _default.embeddings
 fine_tuning_job = _default.fine_tuning_job
 file_upload = _default.file_upload
-
-#: Builder class per endpoint path, for code that starts from a path.
-BUILDERS: dict[str, type[Builder]] = {
-    cls.path: cls
-    for cls in (
-        ChatBuilder,
-        CompletionBuilder,
-        EmbeddingsBuilder,
-        FineTuningJobBuilder,
-        FileUploadBuilder,
-    )
-}

@@ -7,12 +7,15 @@ the rows around it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from pipeline.errors import APIError, RateLimitError
 from pipeline.request import APIRequest, Response
+
+if TYPE_CHECKING:  # a value the limiter layer makes; records only carry it
+    from pipeline.limiter import Lease
 
 __all__ = ["Record"]
 
@@ -52,8 +55,8 @@ class Record(msgspec.Struct, kw_only=True):
     started: float = 0.0
     finished: float = 0.0
     latency: float = 0.0
-    # Set by the acquire stage so the call stage can settle the reservation: (limiter, tokens).
-    reservation: Any = None
+    # The limiter grant the acquire stage made, settled by the call stage with the outcome.
+    reservation: Lease | None = None
 
     @property
     def ok(self) -> bool:

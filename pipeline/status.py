@@ -80,10 +80,6 @@ class StatusTracker:
         else:
             self.other_errors += 1
 
-    def record_retry(self) -> None:
-        """A failed attempt is being retried."""
-        self.retries += 1
-
     def on_retry(self, record: Record, error: BaseException, attempt: int,
                  delay: float) -> None:
         """Retry hook (see :class:`~pipeline.retry.retry`): count the error and the retry."""

@@ -56,7 +56,7 @@ def test_per_minute_views_scale_with_the_interval():
 def test_default_limiter_is_built_lazily_with_the_endpoint_limits():
     limiter_module = pytest.importorskip("pipeline.limiter")
     ep = Endpoint("chat/completions", max_requests=500, max_tokens=30_000, interval=60)
-    assert not ep.has_limiter
+    assert ep._limiter is None
     limiter = ep.limiter
     assert isinstance(limiter, limiter_module.TokenBucketLimiter)
     assert ep.limiter is limiter  # one limiter per endpoint, not one per access
@@ -74,7 +74,7 @@ def test_a_user_limiter_is_used_as_given_and_can_be_shared():
     shared = CountingLimiter()
     a = Endpoint("chat/completions", limiter=shared)  # type: ignore[arg-type]
     b = Endpoint("completions", limiter=shared)  # type: ignore[arg-type]
-    assert a.limiter is shared and b.limiter is shared and a.has_limiter
+    assert a.limiter is shared and b.limiter is shared
 
 
 def test_config_is_a_read_only_copy_and_merges_overrides():
@@ -96,7 +96,7 @@ def test_repr_shows_path_method_limits_and_config():
     assert "max_tokens=1,000,000/60s" in text
     assert "text-embedding-3-small" in text
     assert "limiter=" not in text  # not built yet: repr must not build it
-    assert not ep.has_limiter
+    assert ep._limiter is None
     assert repr(Endpoint("x", "GET")) == "Endpoint('x', method='GET', max_requests=None)"
 
 

@@ -16,10 +16,6 @@ from hypothesis import strategies as st
 
 from pipeline.errors import PayloadError, TemplateKeyError
 from pipeline.payloads import (
-    BUILDERS,
-    ChatBuilder,
-    CompletionBuilder,
-    EmbeddingsBuilder,
     FileUploadBuilder,
     FineTuningJobBuilder,
     PayloadPackage,
@@ -566,17 +562,6 @@ def test_package_shares_tokenizer_and_default_max_tokens() -> None:
     assert package.embeddings(model="e").build("a b").token_estimate == 2
     assert isinstance(package.fine_tuning_job(model="m"), FineTuningJobBuilder)
     assert isinstance(package.file_upload(b"x", purpose="batch"), FileUploadBuilder)
-
-
-def test_builders_by_path() -> None:
-    expected = {
-        "chat/completions": ChatBuilder,
-        "completions": CompletionBuilder,
-        "embeddings": EmbeddingsBuilder,
-        "fine_tuning/jobs": FineTuningJobBuilder,
-        "files": FileUploadBuilder,
-    }
-    assert expected == BUILDERS
 
 
 def _rows(n: int) -> Iterator[dict[str, Any]]:
