@@ -90,7 +90,8 @@ class OpenAIService(BaseService):
         super().__init__(base if base is not None else DEFAULT_OPENAI_BASE_URL,
                          headers=headers, **options)
         if not api_key and urllib.parse.urlsplit(self.base_url).hostname == "api.openai.com":
-            raise ConfigError("no OpenAI API key: pass api_key= or set OPENAI_API_KEY")
+            raise ConfigError("no OpenAI API key: set the OPENAI_API_KEY environment variable "
+                              "(or pass api_key= in Python)")
         self._api_key = _Secret(api_key) if api_key else None
         self._organization = organization
         self._project = project

@@ -13,7 +13,7 @@ import time
 from array import array
 from typing import Any
 
-from pipeline.errors import APIError, RateLimitError
+from pipeline.errors import APIError, RateLimitError, TransportError
 from pipeline.record import Record
 
 __all__ = ["StatusTracker"]
@@ -47,6 +47,9 @@ class StatusTracker:
         self.failed = 0
         self.rate_limit_errors = 0
         self.api_errors = 0
+        #: Attempts that got no answer at all (timeouts, refused or broken connections): also
+        #: counted in ``api_errors``, shown apart because the cure is different.
+        self.connection_errors = 0
         self.other_errors = 0
         self.cached = 0
         self.retries = 0
@@ -77,6 +80,8 @@ class StatusTracker:
             self.rate_limit_errors += 1
         elif isinstance(error, APIError):
             self.api_errors += 1
+            if isinstance(error, TransportError):
+                self.connection_errors += 1
         else:
             self.other_errors += 1
 
@@ -173,6 +178,7 @@ class StatusTracker:
             "started": self.started, "in_progress": self.in_progress,
             "succeeded": self.succeeded, "failed": self.failed,
             "rate_limit_errors": self.rate_limit_errors, "api_errors": self.api_errors,
+            "connection_errors": self.connection_errors,
             "other_errors": self.other_errors, "cached": self.cached, "retries": self.retries,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "elapsed_s": round(self.elapsed, 3),
@@ -190,7 +196,8 @@ class StatusTracker:
             ("in progress", f"{self.in_progress:,}"),
             ("retries", f"{self.retries:,}"),
             ("rate-limit errors (429)", f"{self.rate_limit_errors:,}"),
-            ("other API errors", f"{self.api_errors:,}"),
+            ("other API errors", f"{self.api_errors - self.connection_errors:,}"),
+            ("no answer (timeouts, connections)", f"{self.connection_errors:,}"),
             ("other errors", f"{self.other_errors:,}"),
             ("tokens (prompt / completion)",
              f"{self.prompt_tokens:,} / {self.completion_tokens:,}"),

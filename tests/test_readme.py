@@ -1,0 +1,50 @@
+"""The README's Python blocks run as written, in order, in one namespace (as in a notebook),
+against the bundled simulator: the first block starts one, and OPENAI_BASE_URL points the
+blocks that leave out base_url (as they would for OpenAI) at another."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import pathlib
+import re
+
+import pytest
+
+from pipeline.simulator import Simulator
+
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+@pytest.mark.timeout(120)
+def test_the_readme_python_blocks_run_as_written(tmp_path, monkeypatch):
+    assert len(BLOCKS) >= 5
+    monkeypatch.chdir(tmp_path)
+    pytest.importorskip("pandas")
+    with Simulator(rpm=30_000, tpm=3_000_000) as provider:
+        monkeypatch.setenv("OPENAI_BASE_URL", provider.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-readme")
+        namespace: dict[str, object] = {}
+
+        async def main() -> None:
+            try:
+                for number, block in enumerate(BLOCKS, 1):
+                    code = compile(block, f"README block {number}", "exec",
+                                   flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+                    result = eval(code, namespace)  # our own README, as a notebook would
+                    if asyncio.iscoroutine(result):
+                        await result
+            finally:
+                service = namespace.get("service")
+                if service is not None:
+                    await service.aclose()  # type: ignore[attr-defined]
+                sim = namespace.get("sim")
+                if sim is not None:
+                    sim.stop()  # type: ignore[attr-defined]
+
+        asyncio.run(main())
+    results = namespace["results"]
+    assert all(r.ok for r in results)  # type: ignore[attr-defined]
+    out = namespace["out"]
+    assert list(out.index) == [7, 8, 9]  # type: ignore[attr-defined]
