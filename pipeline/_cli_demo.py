@@ -46,8 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("-o", "--output", default="pipeline-demo-results.csv",
         help="results file (.csv, .parquet or .jsonl; default ./pipeline-demo-results.csv)")
-    add("--rpm", type=float, default=1200, help="the simulated key's requests per minute")
-    add("--tpm", type=float, default=200_000, help="the simulated key's tokens per minute")
+    add("--rpm", type=float, default=6000, help="the simulated key's requests per minute")
+    add("--tpm", type=float, default=1_000_000, help="the simulated key's tokens per minute")
     add("--latency", type=float, default=0.25, help="median seconds per answer (default 0.25)")
     add("--error-rate", type=float, default=0.03,
         help="fraction of requests the server fails with a 500 (default 0.03; retried)")
