@@ -121,8 +121,8 @@ def default_flow(job: Any, *, cache: ResponseCache | None = None,
     stages: list[Any] = [build(job.builder)]
     if cache is not None:
         stages.append(lookup(cache, namespace=namespace))
-    stages.append(retry(acquire(limiter) | call(job.service, job.endpoint, timeout=timeout,
-                                                guard=guard),
+    stages.append(retry(acquire(limiter, guard=guard) | call(job.service, job.endpoint,
+                                                             timeout=timeout, guard=guard),
                         attempts=attempts, backoff=backoff, max_wait=max_wait,
                         hooks=(status,)))
     if cache is not None:

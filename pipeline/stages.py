@@ -295,17 +295,23 @@ class acquire(Stage):
     Accepts a :class:`~pipeline.limiter.RateLimiter` or an endpoint (its limiter). The grant
     is a :class:`~pipeline.limiter.Lease` on ``record.reservation``, settled by :class:`call`
     with the outcome (real usage, ``x-ratelimit-*`` headers, a 429), which is how the limiter
-    learns. An adaptive limiter also holds an in-flight slot until then.
+    learns. An adaptive limiter also holds an in-flight slot until then. With a stopped
+    ``guard`` (:class:`~pipeline.guard.RunGuard`) the record fails at once, without waiting.
     """
 
-    def __init__(self, limiter: Any) -> None:
+    def __init__(self, limiter: Any, *, guard: RunGuard | None = None) -> None:
         limiter = getattr(limiter, "limiter", limiter)  # an Endpoint or a Job
         if not callable(getattr(limiter, "acquire", None)):
             raise ConfigError(f"acquire() needs a rate limiter, got {limiter!r}")
         self.limiter = limiter
+        self.guard = guard
         self._lease = getattr(limiter, "lease", None)
 
     async def process(self, record: Record) -> Record:
+        guard = self.guard
+        if guard is not None and guard.stopped is not None:
+            record.error = guard.stopped  # the run stopped: do not wait for capacity
+            return record
         try:
             if self._lease is not None:
                 record.reservation = await self._lease(1, record.token_estimate)

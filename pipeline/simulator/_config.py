@@ -259,6 +259,7 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     embedding_dimensions: int = 1536
     fine_tune_seconds: float = 1.0
     log_limit: int | None = 1_000_000
+    models: tuple[str, ...] = ()
     policy: Policy = "second"
     window: float = 60.0
     max_in_flight: int | None = None

@@ -89,7 +89,9 @@ class FakeModel:
             if request.input == "":
                 raise RequestError("'input' must not be empty.", "input", "invalid_value")
             prompt = count_input_tokens(request.input)
+            self._check_model(request.model)
             return Prepared(kind, request, prompt, None, 1, prompt)
+        self._check_model(request.model)
         if request.stream:
             raise RequestError("The simulator does not stream: 'stream' must be false.",
                                "stream", "unsupported_value")
@@ -101,6 +103,12 @@ class FakeModel:
                 f"{asked or 0} in the completion). Please reduce the length of the messages or "
                 "completion.", "messages", "context_length_exceeded")
         return Prepared(kind, request, prompt, max_tokens, n, prompt + max_tokens * n)
+
+    def _check_model(self, model: str) -> None:
+        models = self.config.models
+        if models and model not in models:
+            raise RequestError(f"The model `{model}` does not exist or you do not have access "
+                               "to it.", None, "model_not_found", 404)
 
     def _text(self, prepared: Prepared, body: bytes, index: int) -> tuple[str, str]:
         """One choice's text and finish_reason."""

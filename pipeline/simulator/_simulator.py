@@ -90,6 +90,8 @@ class Simulator:
         port: the port to bind on 127.0.0.1 (0: a free one).
         process: run the server in a subprocess instead of a thread.
         log_limit: the most log entries kept (oldest dropped first; ``None``: unbounded).
+        models: the model names it knows; a request for another gets OpenAI's 404
+            ``model_not_found`` (empty, the default: any model name is accepted).
 
     >>> with Simulator(rpm=600, policy="window", window=2.0, error_format="azure") as sim:
     ...     sim.config.policy, sim.config.window
@@ -132,6 +134,7 @@ class Simulator:
         headers: bool = True,
         retry_after: RetryAfter = "both",
         error_format: ErrorFormat = "openai",
+        models: Sequence[str] = (),
     ) -> None:
         keys = (api_key,) if isinstance(api_key, str) else tuple(api_key or ())
         per_model = {str(model): dict(limits) for model, limits in (model_limits or {}).items()}
@@ -143,7 +146,7 @@ class Simulator:
             embedding_dimensions=embedding_dimensions, fine_tune_seconds=fine_tune_seconds,
             log_limit=log_limit, policy=policy, window=float(window), model_limits=per_model,
             max_in_flight=max_in_flight, overload_status=overload_status, headers=headers,
-            retry_after=retry_after, error_format=error_format)
+            retry_after=retry_after, error_format=error_format, models=tuple(models))
         if process and responder is not None:
             raise ConfigError("a responder runs in this process: it needs process=False")
         self.responder = responder
