@@ -75,6 +75,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--burst", type=float, default=None, metavar="SECONDS",
         help="seconds of the rate sent at once after a pause (default 0.5: a provider that "
         "enforces its minute limit per second takes that)")
+    add("--shared-limit", default=None, metavar="redis://HOST:PORT/DB",
+        help="share --rpm/--tpm with every process and machine using this Redis "
+        "(default: PIPELINE_LIMITER_URL; needs pip install \"ratelimited-pipeline[redis]\")")
     add("--concurrency", type=int, default=64, help="requests in flight at most (default 64)")
     add("--max-attempts", type=int, default=6,
         help="attempts per row on errors (default 6); 429 rate limits do not count")
@@ -169,7 +172,10 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
     cache = None if args.no_cache else (args.cache or f"{args.output}.cache")
     service = OpenAIService(base_url=args.base_url, rpm=args.rpm, tpm=args.tpm,
                             adaptive=not args.no_adaptive, burst=args.burst,
-                            transport=_transport(args.transport))
+                            limiter=args.shared_limit, transport=_transport(args.transport))
+    if not os.environ.get("OPENAI_API_KEY"):
+        print("note: OPENAI_API_KEY is not set: requests go out without a key (fine for a "
+              "local server; a hosted API will answer 401 and the run will stop)", file=out)
     async with service:
         job = build_job(service, args, source)
         model = "from the file" if source.ready_requests else job.builder.config.get("model")

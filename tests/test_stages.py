@@ -392,3 +392,14 @@ async def test_results_become_frames_lined_up_with_the_rows():
     assert list(results.to_pandas(like).index) == ["x", "y", "z"]
     assert results.to_polars()["status"].to_list() == ["succeeded", "failed", "succeeded"]
     assert isinstance(results.to_polars(), pl.DataFrame)
+
+
+def test_the_progress_bar_counts_finished_rows_and_a_resumed_run_starts_where_it_left():
+    stage = track(StatusTracker(), progress=True, total=2_616, initial=384)
+    record = Record(index=0, row={})
+    stage.begin(record)  # a row entering the chain does not move the bar
+    assert stage._bar is None
+    run_virtual(stage.process(record))
+    bar = stage._bar
+    assert (bar.n, bar.total) == (385, 3_000)
+    stage.finish()
