@@ -53,6 +53,9 @@ class Endpoint:
         limiter: a :class:`~pipeline.limiter.RateLimiter` to use instead of the default
             ``AdaptiveLimiter(max_requests, max_tokens, interval=interval)``; several
             endpoints may share one (OpenAI counts some limits per model, not per path).
+            A ``"redis://HOST:PORT/DB"`` URL shares the limits with every process using it
+            (a :class:`~pipeline.limiter.RedisLimiter`, key ``pipeline:<path>`` unless the
+            URL says ``?key=NAME``; ``pip install "ratelimited-pipeline[redis]"``).
         adaptive: the default limiter adapts to the provider (the limits are ceilings; see
             :class:`~pipeline.limiter.AdaptiveLimiter`). ``False``: a fixed-rate
             :class:`~pipeline.limiter.TokenBucketLimiter` at exactly the limits.
@@ -65,8 +68,8 @@ class Endpoint:
     created before any event loop runs.
     """
 
-    __slots__ = ("_limiter", "adaptive", "burst", "config", "interval", "max_requests",
-                 "max_tokens", "method", "path")
+    __slots__ = ("_limiter", "_limiter_url", "adaptive", "burst", "config", "interval",
+                 "max_requests", "max_tokens", "method", "path")
 
     def __init__(
         self,
@@ -76,7 +79,7 @@ class Endpoint:
         max_requests: float | None = None,
         max_tokens: float | None = None,
         interval: float = 60.0,
-        limiter: RateLimiter | None = None,
+        limiter: RateLimiter | str | None = None,
         config: Mapping[str, Any] | None = None,
         adaptive: bool = True,
         burst: float | None = None,
@@ -93,6 +96,12 @@ class Endpoint:
             raise ConfigError(f"unknown HTTP method {method!r} for endpoint {path!r}")
         interval_s = _rate("interval", interval)
         assert interval_s is not None
+        self._limiter_url: str | None = None
+        if isinstance(limiter, str):
+            from pipeline.limiter._redis import check_url
+
+            self._limiter_url = check_url(limiter)  # a typo or a missing redis-py fails here
+            limiter = None
         if limiter is not None and not callable(getattr(limiter, "acquire", None)):
             raise ConfigError(f"limiter must have an async acquire() method, got {limiter!r}")
         self.path: str = path.strip("/ ")
@@ -120,6 +129,16 @@ class Endpoint:
                 scale = self.burst / self.interval
                 bursts = {"burst_requests": self.max_requests and self.max_requests * scale,
                           "burst_tokens": self.max_tokens and self.max_tokens * scale}
+            if self._limiter_url is not None:
+                from pipeline.limiter import RedisLimiter
+
+                self._limiter = RedisLimiter(self._limiter_url, key=f"pipeline:{self.path}",
+                                             max_requests=self.max_requests,
+                                             max_tokens=self.max_tokens,
+                                             interval=self.interval,
+                                             burst_requests=bursts["burst_requests"],
+                                             burst_tokens=bursts["burst_tokens"])
+                return self._limiter
             cls = AdaptiveLimiter if self.adaptive else TokenBucketLimiter
             self._limiter = cls(self.max_requests, self.max_tokens, interval=self.interval,
                                 **bursts)

@@ -221,6 +221,7 @@ class ServiceOptions(TypedDict, total=False):
     max_connections: int
     adaptive: bool
     burst: float | None
+    limiter: str | None
 
 
 class BaseService(abc.ABC):
@@ -245,6 +246,9 @@ class BaseService(abc.ABC):
             ``rpm``/``tpm`` the rate is discovered. ``False``: fixed rates at exactly
             ``rpm``/``tpm`` (and no limit without them).
         burst: seconds of the rate a limiter may grant at once after idling (default 0.5).
+        limiter: ``"redis://HOST:PORT/DB"``: every endpoint's limits are shared, through that
+            Redis, with every process using it (:class:`~pipeline.limiter.RedisLimiter`);
+            by default the ``PIPELINE_LIMITER_URL`` environment variable, if set.
 
     The client is created on the first call inside a running event loop (never at
     construction), and again if a later call runs in a different event loop. Use the service
@@ -267,6 +271,7 @@ class BaseService(abc.ABC):
         headers: Mapping[str, str] | None = None,
         adaptive: bool = True,
         burst: float | None = None,
+        limiter: str | None = None,
     ) -> None:
         self._base_url = _check_base_url(base_url)
         self._timeout = make_timeout(timeout)
@@ -275,7 +280,10 @@ class BaseService(abc.ABC):
         self._transport = transport
         self._extra_headers = dict(headers or {})
         self._default_limits = {"rpm": rpm, "tpm": tpm}
-        self._default_policy = {"adaptive": adaptive, "burst": burst}
+        self._default_policy: dict[str, Any] = {"adaptive": adaptive, "burst": burst}
+        shared = limiter if limiter is not None else os.environ.get("PIPELINE_LIMITER_URL")
+        if shared:  # a shared limiter for every endpoint (a limits= entry may override it)
+            self._default_policy["limiter"] = shared
         self._endpoint_limits = {
             path.strip("/ "): dict(spec) for path, spec in (limits or {}).items()
         }

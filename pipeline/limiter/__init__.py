@@ -10,6 +10,8 @@ Three policies share one waiting machinery (:class:`RateLimiter`):
   unknown, a cut on each round of 429s, CUBIC growth back, an in-flight cap on overload).
 * :class:`TokenBucketLimiter` (``adaptive=False``) refills continuously at fixed rates: in any
   window of length ``W`` it grants at most ``rate * W + burst`` on each dimension.
+* :class:`RedisLimiter` shares one quota among processes and machines: a token bucket in
+  Redis, leased in small chunks, failing closed to a local share when Redis is away.
 * :class:`IntervalLimiter` restores full capacity at the start of every ``interval`` (the
   classic "N per minute" window). It never grants past capacity and owns no background task.
 
@@ -50,8 +52,9 @@ from pipeline.limiter._base import (
     set_clock,
 )
 from pipeline.limiter._interval import IntervalLimiter
+from pipeline.limiter._redis import RedisLimiter
 from pipeline.limiter._token_bucket import TokenBucketLimiter
 
 __all__ = ["DEFAULT_BURST_SECONDS", "DEFAULT_COOLDOWN", "KEEP", "AdaptiveLimiter",
-           "IntervalLimiter", "Lease", "LimiterSnapshot", "RateLimiter", "TokenBucketLimiter",
-           "set_clock"]
+           "IntervalLimiter", "Lease", "LimiterSnapshot", "RateLimiter", "RedisLimiter",
+           "TokenBucketLimiter", "set_clock"]

@@ -1,0 +1,327 @@
+"""RedisLimiter: one quota shared by processes, against a real redis-server and the simulator.
+
+What is pinned: one atomic server-side step grants both dimensions; worker processes sharing
+one key stay within the limits in every 1 s window (the documented overdraw bound) while
+using >= 95% of the quota; a pause and a 429 in one process slow the others; Redis killed
+mid-run leaves the run going at the fail-closed share, and it rejoins when Redis is back;
+far less than one Redis round trip per acquire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+from _redis_server import RedisServer, free_port, redis_server_fixture, shared_quota_worker
+
+from pipeline.errors import ConfigError, RateLimitError
+
+redis_asyncio = pytest.importorskip(
+    "redis.asyncio", reason='redis-py is not installed: pip install "ratelimited-pipeline[redis]"')
+
+from pipeline.limiter import RedisLimiter  # noqa: E402
+from pipeline.limiter._redis import _SCRIPT  # noqa: E402
+from pipeline.simulator import Simulator  # noqa: E402
+
+# A request reaches the simulator a little after its grant; a 1 s window at the server is a
+# window of at most 1 s + this at the clients (loopback, a loaded CI machine).
+TRAVEL_JITTER = 0.05
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    yield from redis_server_fixture()
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Bounded polling for a condition (never a sleep to measure time)."""
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
+def _key() -> str:
+    return f"test:{uuid.uuid4().hex}"
+
+
+def _max_in_window(times: Sequence[float], weights: Sequence[float], width: float) -> float:
+    """The most weight within any window ``[t, t + width)`` of sorted ``times``."""
+    best = total = 0.0
+    start = 0
+    for end, t in enumerate(times):
+        total += weights[end]
+        while times[start] <= t - width:
+            total -= weights[start]
+            start += 1
+        best = max(best, total)
+    return best
+
+
+async def _script(url: str, key: str, *args: float) -> list[float]:
+    client = redis_asyncio.Redis.from_url(url)
+    try:
+        script = client.register_script(_SCRIPT)
+        reply = await script(keys=[key], args=[*args, 0, 0, 0.02, 60], client=client)
+        return [float(x) for x in reply]
+    finally:
+        await client.aclose()
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+async def test_one_step_grants_both_dimensions_or_neither(redis_server: RedisServer) -> None:
+    url, key = redis_server.url, _key()
+    tiny = 1e-9  # refill per second: nothing comes back during the test
+    # Bucket (10 requests, 100 tokens). Asked (10, 200): the same fraction on both: (5, 100).
+    granted_r, granted_t, wait, factor, paused = await _script(
+        url, key, tiny, tiny, 10, 100, 10, 200, 1, 1)
+    assert (granted_r, granted_t, wait, factor, paused) == (5, 100, 0, 1, 0)
+    # Tokens are gone: a request that needs a token gets nothing, and no request is taken.
+    granted_r, granted_t, wait, *_ = await _script(url, key, tiny, tiny, 10, 100, 1, 1, 1, 1)
+    assert (granted_r, granted_t) == (0, 0) and wait > 1e6
+    client = redis_asyncio.Redis.from_url(url)
+    assert float(await client.hget(key, "r")) == pytest.approx(5)
+    await client.aclose()
+
+
+async def test_concurrent_callers_never_take_more_than_the_bucket(
+        redis_server: RedisServer) -> None:
+    url, key = redis_server.url, _key()
+    tiny = 1e-9
+    calls = [_script(url, key, tiny, tiny, 100, 1_000, 1, 7, 1, 7) for _ in range(200)]
+    replies = await asyncio.gather(*calls)
+    assert sum(r[0] for r in replies) == pytest.approx(100)
+    assert sum(r[1] for r in replies) == pytest.approx(700)
+
+
+# ----------------------------------------------------------------------------- one process
+
+
+async def test_round_trips_per_acquire_well_below_one(redis_server: RedisServer) -> None:
+    limiter = RedisLimiter(redis_server.url, key=_key(), max_requests=120_000,
+                           max_tokens=12_000_000)  # 2,000 requests/s: lease 200
+    try:
+        for _ in range(3_000):
+            await limiter.acquire(tokens=40)
+        assert limiter.grants == 3_000
+        assert limiter.round_trips / limiter.grants < 0.05, limiter.stats()
+        assert "shared" in repr(limiter) and "round_trips=" in repr(limiter)
+    finally:
+        await limiter.aclose()
+
+
+async def test_fifo_within_a_process(redis_server: RedisServer) -> None:
+    limiter = RedisLimiter(redis_server.url, key=_key(), max_requests=600, interval=1,
+                           burst_requests=5, lease_requests=5)
+    order: list[int] = []
+
+    async def one(i: int) -> None:
+        await limiter.acquire()
+        order.append(i)
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(40)))
+        assert order == list(range(40))
+    finally:
+        await limiter.aclose()
+
+
+async def test_pause_in_one_process_pauses_the_others(redis_server: RedisServer) -> None:
+    key = _key()
+    first = RedisLimiter(redis_server.url, key=key, max_requests=6_000)
+    second = RedisLimiter(redis_server.url, key=key, max_requests=6_000)
+    try:
+        await first.acquire()
+        await second.acquire()  # each holds a lease of 10 requests now
+        first.pause(30)
+        await _until(lambda: first.round_trips >= 2)  # the pause is written to Redis
+        # Busy on what it holds, the second reads the shared pause within sync_every (0.5 s)
+        # or when its lease runs low, whichever comes first.
+        granted = 0
+
+        def paused() -> bool:
+            nonlocal granted
+            granted += second.try_acquire()
+            return second.paused_for > 0
+
+        await _until(paused)
+        assert second.paused_for > 25
+        assert granted <= 9  # no more than it held when the pause began
+        assert not second.try_acquire()
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_a_429_cuts_the_shared_rate_factor(redis_server: RedisServer) -> None:
+    key = _key()
+    first = RedisLimiter(redis_server.url, key=key, max_requests=6_000)
+    second = RedisLimiter(redis_server.url, key=key, max_requests=6_000)
+    try:
+        lease = await first.lease()
+        first.settle(lease, error=RateLimitError("slow down", status=429, retry_after=0.01))
+        await second.acquire()
+        await _until(lambda: second.try_acquire() and second.stats()["factor"] < 1.0)
+        assert 0.6 < second.stats()["factor"] < 0.75  # 0.7, regrowing at 0.02 per second
+        assert "factor=0.7" in repr(second)
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_fails_closed_to_the_local_share_when_redis_is_unreachable(
+        caplog: pytest.LogCaptureFixture) -> None:
+    limiter = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", key=_key(),
+                           max_requests=6_000, local_share=0.25, retry_every=0.05)
+    caplog.set_level(logging.WARNING, logger="pipeline.limiter")
+    try:
+        await asyncio.wait_for(limiter.acquire(), 10)  # granted from the local share
+        assert not limiter.shared
+        assert limiter.snapshot().mode.startswith("local share 0.25")
+        assert "LOCAL 0.25 share (Redis down" in repr(limiter)
+        # Never fail open: at once, no more than the local share of the bucket (50 * 0.25).
+        burst = sum(1 for _ in range(1_000) if limiter.try_acquire())
+        assert burst <= 13
+        await asyncio.sleep(0.2)  # several retries fail: still one warning for the outage
+        warnings = [r for r in caplog.records if "not answering" in r.getMessage()]
+        assert len(warnings) == 1
+    finally:
+        await limiter.aclose()
+
+
+def test_bad_url_and_missing_redis_py_are_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline._extras import MissingExtraError
+    from pipeline.endpoint import Endpoint
+
+    with pytest.raises(ConfigError, match="redis://HOST:PORT/DB"):
+        RedisLimiter("http://127.0.0.1:6379")
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(MissingExtraError, match=r'pip install "ratelimited-pipeline\[redis\]"'):
+        Endpoint("chat/completions", max_requests=60, limiter="redis://127.0.0.1:6379/0")
+
+
+async def test_service_and_environment_give_every_endpoint_the_shared_limiter(
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline
+
+    monkeypatch.setenv("PIPELINE_LIMITER_URL", redis_server.url)
+    service = pipeline.OpenAIService(base_url="http://127.0.0.1:9/v1", api_key="sk-local",
+                                     rpm=600, tpm=60_000)
+    limiter = service.endpoint("chat/completions").limiter
+    assert isinstance(limiter, RedisLimiter)
+    assert limiter.key == "pipeline:chat/completions" and limiter.max_requests == 600
+    await limiter.acquire(tokens=10)
+    assert limiter.round_trips >= 1 and limiter.shared
+    await limiter.aclose()
+    monkeypatch.delenv("PIPELINE_LIMITER_URL")
+    named = pipeline.OpenAIService(base_url="http://127.0.0.1:9/v1", api_key="sk-local",
+                                   rpm=600, limiter=f"{redis_server.url}?key=org-1")
+    shared = named.endpoint("embeddings").limiter
+    assert isinstance(shared, RedisLimiter) and shared.key == "org-1"
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def _run_workers(url: str, key: str, base_url: str, rpm: float, tpm: float | None,
+                 texts: list[str], processes: int, local_share: float
+                 ) -> tuple[list[multiprocessing.process.BaseProcess], object]:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=shared_quota_worker,
+                           args=(url, key, base_url, rpm, tpm, texts[i::processes],
+                                 local_share, queue))
+               for i in range(processes)]
+    for worker in workers:
+        worker.start()
+    return workers, queue
+
+
+def _collect(workers: list[multiprocessing.process.BaseProcess], queue: object,
+             timeout: float) -> list[dict[str, object]]:
+    reports = [queue.get(timeout=timeout) for _ in workers]  # type: ignore[attr-defined]
+    for worker in workers:
+        worker.join(10)
+    return reports
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [2, 4])
+def test_processes_share_one_quota_against_one_simulator(redis_server: RedisServer,
+                                                         processes: int) -> None:
+    rpm, tpm = 24_000.0, 1_200_000.0  # 400 requests/s, 20,000 tokens/s
+    texts = [f"review number {i}: fine" for i in range(2_000)]
+    with Simulator(rpm=rpm, tpm=tpm, latency=0.005) as sim:
+        workers, queue = _run_workers(redis_server.url, _key(), sim.base_url, rpm, tpm, texts,
+                                      processes, 1 / 8)
+        reports = _collect(workers, queue, timeout=90)
+        log = sim.log()
+    assert sum(int(r["ok"]) for r in reports) == len(texts), reports  # type: ignore[call-overload]
+    answered = [e for e in log if e.outcome == "ok"]
+    assert len({e.body_hash for e in answered}) == len(texts) == len(answered)  # once each
+    assert not [e for e in log if e.outcome == "rate_limited"]
+    times = [e.arrival for e in answered]
+    rate_r, rate_t = rpm / 60, tpm / 60
+    # The bound: rate * W + burst (0.5 s of the rate) + one lease (0.1 s) per process.
+    bound_r = rate_r * (1 + TRAVEL_JITTER) + rate_r * 0.5 + processes * rate_r * 0.1
+    bound_t = rate_t * (1 + TRAVEL_JITTER) + rate_t * 0.5 + processes * rate_t * 0.1
+    assert _max_in_window(times, [1.0] * len(times), 1.0) <= bound_r
+    assert _max_in_window(times, [float(e.tokens) for e in answered], 1.0) <= bound_t
+    span = times[-1] - times[0]
+    utilisation = len(times) / (rate_r * span + rate_r * 0.5)
+    assert utilisation >= 0.95, (utilisation, span)
+    trips = sum(int(r["stats"]["round_trips"]) for r in reports)  # type: ignore[index]
+    grants = sum(int(r["stats"]["grants"]) for r in reports)  # type: ignore[index]
+    assert trips / grants < 0.25, (trips, grants)
+
+
+@pytest.mark.slow
+def test_redis_killed_mid_run_fails_closed_and_recovers(redis_server: RedisServer) -> None:
+    rpm = 12_000.0  # 200 requests/s; each of 2 processes gets 1/4 alone: 100/s in all
+    processes, share = 2, 0.25
+    texts = [f"row {i}" for i in range(1_800)]
+    with Simulator(rpm=rpm, latency=0.005) as sim:
+        workers, queue = _run_workers(redis_server.url, _key(), sim.base_url, rpm, None, texts,
+                                      processes, share)
+
+        def wait_for_count(count: int, timeout: float = 60) -> int:
+            deadline = time.monotonic() + timeout
+            while (n := sim.stats().requests) < count:  # bounded polling
+                assert time.monotonic() < deadline, f"stuck at {n} requests"
+                time.sleep(0.02)
+            return n
+
+        wait_for_count(500)
+        redis_server.stop()
+        killed_at = sim.stats().requests
+        wait_for_count(killed_at + 300)  # the run goes on, at the local share
+        redis_server.start()  # same port, empty: the workers rejoin at their next retry
+        restarted_at = sim.stats().requests
+        reports = _collect(workers, queue, timeout=90)
+        log = sim.log()
+    assert sum(int(r["ok"]) for r in reports) == len(texts), reports  # type: ignore[call-overload]
+    assert all(r["stats"]["outages"] == 1 and r["stats"]["shared"]  # type: ignore[index]
+               for r in reports), reports
+    answered = [e for e in log if e.outcome == "ok"]
+    assert len({e.body_hash for e in answered}) == len(texts) == len(answered)
+    times = [e.arrival for e in answered]
+    rate = rpm / 60
+    bound = rate * (1 + TRAVEL_JITTER) + rate * 0.5 + processes * rate * 0.1
+    assert _max_in_window(times, [1.0] * len(times), 1.0) <= bound  # no window overdrawn
+    # While Redis was away: about processes * share of the rate (half), never more.
+    outage = times[killed_at + 50:restarted_at]
+    outage_rate = (len(outage) - 1) / (outage[-1] - outage[0])
+    assert 0.3 * rate < outage_rate <= 0.55 * rate, outage_rate
+    # Back on the shared quota: the full rate again (after the retry and the new bucket).
+    after = times[restarted_at + 150:-20]
+    after_rate = (len(after) - 1) / (after[-1] - after[0])
+    assert after_rate >= 0.85 * rate, after_rate
