@@ -1,0 +1,131 @@
+"""pipeline.ray_data: AnswerBatches for Ray Data's map_batches.
+
+What is pinned: a batch comes back in its own format (pandas, pyarrow, numpy) with the result
+columns lined up row for row; a bad row fails alone; a batch that cannot run comes back all
+failed with the reason instead of raising; and under a real local Ray (``ray.init``) the
+workers answer every row once through a limiter shared in a real redis-server.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Iterator
+
+import pytest
+from _redis_server import RedisServer, redis_server_fixture
+
+from pipeline.ray_data import AnswerBatches, BatchJob
+from pipeline.simulator import Simulator
+
+pd = pytest.importorskip("pandas", reason='pandas is not installed: pip install '
+                         '"ratelimited-pipeline[ray]"')
+pa = pytest.importorskip("pyarrow", reason='pyarrow is not installed: pip install '
+                         '"ratelimited-pipeline[ray]"')
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    with Simulator(rpm=30_000, tpm=3_000_000, latency=0.005) as running:
+        yield running
+
+
+def _job(sim: Simulator, **extra: object) -> BatchJob:
+    settings: dict[str, object] = {
+        "model": "gpt-4o-mini", "prompt": "Classify: {text}", "max_tokens": 5,
+        "base_url": sim.base_url, "api_key": "sk-local", "rpm": 30_000, "tpm": 3_000_000}
+    return BatchJob(**{**settings, **extra})  # type: ignore[arg-type]
+
+
+def _frame(n: int) -> pd.DataFrame:
+    texts: list[object] = [f"review {i}" for i in range(n)]
+    texts[3] = math.nan  # a row that cannot be built
+    return pd.DataFrame({"id": range(n), "text": texts}, index=range(100, 100 + n))
+
+
+def test_job_description_pickles_and_hides_the_key(sim: Simulator) -> None:
+    job = _job(sim)
+    assert pickle.loads(pickle.dumps(job)) == job
+    assert "sk-local" not in repr(job) and "api_key='...'" in repr(job)
+    assert pickle.loads(pickle.dumps(AnswerBatches(job))).job == job
+
+
+def test_pandas_batch_comes_back_lined_up_with_a_failed_row(sim: Simulator) -> None:
+    call = AnswerBatches(_job(sim))
+    try:
+        out = call(_frame(20))
+        assert list(out["id"]) == list(range(20))
+        assert list(out.columns) == ["id", "text", "answer", "status", "error", "tokens",
+                                     "latency"]
+        assert out.loc[3, "status"] == "failed" and "text" in out.loc[3, "error"]
+        ok = out.drop(index=3)
+        assert (ok["status"] == "succeeded").all() and ok["answer"].notna().all()
+        assert (ok["tokens"] > 0).all() and ok["error"].isna().all()
+        again = call(_frame(5))  # the same worker, the same loop and client, a second batch
+        assert list(again["status"]) == ["succeeded"] * 3 + ["failed", "succeeded"]
+    finally:
+        call.close()
+
+
+def test_pyarrow_and_numpy_batches_keep_their_format(sim: Simulator) -> None:
+    call = AnswerBatches(_job(sim))
+    try:
+        table = call(pa.Table.from_pandas(_frame(6), preserve_index=False))
+        assert isinstance(table, pa.Table)
+        statuses = ["succeeded"] * 3 + ["failed"] + ["succeeded"] * 2
+        assert table.column("status").to_pylist() == statuses
+        assert table.column("id").to_pylist() == list(range(6))
+        arrays = call({"id": _frame(4)["id"].to_numpy(), "text": _frame(4)["text"].to_numpy()})
+        assert isinstance(arrays, dict)
+        assert list(arrays["status"]) == ["succeeded"] * 3 + ["failed"]
+    finally:
+        call.close()
+
+
+def test_a_batch_that_cannot_run_fails_every_row_without_raising(sim: Simulator) -> None:
+    call = AnswerBatches(_job(sim, prompt="Classify: {missing_column}"))
+    try:
+        out = call(_frame(5))
+        assert list(out["status"]) == ["failed"] * 5
+        assert "missing_column" in out.loc[0, "error"]
+    finally:
+        call.close()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    yield from redis_server_fixture()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_ray_data_map_batches_with_a_shared_limiter(sim: Simulator,
+                                                    redis_server: RedisServer) -> None:
+    ray = pytest.importorskip("ray", reason='ray is not installed: pip install '
+                              '"ratelimited-pipeline[ray]"')
+    pytest.importorskip("ray.data", reason="ray[data] is not installed")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    try:
+        sim.reset()
+        n = 400
+        frame = _frame(n)
+        job = _job(sim, shared_limit=f"{redis_server.url}?key=ray-test")
+        # Four blocks for two actors (a repartition task would need a CPU the actors hold).
+        ds = ray.data.from_pandas([frame.iloc[i::4].reset_index(drop=True) for i in range(4)])
+        out = ds.map_batches(AnswerBatches, fn_constructor_args=(job,), concurrency=2,
+                             batch_size=50, batch_format="pandas").to_pandas()
+    finally:
+        ray.shutdown()
+    out = out.sort_values("id").reset_index(drop=True)
+    assert list(out["id"]) == list(range(n))  # every row once
+    assert out.loc[3, "status"] == "failed"
+    assert (out.drop(index=3)["status"] == "succeeded").all()
+    answered = [e for e in sim.log() if e.outcome == "ok"]
+    assert len(answered) == n - 1 == len({e.body_hash for e in answered})
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.exists("ray-test")  # the workers spent the shared bucket
+    client.close()
