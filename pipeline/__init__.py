@@ -14,8 +14,24 @@ from __future__ import annotations
 from pipeline import errors, payloads, stages
 from pipeline.cache import ResponseCache
 from pipeline.endpoint import Endpoint
-from pipeline.errors import PipelineError
-from pipeline.limiter import IntervalLimiter, RateLimiter, TokenBucketLimiter
+from pipeline.errors import (
+    APIError,
+    ConfigError,
+    InputError,
+    PayloadError,
+    PipelineError,
+    RateLimitError,
+    RunStoppedError,
+    ThrottledError,
+)
+from pipeline.guard import RunGuard
+from pipeline.limiter import (
+    AdaptiveLimiter,
+    IntervalLimiter,
+    Lease,
+    RateLimiter,
+    TokenBucketLimiter,
+)
 from pipeline.operators import map_unordered
 from pipeline.payloads import PayloadPackage
 from pipeline.record import Record
@@ -23,25 +39,37 @@ from pipeline.request import APIRequest, Response
 from pipeline.retry import Backoff
 from pipeline.runner import Results, default_flow, run, run_sync, stream
 from pipeline.service import BaseService, Job, JSONService, OpenAIService
+from pipeline.stages import Stage
 from pipeline.status import StatusTracker
 
 __all__ = [
+    "APIError",
     "APIRequest",
+    "AdaptiveLimiter",
     "Backoff",
     "BaseService",
+    "ConfigError",
     "Endpoint",
+    "InputError",
     "IntervalLimiter",
     "JSONService",
     "Job",
+    "Lease",
     "OpenAIService",
+    "PayloadError",
     "PayloadPackage",
     "PipelineError",
+    "RateLimitError",
     "RateLimiter",
     "Record",
     "Response",
     "ResponseCache",
     "Results",
+    "RunGuard",
+    "RunStoppedError",
+    "Stage",
     "StatusTracker",
+    "ThrottledError",
     "TokenBucketLimiter",
     "default_flow",
     "errors",
