@@ -109,6 +109,12 @@ def main(args: argparse.Namespace) -> int:
     elif burst == "policy":
         burst = None
     try:
+        # What the results need, checked before anything runs (one line, exit code 2).
+        from pipeline._extras import require
+
+        require("pandas", feature="pipeline bench (its results table)", extra="pandas")
+        if args.out:
+            require("matplotlib", feature="pipeline bench --out (the plot)", extra="plot")
         provider = bench.Provider(rpm=args.rpm, tpm=args.tpm or None, burst=burst,
                                   latency=args.latency, faults=_faults(args.faults),
                                   seed=args.seed, **provider_modes(args))
