@@ -203,8 +203,9 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
         status: a tracker to update (one is made otherwise); also ``results.status``.
         max_wait: seconds a row may be throttled by 429s before it fails (default 10 min).
         timeout: seconds one attempt may take; ``None`` sizes it from the latencies seen so
-            far (``max(10 s, 6 x p99)`` after 20 answers), so a request that never answers
-            does not hold the end of the run for the HTTP client's 600 s.
+            far (``max(10 s, 6 x p99)`` after 20 answers; before that 30 s plus the request's
+            ``max_tokens`` at 20 tokens/s), so a request that never answers does not hold the
+            end of the run for the HTTP client's 600 s.
 
     The run stops early, with one clear reason in ``results.stopped``, when the account is
     out of quota or when its first requests all fail the same way (401, 403, 404, nothing

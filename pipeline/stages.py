@@ -340,7 +340,8 @@ class call(Stage):
     ``timeout`` bounds one attempt, in seconds (a timed-out attempt is an
     :class:`~pipeline.errors.APITimeoutError`, retried like any other). ``None`` (the
     default) sizes it from the latencies seen so far: ``max(10 s, 6 x p99)`` once 20
-    answers have arrived, and the service's own timeout before that.
+    answers have arrived, and from the request's most output tokens before that (30 s plus
+    20 tokens a second).
 
     ``guard`` (a :class:`~pipeline.guard.RunGuard`) sees every attempt's outcome; once it has
     stopped the run, records reaching this stage fail with its
@@ -363,11 +364,19 @@ class call(Stage):
         self.timeout = timeout
         self._latencies = LatencyWindow()
 
-    def attempt_timeout(self) -> float | None:
-        """The timeout of the next attempt, in seconds (``None``: the service's own)."""
+    def attempt_timeout(self, request: APIRequest | None = None) -> float | None:
+        """The timeout of the next attempt, in seconds (``None``: the service's own).
+
+        Before 20 answers have arrived: 30 s plus the time the request's most output tokens
+        take at a slow 20 tokens/s (capped at 600 s), so a first request that never answers
+        is not waited on for the HTTP client's 600 s.
+        """
         if self.timeout is not None:
             return float(self.timeout)
-        return self._latencies.timeout()
+        learnt = self._latencies.timeout()
+        if learnt is not None or request is None:
+            return learnt
+        return min(600.0, 30.0 + _provider_charge(request, 0) / 20.0)
 
     async def process(self, record: Record) -> Record:
         request = record.request
@@ -383,7 +392,7 @@ class call(Stage):
                 lease.limiter.settle(lease, error=guard.stopped)
             return record
         record.attempts += 1
-        limit = self.attempt_timeout()
+        limit = self.attempt_timeout(request)
         try:
             if limit is None:
                 response = await self.service.call(self.endpoint or request.path, request)

@@ -134,3 +134,15 @@ def test_the_default_timeout_follows_the_latencies_seen():
         window.add(0.2)
     window.add(4.0)
     assert window.timeout() == pytest.approx(24.0)  # 6 x p99, at least 10 s
+
+
+def test_before_any_answer_the_timeout_follows_the_requests_output_limit():
+    from pipeline.stages import call
+
+    service = InstantService()
+    stage = call(service, "chat/completions")
+    short = service.chat(model="m", prompt="{text}", max_tokens=16).build({"text": "x"})
+    long = service.chat(model="m", prompt="{text}", max_tokens=4_000).build({"text": "x"})
+    assert stage.attempt_timeout(short) == pytest.approx(30.8)
+    assert stage.attempt_timeout(long) == pytest.approx(230.0)
+    assert call(service, "chat/completions", timeout=5).attempt_timeout(long) == 5
