@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pipeline import errors, payloads, stages
 from pipeline.cache import ResponseCache
+from pipeline.cost import Estimate, Prices, estimate
 from pipeline.endpoint import Endpoint
 from pipeline.errors import (
     APIError,
@@ -50,6 +51,7 @@ __all__ = [
     "BaseService",
     "ConfigError",
     "Endpoint",
+    "Estimate",
     "InputError",
     "IntervalLimiter",
     "JSONService",
@@ -59,6 +61,7 @@ __all__ = [
     "PayloadError",
     "PayloadPackage",
     "PipelineError",
+    "Prices",
     "RateLimitError",
     "RateLimiter",
     "Record",
@@ -73,6 +76,7 @@ __all__ = [
     "TokenBucketLimiter",
     "default_flow",
     "errors",
+    "estimate",
     "map_unordered",
     "payloads",
     "run",

@@ -91,6 +91,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--no-cache", action="store_true", help="keep no response cache")
     add("--fresh", action="store_true", help="ignore an earlier run's journal (start over)")
     add("--no-progress", action="store_true", help="no progress bar")
+    add("--dry-run", action="store_true",
+        help="send nothing: print the rows, estimated tokens, rows the cache answers, the "
+        "time --rpm/--tpm allow and the cost range, then exit 0")
+    add("--prices", default=None, metavar="FILE.json",
+        help='USD per 1M tokens per model, over the dated defaults: {"MODEL": {"input": '
+        '0.15, "output": 0.60}} (default: OpenAI\'s published 2025 prices)')
     add("--transport", choices=("auto", "httpx", "aiohttp"), default="auto",
         help="HTTP transport (auto: aiohttp when installed, it is faster)")
 
@@ -161,7 +167,9 @@ def _check_args(args: argparse.Namespace) -> None:
 async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
     """Run the job the parsed arguments describe; return the exit code."""
     from pipeline import io
+    from pipeline.cost import Prices, estimate
     from pipeline.service import OpenAIService
+    from pipeline.status import StatusTracker
 
     out = out if out is not None else sys.stderr
     _check_args(args)
@@ -170,6 +178,8 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
                      encoding=args.encoding)
     output_format = io.check_output(args.output, args.output_format, source)
     cache = None if args.no_cache else (args.cache or f"{args.output}.cache")
+    status = StatusTracker()
+    status.prices = Prices.from_file(args.prices) if args.prices else None
     service = OpenAIService(base_url=args.base_url, rpm=args.rpm, tpm=args.tpm,
                             adaptive=not args.no_adaptive, burst=args.burst,
                             limiter=args.shared_limit, transport=_transport(args.transport))
@@ -181,11 +191,14 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
         model = "from the file" if source.ready_requests else job.builder.config.get("model")
         print(f"pipeline run: {args.input} -> {args.output} ({job.path} at "
               f"{service.base_url}, model {model})", file=out)
+        if args.dry_run:  # before the run's first request: nothing is sent
+            print(estimate(source, job, cache=cache, prices=status.prices), file=sys.stdout)
+            return 0
         summary = await io.run_file(source, args.output, job, cache=cache,
                                     concurrency=args.concurrency, attempts=args.max_attempts,
                                     progress=not args.no_progress, resume=not args.fresh,
                                     output_format=output_format, max_wait=args.max_wait,
-                                    timeout=args.timeout)
+                                    timeout=args.timeout, status=status)
     if summary.restarted:
         print("(an earlier journal was for other input or settings: started afresh)", file=out)
     if summary.resumed:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from aiostream.core import Stream
 
 from pipeline.cache import ResponseCache
+from pipeline.cost import DEFAULT_PRICES, Prices
 from pipeline.errors import ConfigError, RunStoppedError
 from pipeline.guard import RunGuard
 from pipeline.record import Record
@@ -54,32 +55,59 @@ class Results(list[Record]):
         """Records that failed, each with its error."""
         return [r for r in self if r.error is not None]
 
+    @property
+    def cost(self) -> float | None:
+        """USD this run paid: each answer's ``usage`` x its model's price (cached answers and
+        failures cost 0). ``None`` when a model has no price (said once, in a warning).
+
+        Prices are the run's (``status.prices``), else :data:`pipeline.cost.DEFAULT_PRICES`;
+        for others, ``pipeline.Prices({...}).total(results)``.
+        """
+        prices = self.status.prices if self.status.prices is not None else DEFAULT_PRICES
+        total: float | None = prices.total(self)
+        return total
+
+    def _costs(self, n: int) -> list[float | None]:
+        prices = self.status.prices if self.status.prices is not None else DEFAULT_PRICES
+        costs: list[float | None] = [None] * n
+        for record in self:
+            if 0 <= record.index < n:
+                costs[record.index] = prices.record_cost(record)
+        return costs
+
     def _rows_frame(self) -> list[dict[str, Any]]:
         return [dict(r.row) if isinstance(r.row, dict) else {"input": r.row} for r in self]
 
     def to_pandas(self, like: Any = None) -> Any:
         """A pandas DataFrame: the input columns (``like``, or the rows themselves) plus
-        ``answer`` (or ``embedding``), ``status``, ``error``, ``tokens`` and ``latency``.
+        ``answer`` (or ``embedding``), ``status``, ``error``, ``tokens``, ``latency`` and
+        ``cost`` (USD this run paid for the row, as :attr:`cost`; missing when unknown).
 
         >>> # results.to_pandas(df)   # lined up with df row for row, df's index kept
         """
         from pipeline._extras import require
         from pipeline.io import to_pandas
 
+        pd = require("pandas", feature="Results.to_pandas()", extra="pandas")
         if like is None:
-            pd = require("pandas", feature="Results.to_pandas()", extra="pandas")
             like = pd.DataFrame(self._rows_frame())
-        return to_pandas(self, like)
+        frame = to_pandas(self, like)
+        name = "cost_result" if "cost" in frame.columns else "cost"  # the input has one
+        frame[name] = pd.array(self._costs(len(frame)), dtype="Float64")  # USD; <NA> unknown
+        return frame
 
     def to_polars(self, like: Any = None) -> Any:
         """Like :meth:`to_pandas`, as a Polars DataFrame."""
         from pipeline._extras import require
         from pipeline.io import to_polars
 
+        pl = require("polars", feature="Results.to_polars()", extra="polars")
         if like is None:
-            pl = require("polars", feature="Results.to_polars()", extra="polars")
             like = pl.DataFrame(self._rows_frame(), strict=False)
-        return to_polars(self, like)
+        frame = to_polars(self, like)
+        name = "cost_result" if "cost" in frame.columns else "cost"  # the input has one
+        return frame.with_columns(pl.Series(name, self._costs(frame.height),
+                                            dtype=pl.Float64))
 
     def __repr__(self) -> str:
         return (f"<Results {len(self):,} records: {self.status.succeeded:,} succeeded "
@@ -103,16 +131,22 @@ def default_flow(job: Any, *, cache: ResponseCache | None = None,
                  attempts: int = 6, backoff: Backoff | None = None, progress: bool = False,
                  total: int | None = None, max_wait: float = DEFAULT_MAX_WAIT,
                  timeout: float | None = None, guard: RunGuard | None = None,
-                 initial: int = 0) -> Chain:
+                 initial: int = 0, prices: Any = None) -> Chain:
     """The default stage chain for a :class:`~pipeline.service.Job`::
 
         build | lookup | retry(acquire | call) | store | track
 
     (``lookup``/``store`` only with a cache). ``guard`` (a new one by default; also
     ``status.guard``) stops the run early when every later request would fail; ``initial``
-    rows counted as already done on the progress bar (a resumed run).
+    rows counted as already done on the progress bar (a resumed run). ``prices`` (a
+    :class:`~pipeline.cost.Prices`; default: the status's, else the dated defaults) cost the
+    answers in the status table.
     """
     status = status if status is not None else StatusTracker()
+    if prices is not None:
+        status.prices = Prices.of(prices)
+    elif status.prices is None:
+        status.prices = DEFAULT_PRICES
     guard = guard if guard is not None else RunGuard()
     status.guard = guard
     limiter = job.endpoint.limiter
@@ -186,7 +220,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
               concurrency: int = DEFAULT_CONCURRENCY, progress: bool = False,
               attempts: int = 6, backoff: Backoff | None = None,
               status: StatusTracker | None = None, max_wait: float = DEFAULT_MAX_WAIT,
-              timeout: float | None = None) -> Results:
+              timeout: float | None = None, prices: Any = None) -> Results:
     """Send every row through the default pipeline; return the records in input order.
 
     Args:
@@ -206,6 +240,9 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
             far (``max(10 s, 6 x p99)`` after 20 answers; before that 30 s plus the request's
             ``max_tokens`` at 20 tokens/s), so a request that never answers does not hold the
             end of the run for the HTTP client's 600 s.
+        prices: a :class:`~pipeline.cost.Prices`, a dict of them or a JSON file: what
+            ``results.cost`` and the status table's cost row use (default: the dated
+            OpenAI prices of :data:`pipeline.cost.DEFAULT_PRICES`).
 
     The run stops early, with one clear reason in ``results.stopped``, when the account is
     out of quota or when its first requests all fail the same way (401, 403, 404, nothing
@@ -223,7 +260,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
         flow = default_flow(job, cache=opened_cache, status=status, concurrency=concurrency,
                             attempts=attempts, backoff=backoff, progress=progress,
                             total=_total(rows), max_wait=max_wait, timeout=timeout,
-                            guard=guard)
+                            guard=guard, prices=prices)
         records = flow.records(_source(rows))
         try:
             async for record in records:

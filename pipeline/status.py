@@ -13,6 +13,7 @@ import time
 from array import array
 from typing import Any
 
+from pipeline.cost import record_model, usd
 from pipeline.errors import APIError, RateLimitError, TransportError
 from pipeline.record import Record
 
@@ -62,6 +63,13 @@ class StatusTracker:
         self.limiter: Any = None
         #: The run's :class:`~pipeline.guard.RunGuard`, when known (why a run stopped).
         self.guard: Any = None
+        #: The :class:`~pipeline.cost.Prices` to cost answers with (``default_flow`` sets the
+        #: defaults); ``None``: no cost row.
+        self.prices: Any = None
+        #: USD paid for the answers counted so far (cached answers and failures cost 0).
+        self.cost = 0.0
+        #: Models answered without a known price (or answers without usage): cost unknown.
+        self.unpriced: set[str] = set()
         self._latencies = array("d")  # 8 bytes a request, even for a million rows
         self._t0: float | None = None
         self._t1: float | None = None
@@ -113,6 +121,14 @@ class StatusTracker:
             if usage is not None:
                 self.prompt_tokens += usage.prompt_tokens
                 self.completion_tokens += usage.completion_tokens
+            if self.prices is not None:
+                # No warning here: the table's cost row names unpriced models.
+                cost = self.prices.record_cost(record, say=False)
+                if cost is None:
+                    self.unpriced.add(record_model(record) or "(no model)" if usage is not None
+                                      else "(answers without usage)")
+                else:
+                    self.cost += cost
 
     # ---------------------------------------------------------------- reading
     @property
@@ -172,6 +188,19 @@ class StatusTracker:
             text += f", at most {snap.max_in_flight:.0f} in flight"
         return text
 
+    def cost_text(self) -> str:
+        """The cost so far, for the table.
+
+        >>> from pipeline.cost import Prices
+        >>> tracker = StatusTracker(); tracker.prices = Prices(); tracker.cost = 0.0375
+        >>> tracker.cost_text()
+        '$0.0375 (prices: as published by OpenAI, 2025)'
+        """
+        if self.unpriced:
+            return (f"unknown: no price for {', '.join(sorted(self.unpriced))} "
+                    f"({usd(self.cost)} for the rest)")
+        return f"{usd(self.cost)} (prices: {getattr(self.prices, 'source', '?')})"
+
     def as_dict(self) -> dict[str, Any]:
         """All counters as a plain dict (for logs, JSON or a DataFrame)."""
         return {
@@ -182,6 +211,7 @@ class StatusTracker:
             "other_errors": self.other_errors, "cached": self.cached, "retries": self.retries,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "elapsed_s": round(self.elapsed, 3),
+            "cost_usd": None if self.prices is None or self.unpriced else self.cost,
             **{f"latency_{k}_s": round(v, 4) for k, v in self.latency_percentiles().items()},
             "errors_by_type": dict(self.errors_by_type),
         }
@@ -208,6 +238,8 @@ class StatusTracker:
                 f" ({self.finished / self.elapsed:,.1f} rows/s)"
                 if sent and self.elapsed > 0 else "")),
         ]
+        if self.prices is not None:
+            rows.append(("cost", self.cost_text()))
         limiter_rate = self.rate_text()
         if limiter_rate:
             rows.append(("limiter", limiter_rate.removeprefix("rate ")))

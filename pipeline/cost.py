@@ -1,0 +1,530 @@
+"""What a run costs, and what it would cost: :class:`Prices`, :func:`estimate`.
+
+Prices are USD per 1M tokens, input and output, per model. :data:`DEFAULT_PRICES` holds a
+small table for common OpenAI models, **as published by OpenAI, 2025** (:data:`PRICES_AS_OF`).
+Prices change: check https://openai.com/api/pricing and give your own with ``Prices({...})``
+(merged over the defaults) or a JSON file ``{"model": {"input": 0.15, "output": 0.60}}``::
+
+    >>> prices = Prices({"my-model": (1.0, 2.0)})
+    >>> prices.cost("my-model", prompt_tokens=1_000_000, completion_tokens=500_000)
+    2.0
+    >>> prices.cost("gpt-4o-mini-2024-07-18", 1_000_000, 0)   # a dated snapshot: its family
+    0.15
+
+A model without a price costs ``None``, never a silent 0, and is named once in a warning
+(:class:`UnknownPriceWarning`).
+
+:func:`estimate` plans a run before anything is sent: rows, estimated prompt tokens, output
+tokens at most (``max_tokens``: an upper bound), rows the cache already answers, the time the
+rate limits allow and the cost range::
+
+    >>> # print(pipeline.estimate(rows, job, cache=".cache"))
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from pipeline.errors import ConfigError
+from pipeline.record import Record
+from pipeline.request import APIRequest
+from pipeline.tokens import (
+    CHAT_DEFAULT_MAX_TOKENS,
+    COMPLETION_DEFAULT_MAX_TOKENS,
+    max_output_tokens,
+)
+
+__all__ = [
+    "DEFAULT_PRICES",
+    "PRICES_AS_OF",
+    "Estimate",
+    "ModelPrice",
+    "Prices",
+    "UnknownPriceWarning",
+    "estimate",
+    "quota_minutes",
+    "record_model",
+    "usd",
+]
+
+#: When the default prices were taken.
+PRICES_AS_OF: Final = "as published by OpenAI, 2025"
+
+# USD per 1M tokens (input, output). Standard tier, no batch or cached-input discount.
+_OPENAI_2025: Final[dict[str, tuple[float, float]]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-3.5-turbo": (0.50, 1.50),
+    "gpt-3.5-turbo-instruct": (1.50, 2.00),
+    "text-embedding-3-small": (0.02, 0.0),
+    "text-embedding-3-large": (0.13, 0.0),
+    "text-embedding-ada-002": (0.10, 0.0),
+}
+
+# A dated snapshot ("gpt-4o-mini-2024-07-18", "gpt-4-0613") is priced as its family.
+_SNAPSHOT: Final = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
+_MILLION: Final = 1_000_000
+
+
+class UnknownPriceWarning(UserWarning):
+    """A model has no price in the table: its cost is ``None`` (said once per model)."""
+
+
+class ModelPrice:
+    """USD per 1M input and output tokens of one model.
+
+    >>> ModelPrice(0.15, 0.60)
+    ModelPrice(input=0.15, output=0.6)
+    """
+
+    __slots__ = ("input", "output")
+
+    def __init__(self, input: float, output: float = 0.0) -> None:
+        for name, value in (("input", input), ("output", output)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not value >= 0 or value == math.inf:
+                raise ConfigError(f"a price must be a number >= 0 (USD per 1M tokens), "
+                                  f"got {name}={value!r}")
+        self.input = float(input)
+        self.output = float(output)
+
+    @classmethod
+    def of(cls, value: Any) -> ModelPrice:
+        """From shorthand: a number (input only), ``(input, output)`` or a dict."""
+        if isinstance(value, ModelPrice):
+            return value
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"input", "output"}
+            if unknown or "input" not in value:
+                raise ConfigError(f"a price is {{'input': USD, 'output': USD}} per 1M tokens, "
+                                  f"got {dict(value)!r}")
+            return cls(value["input"], value.get("output", 0.0))
+        if isinstance(value, list | tuple) and len(value) in (1, 2):
+            return cls(*value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return cls(value)
+        raise ConfigError(f"a price is a number, (input, output) or {{'input': ..., "
+                          f"'output': ...}} in USD per 1M tokens; got {value!r}")
+
+    def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
+        """USD for these tokens."""
+        return (prompt_tokens * self.input + completion_tokens * self.output) / _MILLION
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ModelPrice) and (self.input, self.output) == \
+            (other.input, other.output)
+
+    def __hash__(self) -> int:
+        return hash((self.input, self.output))
+
+    def __repr__(self) -> str:
+        return f"ModelPrice(input={self.input:g}, output={self.output:g})"
+
+
+class Prices:
+    """USD per 1M tokens per model: the dated defaults, with your prices over them.
+
+    Args:
+        table: ``{model: price}``, a price being a number (input only, e.g. embeddings),
+            ``(input, output)`` or ``{"input": ..., "output": ...}``.
+        defaults: start from :data:`DEFAULT_PRICES` (``False``: only ``table``).
+        source: where the prices come from, for the tables that show them.
+
+    >>> Prices({"gpt-4o-mini": (0.1, 0.4)})["gpt-4o-mini"]
+    ModelPrice(input=0.1, output=0.4)
+    >>> Prices({"local": 0}, defaults=False).price("gpt-4o") is None
+    True
+    """
+
+    __slots__ = ("_said", "_table", "source")
+
+    def __init__(self, table: Mapping[str, Any] | None = None, *, defaults: bool = True,
+                 source: str | None = None) -> None:
+        if table is not None and not isinstance(table, Mapping):
+            raise ConfigError(f"prices must be a mapping of model to price, got {table!r}")
+        base: dict[str, ModelPrice] = {}
+        if defaults:
+            base = {m: ModelPrice(*p) for m, p in _OPENAI_2025.items()}
+        for model, price in (table or {}).items():
+            if not isinstance(model, str) or not model:
+                raise ConfigError(f"a model name must be a non-empty string, got {model!r}")
+            base[model] = ModelPrice.of(price)
+        self._table = base
+        self._said: set[str] = set()
+        if source is None:
+            source = PRICES_AS_OF if defaults and not table else \
+                "yours" + (f", over the defaults {PRICES_AS_OF}" if defaults else "")
+        self.source = source
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, defaults: bool = True) -> Prices:
+        """Prices from a JSON file ``{"model": {"input": USD, "output": USD}, ...}``
+        (USD per 1M tokens; ``[input, output]`` or a number work too)."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                table = json.load(f)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the prices file {os.fspath(path)!r}: "
+                              f"{exc.strerror or exc}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"the prices file {os.fspath(path)!r} is not valid JSON: "
+                              f"{exc}") from exc
+        if not isinstance(table, dict):
+            raise ConfigError(f"the prices file {os.fspath(path)!r} must hold a JSON object "
+                              "of model to price")
+        return cls(table, defaults=defaults, source=f"from {os.fspath(path)}"
+                   + (f", over the defaults {PRICES_AS_OF}" if defaults else ""))
+
+    @classmethod
+    def of(cls, prices: Prices | Mapping[str, Any] | str | os.PathLike[str] | None) -> Prices:
+        """A :class:`Prices` from shorthand: ``None`` (the defaults), a dict, a JSON path."""
+        if prices is None:
+            return DEFAULT_PRICES
+        if isinstance(prices, Prices):
+            return prices
+        if isinstance(prices, str | os.PathLike):
+            return cls.from_file(prices)
+        return cls(prices)
+
+    def price(self, model: str | None) -> ModelPrice | None:
+        """The model's price (a dated snapshot's family price), or ``None``."""
+        if not model:
+            return None
+        found = self._table.get(model)
+        if found is None:
+            family = _SNAPSHOT.sub("", model)
+            found = self._table.get(family)
+        return found
+
+    def __getitem__(self, model: str) -> ModelPrice:
+        found = self.price(model)
+        if found is None:
+            raise KeyError(model)
+        return found
+
+    def __contains__(self, model: object) -> bool:
+        return isinstance(model, str) and self.price(model) is not None
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def cost(self, model: str | None, prompt_tokens: float,
+             completion_tokens: float = 0, *, say: bool = True) -> float | None:
+        """USD for these tokens of ``model``; ``None`` if unpriced (with ``say``, a warning
+        once per model)."""
+        found = self.price(model)
+        if found is None:
+            if say:
+                self._say_unknown(model)
+            return None
+        return found.cost(prompt_tokens, completion_tokens)
+
+    def record_cost(self, record: Record, *, say: bool = True) -> float | None:
+        """What this run paid for one record, in USD.
+
+        0 for a cached answer or a failure (nothing billed); usage x price for an answer;
+        ``None`` for an answer without ``usage`` or of a model without a price (with
+        ``say``, a warning once per model).
+        """
+        response = record.response
+        if response is None or record.error is not None or record.cached:
+            return 0.0
+        usage = response.usage
+        model = record_model(record)
+        if usage is None:
+            return None
+        return self.cost(model, usage.prompt_tokens, usage.completion_tokens, say=say)
+
+    def total(self, records: Iterable[Record]) -> float | None:
+        """The sum of :meth:`record_cost`; ``None`` if any record's cost is unknown."""
+        total = 0.0
+        unknown = False
+        for record in records:
+            cost = self.record_cost(record)
+            if cost is None:
+                unknown = True  # keep going: every unpriced model is said once
+            else:
+                total += cost
+        return None if unknown else total
+
+    def _say_unknown(self, model: str | None) -> None:
+        name = model or "(none)"
+        if name in self._said:
+            return
+        self._said.add(name)
+        warnings.warn(f"no price for model {name!r}: its cost is unknown (None). Give one with "
+                      f"pipeline.Prices({{{name!r}: (input, output)}}) in USD per 1M tokens, "
+                      "or a prices JSON file", UnknownPriceWarning, stacklevel=3)
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        """The table as plain JSON-able values (what :meth:`from_file` reads)."""
+        return {m: {"input": p.input, "output": p.output} for m, p in self._table.items()}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Prices) and self._table == other._table
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Prices {len(self._table)} models, {self.source}>"
+
+
+#: The default price table (USD per 1M tokens, :data:`PRICES_AS_OF`).
+DEFAULT_PRICES: Final = Prices()
+
+
+def record_model(record: Record) -> str | None:
+    """The model a record's request asked for (else the one its response names)."""
+    for body in (record.request.body if record.request is not None else None,
+                 record.response.body if record.response is not None else None):
+        model = body.get("model") if isinstance(body, dict) else None
+        if isinstance(model, str) and model:
+            return model
+    return None
+
+
+# ------------------------------------------------------------------------------ estimate
+class Estimate:
+    """A run planned before anything is sent: rows, tokens, time and cost.
+
+    Attributes:
+        rows: input rows.
+        invalid: rows that cannot be built (they would fail; nothing is sent for them).
+        cached: rows the response cache already answers (free).
+        to_send: rows that would be sent.
+        prompt_tokens: estimated prompt tokens of the rows to send (the builder's estimate).
+        output_tokens: the most output tokens they may use (``max_tokens`` x ``n``): an
+            upper bound, not a forecast.
+        rpm, tpm: the limits the time is computed from (``None``: not known).
+        minutes: ``max(to_send / rpm, tokens / tpm)`` where tokens are prompt plus output
+            (how an OpenAI-style limit counts a request); ``None`` without limits.
+        cost_low, cost_high: USD for the prompts alone, and for the prompts plus every answer
+            at its ``max_tokens``; ``None`` when a model has no price.
+        models: the models of the rows to send; ``unpriced``: those without a price.
+    """
+
+    __slots__ = ("cached", "cost_high", "cost_low", "invalid", "minutes", "models",
+                 "output_tokens", "prices", "prompt_tokens", "rows", "rpm", "to_send", "tpm",
+                 "unpriced")
+
+    def __init__(self, *, rows: int, invalid: int, cached: int, prompt_tokens: int,
+                 output_tokens: int, rpm: float | None, tpm: float | None,
+                 models: dict[str, tuple[int, int]], prices: Prices) -> None:
+        self.rows = rows
+        self.invalid = invalid
+        self.cached = cached
+        self.to_send = rows - invalid - cached
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        self.rpm = rpm
+        self.tpm = tpm
+        self.prices = prices
+        self.models = sorted(models)
+        self.unpriced = sorted(m for m in models if prices.price(m) is None)
+        for model in self.unpriced:
+            prices._say_unknown(model)
+        self.minutes = quota_minutes(self.to_send, prompt_tokens + output_tokens, rpm, tpm)
+        if self.unpriced:
+            self.cost_low: float | None = None
+            self.cost_high: float | None = None
+        else:
+            low = high = 0.0
+            for model, (prompt, output) in models.items():
+                price = prices[model]
+                low += price.cost(prompt, 0)
+                high += price.cost(prompt, output)
+            self.cost_low, self.cost_high = low, high
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as a plain dict."""
+        return {name: getattr(self, name) for name in self.__slots__ if name != "prices"}
+
+    def _rows(self) -> list[tuple[str, str]]:
+        parts = []
+        if self.cached:
+            parts.append(f"{self.cached:,} answered by the cache")
+        if self.invalid:
+            parts.append(f"{self.invalid:,} cannot be built (would fail, not sent)")
+        rows_text = f"{self.rows:,}" + (f" ({', '.join(parts)})" if parts else "")
+        limits = ", ".join(f"{value:,.0f} {unit}" for value, unit in
+                           ((self.rpm, "rpm"), (self.tpm, "tpm")) if value is not None)
+        if self.minutes is None:
+            time_text = "unknown (no rpm/tpm limits given)"
+        else:
+            time_text = f"{_duration(self.minutes)} at {limits} (the quota's floor: " \
+                        "latency and 429s add to it)"
+        if self.cost_low is None or self.cost_high is None:
+            cost_text = "unknown: no price for " + ", ".join(repr(m) for m in self.unpriced)
+        else:
+            cost_text = f"{usd(self.cost_low)} to {usd(self.cost_high)} " \
+                        "(prompts only to every answer at max_tokens)"
+        return [
+            ("rows", rows_text),
+            ("to send", f"{self.to_send:,} requests"),
+            ("prompt tokens (estimated)", f"{self.prompt_tokens:,}"),
+            ("output tokens (upper bound)", f"{self.output_tokens:,} (max_tokens per answer)"),
+            ("time the quota allows", time_text),
+            ("cost (USD)", cost_text),
+            ("models", ", ".join(self.models) or "(none)"),
+            ("prices", self.prices.source),
+        ]
+
+    def __str__(self) -> str:
+        rows = self._rows()
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(["Estimate (nothing sent):",
+                          *(f"  {k:<{width}}  {v}" for k, v in rows)])
+
+    def __repr__(self) -> str:
+        cost = "?" if self.cost_high is None else usd(self.cost_high)
+        minutes = "?" if self.minutes is None else f"{self.minutes:.3g}"
+        return (f"<Estimate rows={self.rows} to_send={self.to_send} cached={self.cached} "
+                f"prompt_tokens={self.prompt_tokens} output_tokens<={self.output_tokens} "
+                f"minutes={minutes} cost<={cost}>")
+
+    def _repr_html_(self) -> str:
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in self._rows())
+        return f"<table><caption>Estimate (nothing sent)</caption>{cells}</table>"
+
+
+def quota_minutes(requests: int, tokens: int, rpm: float | None,
+                  tpm: float | None) -> float | None:
+    """The minutes the limits allow for this work: ``max(requests / rpm, tokens / tpm)``.
+
+    >>> quota_minutes(600, 90_000, rpm=300, tpm=30_000)
+    3.0
+    >>> quota_minutes(10, 10, None, None) is None
+    True
+    """
+    if rpm is None and tpm is None:
+        return None
+    return max(requests / rpm if rpm else 0.0, tokens / tpm if tpm else 0.0)
+
+
+def usd(amount: float) -> str:
+    """Dollars, with the digits a small amount needs.
+
+    >>> usd(1234.5), usd(0.0375), usd(0.0000165), usd(0)
+    ('$1,234.50', '$0.0375', '$0.0000165', '$0')
+    """
+    if amount == 0:
+        return "$0"
+    if amount >= 1:
+        return f"${amount:,.2f}"
+    if amount >= 0.01:
+        return f"${amount:.4f}"
+    return f"${amount:.3g}" if amount < 1e-7 else f"${amount:.7f}".rstrip("0")
+
+
+def _duration(minutes: float) -> str:
+    if minutes < 1:
+        return f"{minutes * 60:.1f} s"
+    if minutes < 120:
+        return f"{minutes:.1f} min"
+    return f"{minutes / 60:.1f} h"
+
+
+def _output_bound(request: APIRequest, builder: Any) -> int:
+    body = request.body
+    path = request.path.strip("/").removeprefix("v1/")
+    if not body or path not in ("chat/completions", "completions"):
+        return 0
+    config = getattr(builder, "config", None)
+    default = config.get("default_max_tokens") if isinstance(config, dict) else None
+    if default is None:
+        default = CHAT_DEFAULT_MAX_TOKENS if path == "chat/completions" \
+            else COMPLETION_DEFAULT_MAX_TOKENS
+    try:
+        return max_output_tokens(body, default)
+    except (TypeError, ValueError):
+        return 0
+
+
+def estimate(rows: Any, job: Any, *, rpm: float | None = None, tpm: float | None = None,
+             cache: Any = None, prices: Prices | Mapping[str, Any] | str | os.PathLike[str]
+             | None = None) -> Estimate:
+    """Plan a run of ``rows`` through ``job`` without sending anything.
+
+    Each row is built as the run would build it; the cache (a directory or a
+    :class:`~pipeline.cache.ResponseCache`) is asked the way the run's lookup asks it.
+    ``rpm``/``tpm`` default to the job's endpoint limits. A cache directory that does not
+    exist yet answers nothing and is not created.
+
+    >>> # print(pipeline.estimate(rows, job, cache=".cache"))   # a table; or .as_dict()
+    """
+    from pipeline.api_utils import cache_key
+    from pipeline.cache import ResponseCache
+    from pipeline.runner import _rows
+
+    table = Prices.of(prices)
+    endpoint = getattr(job, "endpoint", None)
+    rpm = rpm if rpm is not None else getattr(endpoint, "rpm", None)
+    tpm = tpm if tpm is not None else getattr(endpoint, "tpm", None)
+    for name, value in (("rpm", rpm), ("tpm", tpm)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    items = _rows(rows)
+    if not isinstance(items, Iterable):
+        raise ConfigError("estimate() needs rows it can read without running: a list, a "
+                          "frame or a file, not an async iterable")
+    builder = job.builder
+    namespace = job.service.base_url
+    opened: ResponseCache | None = None
+    owned = False
+    if isinstance(cache, ResponseCache):
+        opened = cache
+    elif isinstance(cache, str | os.PathLike):
+        if os.path.isdir(cache):
+            opened, owned = ResponseCache(cache), True
+    elif cache is not None:
+        raise ConfigError(f"cache must be a directory path or a ResponseCache, got {cache!r}")
+    count = invalid = cached = prompt_total = output_total = 0
+    models: dict[str, tuple[int, int]] = {}
+    try:
+        for item in items:
+            count += 1
+            if isinstance(item, Record):
+                if item.error is not None:
+                    invalid += 1
+                    continue
+                item = item.row
+            try:
+                request = item if isinstance(item, APIRequest) else builder.build(item)
+            except Exception:
+                invalid += 1
+                continue
+            if not isinstance(request, APIRequest):
+                invalid += 1
+                continue
+            if opened is not None and \
+                    opened.get(cache_key(request, base_url=namespace)) is not None:
+                cached += 1
+                continue
+            output = _output_bound(request, builder)
+            prompt = max(0, request.token_estimate - output)
+            prompt_total += prompt
+            output_total += output
+            body = request.body or {}
+            model = body.get("model") if isinstance(body.get("model"), str) else None
+            key = model or "(no model)"
+            seen = models.get(key, (0, 0))
+            models[key] = (seen[0] + prompt, seen[1] + output)
+    finally:
+        if owned and opened is not None:
+            opened.close()
+    return Estimate(rows=count, invalid=invalid, cached=cached, prompt_tokens=prompt_total,
+                    output_tokens=output_total, rpm=rpm, tpm=tpm, models=models,
+                    prices=table)
