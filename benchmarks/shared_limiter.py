@@ -15,6 +15,8 @@ at the same wall-clock instant, after their imports). From the grant times of al
 * **over windows**: 1 s windows (one starting at each grant) holding more than
   ``rate * 1.5`` grants, i.e. more than a provider's one-second bucket takes on top of the
   rate plus half a second;
+* **share min-max**: each process's grants after the first second over an equal share
+  (1.00 each is perfectly fair; a starved process shows near 0);
 * **Redis cmds/acquire**: Redis commands processed (``INFO stats``) over grants: the round
   trips each acquire costs, counted the same way for everyone.
 
@@ -162,9 +164,8 @@ def run_one(name: str, url: str, processes: int, rate: float, tasks: int,
     for proc in procs:
         proc.start()
     before = int(client.info("stats")["total_commands_processed"])
-    all_times: list[float] = []
-    for _ in procs:
-        all_times.extend(queue.get(timeout=seconds + 120))
+    per_process: list[list[float]] = [queue.get(timeout=seconds + 120) for _ in procs]
+    all_times = [t for times in per_process for t in times]
     after = int(client.info("stats")["total_commands_processed"])
     for proc in procs:
         proc.join(30)
@@ -179,9 +180,12 @@ def run_one(name: str, url: str, processes: int, rate: float, tasks: int,
     # Steady state: after the first second (every contender may start with a burst).
     steady = sum(1 for t in all_times if t >= start_at + 1.0)
     steady_peak = max((c for t, c in full if t >= start_at + 1.0), default=0)
+    # Fairness: each process's steady-state grants over an equal share of them all.
+    shares = [sum(1 for t in times if start_at + 1.0 <= t <= end_at) * processes / steady
+              for times in per_process] if steady else [0.0]
     return {"acquires_s": grants / seconds, "util": steady / (seconds - 1.0) / rate,
             "peak": peak / rate, "steady_peak": steady_peak / rate, "over": over,
-            "windows": len(full),
+            "windows": len(full), "min_share": min(shares), "max_share": max(shares),
             "cmds": (after - before - 1) / grants if grants else float("nan")}
 
 
@@ -205,7 +209,7 @@ def main() -> None:
         print("over windows: 1 s windows above 1.5 x rate; Redis cmds/acquire: round trips.")
         header = (f"{'limiter':<22}{'procs':>6}{'acquires/s':>12}{'utilisation':>13}"
                   f"{'max 1 s/rate':>14}{'steady max':>12}{'over windows':>14}"
-                  f"{'Redis cmds/acquire':>20}")
+                  f"{'Redis cmds/acquire':>20}{'share min-max':>15}")
         print(header)
         print("-" * len(header))
         for name in names:
@@ -214,7 +218,8 @@ def main() -> None:
                 print(f"{name:<22}{processes:>6}{r['acquires_s']:>12,.0f}{r['util']:>13.1%}"
                       f"{r['peak']:>14.2f}{r['steady_peak']:>12.2f}"
                       f"{int(r['over']):>8}/{int(r['windows']):<5,}"
-                      f"{r['cmds']:>20.3f}", flush=True)
+                      f"{r['cmds']:>20.3f}"
+                      f"{r['min_share']:>10.2f}-{r['max_share']:.2f}", flush=True)
     finally:
         proc.terminate()
         proc.wait(10)

