@@ -445,15 +445,16 @@ class RedisLimiter(RateLimiter):
                 return
             if paused_for > 0:
                 await asyncio.sleep(paused_for)
-            elif not (granted_r or granted_t) or self._short_r or self._short_t:
-                # Refused (or still short): ask again when the need should fit, and not in
-                # a tight loop (the other processes are asking too). The jitter keeps the
-                # processes' asking out of lockstep: a process always asking just after
-                # another would find the bucket always empty (measured: 8 processes at a
-                # fixed cadence got 0.06x to 2.2x an equal share; jittered, about 1x each).
-                await asyncio.sleep(max(wait, DEFAULT_LEASE_SECONDS / 2 * _jitter()))
             else:
-                await asyncio.sleep(DEFAULT_LEASE_SECONDS / 4 * _jitter())
+                # Refused, or granted less than a chunk (others want it too): ask again when
+                # the need should fit, and not sooner than a lease's time on average (the
+                # shared bucket holds five times that, so nothing is lost meanwhile), which
+                # bounds a busy process to about 10 round trips a second: with P processes
+                # sharing R grants/s, about 10 * P / R round trips per acquire. The jitter
+                # keeps the processes out of lockstep: one always asking just after another
+                # would find the bucket always empty (measured: 8 processes at a fixed
+                # cadence got 0.06x to 2.2x an equal share; jittered, about 0.75x to 1.2x).
+                await asyncio.sleep(max(wait, DEFAULT_LEASE_SECONDS * _jitter()))
 
     def _go_local(self, exc: BaseException) -> None:
         if self._local:
