@@ -99,7 +99,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, default=0, help="seed of the latency and fault draws (default 0)")
     add("--api-key", action="append", default=[],
         help="accept only this bearer key (repeatable; default: any key)")
-    add("--context-window", type=int, default=128_000)
+    add("--context-window", type=int, default=128_000,
+        help="prompt + max_tokens above this get 400 context_length_exceeded (default 128000)")
     add("--default-max-tokens", type=int, default=1024,
         help="max_tokens assumed for the token cost of a chat request without one")
     add("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
