@@ -310,7 +310,7 @@ def test_processes_share_one_quota_against_one_simulator(redis_server: RedisServ
 def test_redis_killed_mid_run_fails_closed_and_recovers(redis_server: RedisServer) -> None:
     rpm = 12_000.0  # 200 requests/s; each of 2 processes gets 1/4 alone: 100/s in all
     processes, share = 2, 0.25
-    texts = [f"row {i}" for i in range(1_800)]
+    texts = [f"row {i}" for i in range(2_000)]
     with Simulator(rpm=rpm, latency=0.005) as sim:
         workers, queue = _run_workers(redis_server.url, _key(), sim.base_url, rpm, None, texts,
                                       processes, share)
@@ -325,7 +325,7 @@ def test_redis_killed_mid_run_fails_closed_and_recovers(redis_server: RedisServe
         wait_for_count(500)
         redis_server.stop()
         killed_at = sim.stats().requests
-        wait_for_count(killed_at + 300)  # the run goes on, at the local share
+        wait_for_count(killed_at + 450)  # the run goes on, at the local share
         redis_server.start()  # same port, empty: the workers rejoin at their next retry
         restarted_at = sim.stats().requests
         reports = _collect(workers, queue, timeout=90)
@@ -339,8 +339,9 @@ def test_redis_killed_mid_run_fails_closed_and_recovers(redis_server: RedisServe
     rate = rpm / 60
     bound = rate * (1 + TRAVEL_JITTER) + rate * 0.5 + processes * rate * 0.1
     assert _max_in_window(times, [1.0] * len(times), 1.0) <= bound  # no window overdrawn
-    # While Redis was away: about processes * share of the rate (half), never more.
-    outage = times[killed_at + 50:restarted_at]
+    # While Redis was away: about processes * share of the rate (half), never more. (The
+    # first 150 requests spend the leases held when Redis went and the local buckets.)
+    outage = times[killed_at + 150:restarted_at]
     outage_rate = (len(outage) - 1) / (outage[-1] - outage[0])
     assert 0.3 * rate < outage_rate <= 0.55 * rate, outage_rate
     # Back on the shared quota: the full rate again (after the retry and the new bucket).
