@@ -14,6 +14,10 @@ the bodies are for) is sent as it is; a Batch input with a .jsonl output is writ
 Batch output format, and --output-format cookbook writes the OpenAI cookbook's
 [request, response, metadata] lines.
 
+Add --dry-run to see first what the run would send and cost (rows, estimated tokens, rows
+the cache answers, the time --rpm/--tpm allow, the cost range): nothing is sent. Costs use
+OpenAI's prices as published in 2025; --prices FILE.json gives yours.
+
 Interrupted (Ctrl-C, a crash, kill -9)? Run the same command again: rows already answered
 (kept in OUTPUT.journal) are not sent again, and failed rows are retried. The API key comes
 only from OPENAI_API_KEY, the server from --base-url or OPENAI_BASE_URL. Exit code 1 when
