@@ -119,8 +119,11 @@ def end_to_end(n: int, repeat: int, transport: str) -> list[tuple[str, float]]:
     with Simulator(process=True, seed=1) as sim:
 
         async def ours() -> None:
+            # adaptive=False: a server with no limits, and the machinery is what is measured
+            # (the adaptive default would slow-start from 20 req/s and take a second or two
+            # to find that nothing limits it).
             async with pipeline.OpenAIService(api_key="sk-bench", base_url=sim.base_url,
-                                              transport=transport) as service:
+                                              transport=transport, adaptive=False) as service:
                 results = await pipeline.run(rows, _job(service), concurrency=CONCURRENCY)
                 assert all(r.ok for r in results)
 
