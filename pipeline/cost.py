@@ -393,11 +393,7 @@ class Estimate:
                 f"minutes={minutes} cost<={cost}>")
 
     def _repr_html_(self) -> str:
-        cells = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-            for k, v in self._rows())
-        return f"<table><caption>Estimate (nothing sent)</caption>{cells}</table>"
+        return html_table("Estimate (nothing sent)", self._rows())
 
 
 def quota_minutes(requests: int, tokens: int, rpm: float | None,
@@ -528,3 +524,16 @@ def estimate(rows: Any, job: Any, *, rpm: float | None = None, tpm: float | None
     return Estimate(rows=count, invalid=invalid, cached=cached, prompt_tokens=prompt_total,
                     output_tokens=output_total, rpm=rpm, tpm=tpm, models=models,
                     prices=table)
+
+
+def html_table(caption: str, rows: list[tuple[str, str]]) -> str:
+    """Label/value rows as a small HTML table (what notebooks show for a tracker or estimate).
+
+    >>> html_table("T", [("a", "<1>")])
+    "<table><caption>T</caption><tr><th style='text-align:left'>a</th><td style='text-align:left'>&lt;1&gt;</td></tr></table>"
+    """  # noqa: E501
+    cells = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+        f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+        for k, v in rows)
+    return f"<table><caption>{html.escape(caption)}</caption>{cells}</table>"

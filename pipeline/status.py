@@ -8,12 +8,11 @@ StatusTracker: 1 started, 0 in progress, 1 succeeded, 0 failed
 
 from __future__ import annotations
 
-import html
 import time
 from array import array
 from typing import Any
 
-from pipeline.cost import record_model, usd
+from pipeline.cost import html_table, record_model, usd
 from pipeline.errors import APIError, RateLimitError, TransportError
 from pipeline.record import Record
 
@@ -270,8 +269,4 @@ class StatusTracker:
                 f"retries={self.retries} rate_limit_errors={self.rate_limit_errors}>")
 
     def _repr_html_(self) -> str:
-        cells = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-            for k, v in self._rows())
-        return f"<table><caption>StatusTracker</caption>{cells}</table>"
+        return html_table("StatusTracker", self._rows())
