@@ -417,11 +417,13 @@ def output_schema(source: Any) -> OutputSchema[Any]:
 
 # -- the three sources --------------------------------------------------------------------------
 class _Invalid(Exception):
-    def __init__(self, reason: str, field: str | None = None, not_json: bool = False) -> None:
+    def __init__(self, reason: str, field: str | None = None, not_json: bool = False,
+                 wrong_type: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.field = field
         self.not_json = not_json
+        self.wrong_type = wrong_type
 
 
 _AT = re.compile(r"^(.*) - at `(\$[^`]*)`$", re.DOTALL)
@@ -517,7 +519,8 @@ def _normalize_root(schema: dict[str, Any], *, lenient: bool) -> dict[str, Any]:
         found = schema.pop(key, None)
         if isinstance(found, dict):
             defs.update(found)
-    norm = _Normalizer(defs, lenient)
+    ref = schema.get("$ref") if set(schema) == {"$ref"} else None
+    norm = _Normalizer(defs, lenient, _ref_name(ref, "$") if ref is not None else None)
     root = norm.node(schema, "$")
     if set(root) == {"$ref"}:
         root = dict(norm.defs[_ref_name(root["$ref"], "$")])
@@ -533,14 +536,15 @@ def _normalize_root(schema: dict[str, Any], *, lenient: bool) -> dict[str, Any]:
 
 
 class _Normalizer:
-    def __init__(self, raw_defs: dict[str, Any], lenient: bool) -> None:
+    def __init__(self, raw_defs: dict[str, Any], lenient: bool, root: str | None) -> None:
         self.raw = raw_defs
         self.lenient = lenient
         self.defs: dict[str, Any] = {}
         for key, value in raw_defs.items():
+            where = "$" if key == root else f"$defs.{key}"  # errors name the root as `$`
             if not isinstance(value, dict):
-                raise ConfigError(f"$defs.{key} is not a schema object")
-            self.defs[key] = self.node(value, f"$defs.{key}")
+                raise ConfigError(f"{where} is not a schema object")
+            self.defs[key] = self.node(value, where)
 
     def node(self, schema: Any, where: str, depth: int = 0) -> dict[str, Any]:
         if depth > 64:
@@ -788,14 +792,17 @@ class _Validator:
                 else:
                     break
             else:
-                deepest = max(failures, key=lambda e: len(e.field or ""))
-                if deepest.field != at:
-                    raise deepest
+                # The branch whose type fits says best what is wrong (a nullable object with a
+                # bad field); when no type fits, say so.
+                fitting = [e for e in failures if not e.wrong_type or e.field != at]
+                if len(fitting) == 1:
+                    raise fitting[0]
                 raise _Invalid(f"{_short(value)} matches none of {len(failures)} alternatives",
                                at)
         types = _types(node)
         if types and not any(self.CHECKS[t](value) for t in types if t in self.CHECKS):
-            raise _Invalid(f"Expected {' or '.join(sorted(types))}, got {_kind_of(value)}", at)
+            raise _Invalid(f"Expected {' or '.join(sorted(types))}, got {_kind_of(value)}", at,
+                           wrong_type=True)
         if "enum" in node and not any(_same(value, v) for v in node["enum"]):
             raise _Invalid(f"{_short(value)} is not one of {node['enum']!r}", at)
         if "const" in node and not _same(value, node["const"]):
