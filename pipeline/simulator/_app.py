@@ -321,7 +321,8 @@ class SimulatorApp:
                 return
         delay = self.config.latency.sample(self.rng, usage[1])
         if fault is None:
-            self._log(entry, 200, "ok", cost, usage, cost, delay)
+            outcome = "invalid_json" if prepared is not None and self.model.spoiled else "ok"
+            self._log(entry, 200, outcome, cost, usage, cost, delay)
             conn.respond(200, body, headers, delay=delay,
                          content_type="application/octet-stream" if route == "file_content"
                          else "application/json")

@@ -10,7 +10,8 @@ Latency: SECONDS, uniform:LOW,HIGH or lognormal:MEDIAN,SIGMA (plus --latency-per
 Limit shapes (--policy): second (default; a bucket of one second of the limit), minute (a
 bucket of a full minute), window (a fixed window of --window seconds, reset at each boundary).
 Faults (--fault NAME=PROBABILITY, repeatable): 500, 502, 503, context_length, hang, reset,
-truncated, malformed. The request log and counters: GET /_sim/log, GET /_sim/stats.
+truncated, malformed. --invalid-json P spoils that share of JSON answers (structured outputs).
+The request log and counters: GET /_sim/log, GET /_sim/stats.
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="extra seconds per output token (default 0)")
     add("--fault", action="append", default=[], metavar="NAME=P",
         help="inject a fault with probability P (repeatable)")
+    add("--invalid-json", type=float, default=0.0, metavar="P",
+        help="probability that an answer asked for JSON (response_format json_schema or "
+             "json_object) is invalid: wrapped in prose, cut short, a required field missing "
+             "or of the wrong type (default 0)")
     add("--seed", type=int, default=0, help="seed of the latency and fault draws (default 0)")
     add("--api-key", action="append", default=[],
         help="accept only this bearer key (repeatable; default: any key)")
@@ -116,7 +121,7 @@ def _config(args: argparse.Namespace) -> SimulatorConfig:
         latency=Latency.parse(args.latency, per_output_token=args.latency_per_token),
         faults=Faults.parse(args.fault), seed=args.seed, api_keys=tuple(args.api_key),
         context_window=args.context_window, default_max_tokens=args.default_max_tokens,
-        **provider_modes(args))
+        invalid_json=args.invalid_json, **provider_modes(args))
 
 
 async def _serve(config: SimulatorConfig, port: int, watch_stdin: bool) -> None:

@@ -268,6 +268,7 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     retry_after: RetryAfter = "both"
     error_format: ErrorFormat = "openai"
     model_limits: ModelLimits = msgspec.field(default_factory=dict)
+    invalid_json: float = 0.0
 
     def __post_init__(self) -> None:
         # msgspec checks these types when decoding JSON, not when the Struct is built in code.
@@ -310,6 +311,10 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("context_window and default_max_tokens must be >= 1")
         if self.embedding_dimensions < 1:
             raise ConfigError("embedding_dimensions must be >= 1")
+        if isinstance(self.invalid_json, bool) or not isinstance(
+                self.invalid_json, int | float) or not 0.0 <= self.invalid_json <= 1.0:
+            raise ConfigError(f"invalid_json is a probability in [0, 1], got "
+                              f"{self.invalid_json!r}")
 
     def to_json(self) -> bytes:
         """The config as JSON (API keys included: only ever sent to a child process)."""
@@ -333,7 +338,8 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
                                     else None),
                 "headers": None if self.headers else "off",
                 "retry_after": None if self.retry_after == "both" else self.retry_after,
-                "error_format": None if self.error_format == "openai" else self.error_format}
+                "error_format": None if self.error_format == "openai" else self.error_format,
+                "invalid_json": self.invalid_json or None}
 
 
 def _check_limits(where: str, rpm: float | None, tpm: float | None, policy: str,

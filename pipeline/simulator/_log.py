@@ -24,7 +24,8 @@ class LogEntry(msgspec.Struct, frozen=True):
         outcome: ``"ok"``, ``"rate_limited"``, ``"insufficient_quota"``, ``"fault:500"``,
             ``"fault:502"``, ``"fault:503"``, ``"fault:context_length"``, ``"context_length"``
             (a real prompt + max_tokens overflow), ``"hang"``, ``"reset"``, ``"truncated"``,
-            ``"malformed"``, ``"bad_request"``, ``"unauthorized"``, ``"not_found"``,
+            ``"malformed"``, ``"invalid_json"`` (a 200 whose JSON answer was spoiled on
+            purpose: ``invalid_json``), ``"bad_request"``, ``"unauthorized"``, ``"not_found"``,
             ``"overloaded"`` (refused by ``max_in_flight``), or ``"error"`` (a bug in the
             simulator or an exception in a custom responder: a 500).
         tokens: the token cost charged (or that would have been charged) to the rate limit:
@@ -56,7 +57,8 @@ class Stats(msgspec.Struct, frozen=True):
         rate_limited: times a request exceeded the simulator's rpm/tpm limits (each got a 429).
         insufficient_quota: 429 ``insufficient_quota`` answers.
         overloaded: requests refused because ``max_in_flight`` were already in flight.
-        faults: injected faults (5xx, context_length, hang, reset, truncated, malformed).
+        faults: injected faults (5xx, context_length, hang, reset, truncated, malformed,
+            invalid_json).
         tokens: token cost admitted by the rate limit (the sum over accepted requests).
         prompt_tokens, completion_tokens: the ``usage`` totals sent back.
         max_in_flight: the most requests being served at once (waiting out their latency).
@@ -77,7 +79,7 @@ class Stats(msgspec.Struct, frozen=True):
 
 
 _FAULT_OUTCOMES = frozenset({"fault:500", "fault:502", "fault:503", "fault:context_length",
-                             "hang", "reset", "truncated", "malformed"})
+                             "hang", "reset", "truncated", "malformed", "invalid_json"})
 
 
 class RequestLog:

@@ -10,6 +10,7 @@ chat and 16 (the API's own default) for legacy completions. The counting rule is
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +26,7 @@ from pipeline.simulator._schemas import (
     check_input,
     decode_body,
 )
-from pipeline.simulator._structured import fake_json_text
+from pipeline.simulator._structured import fake_json_text, spoil_json_text
 from pipeline.simulator._tokens import (
     answer_length,
     count_chat_tokens,
@@ -67,6 +68,10 @@ class FakeModel:
         self.config = config
         self.responder = responder
         self._counter = 0
+        # Its own seeded stream, so spoiling answers does not shift the fault and latency draws.
+        self._spoil_rng = random.Random(config.seed)
+        #: Whether the last :meth:`answer` spoiled a JSON answer (``invalid_json``).
+        self.spoiled = False
 
     def prepare(self, kind: str, body: bytes) -> Prepared:
         """Validate a ``kind`` ("chat", "completion", "embedding") body and count its cost."""
@@ -123,6 +128,10 @@ class FakeModel:
         response_format = getattr(prepared.request, "response_format", None)
         if response_format:
             json_text = fake_json_text(response_format, digest)
+            spoil = self.config.invalid_json
+            if json_text is not None and spoil and self._spoil_rng.random() < spoil:
+                json_text = spoil_json_text(json_text, response_format, self._spoil_rng)
+                self.spoiled = True
             if json_text is not None:
                 if count_text_tokens(json_text) > limit:  # cut JSON, as a real model's would be
                     return json_text[: limit * 4], "length"
@@ -138,6 +147,7 @@ class FakeModel:
         req = prepared.request
         created = int(time.time())
         self._counter += 1
+        self.spoiled = False
         if prepared.kind == "embedding":
             inputs = [req.input] if isinstance(req.input, str) or (
                 req.input and isinstance(req.input[0], int)) else req.input

@@ -92,6 +92,12 @@ class Simulator:
         log_limit: the most log entries kept (oldest dropped first; ``None``: unbounded).
         models: the model names it knows; a request for another gets OpenAI's 404
             ``model_not_found`` (empty, the default: any model name is accepted).
+        invalid_json: the probability (seeded by ``seed``) that a chat answer asked for JSON
+            (``response_format`` ``json_schema`` or ``json_object``) is spoiled the way a model
+            without strict mode spoils it: wrapped in prose, cut short, missing a required
+            field, or with a field of the wrong type. Each answer draws anew, so asking the
+            same request again may succeed. Logged as outcome ``"invalid_json"`` (a fault);
+            a ``responder`` is never spoiled.
 
     >>> with Simulator(rpm=600, policy="window", window=2.0, error_format="azure") as sim:
     ...     sim.config.policy, sim.config.window
@@ -135,6 +141,7 @@ class Simulator:
         retry_after: RetryAfter = "both",
         error_format: ErrorFormat = "openai",
         models: Sequence[str] = (),
+        invalid_json: float = 0.0,
     ) -> None:
         keys = (api_key,) if isinstance(api_key, str) else tuple(api_key or ())
         per_model = {str(model): dict(limits) for model, limits in (model_limits or {}).items()}
@@ -146,7 +153,8 @@ class Simulator:
             embedding_dimensions=embedding_dimensions, fine_tune_seconds=fine_tune_seconds,
             log_limit=log_limit, policy=policy, window=float(window), model_limits=per_model,
             max_in_flight=max_in_flight, overload_status=overload_status, headers=headers,
-            retry_after=retry_after, error_format=error_format, models=tuple(models))
+            retry_after=retry_after, error_format=error_format, models=tuple(models),
+            invalid_json=invalid_json)
         if process and responder is not None:
             raise ConfigError("a responder runs in this process: it needs process=False")
         self.responder = responder
