@@ -3,14 +3,17 @@
 What is pinned: a batch comes back in its own format (pandas, pyarrow, numpy) with the result
 columns lined up row for row; a bad row fails alone; a batch that cannot run comes back all
 failed with the reason instead of raising; and under a real local Ray (``ray.init``) the
-workers answer every row once through a limiter shared in a real redis-server.
+workers answer every row once through a limiter shared in a real redis-server: four actors
+against one simulator stay within the shared quota in every 1 s window (the documented bound
+of ``RedisLimiter``) while using >= 95% of it.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import pickle
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 from _redis_server import RedisServer, redis_server_fixture
@@ -129,3 +132,69 @@ def test_ray_data_map_batches_with_a_shared_limiter(sim: Simulator,
     client = redis.Redis.from_url(redis_server.url)
     assert client.exists("ray-test")  # the workers spent the shared bucket
     client.close()
+
+
+def _max_in_window(times: Sequence[float], width: float) -> int:
+    """The most of sorted ``times`` within any window ``[t, t + width)``."""
+    best = start = 0
+    for end, t in enumerate(times):
+        while times[start] <= t - width:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+class _AnswerBatchesWithPid(AnswerBatches):
+    """AnswerBatches that also says which worker process answered each row."""
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        out = super().__call__(batch)
+        out["pid"] = os.getpid()
+        return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_four_ray_actors_share_one_quota_against_one_simulator(
+        redis_server: RedisServer) -> None:
+    ray = pytest.importorskip("ray", reason='ray is not installed: pip install '
+                              '"ratelimited-pipeline[ray]"')
+    pytest.importorskip("ray.data", reason="ray[data] is not installed")
+    rpm = 12_000.0  # 200 requests/s in all, the requests bind (tokens are far from it)
+    rate, rows, actors = rpm / 60, 1_200, 4
+    frame = pd.DataFrame({"id": range(rows), "text": [f"review {i}" for i in range(rows)]})
+    with Simulator(rpm=rpm, tpm=10_000_000, latency=0.005) as sim:
+        job = BatchJob(model="gpt-4o-mini", prompt="Classify: {text}", max_tokens=5,
+                       base_url=sim.base_url, api_key="sk-local", rpm=rpm, tpm=10_000_000,
+                       shared_limit=f"{redis_server.url}?key=ray-four")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+        try:
+            # Sixteen blocks, so the actors stay busy to the end; a quarter of a CPU each, so
+            # four actors fit in two CPUs (they wait on the network, not on the CPU).
+            blocks = [frame.iloc[i::16].reset_index(drop=True) for i in range(16)]
+            out = ray.data.from_pandas(blocks).map_batches(
+                _AnswerBatchesWithPid, fn_constructor_args=(job,), concurrency=actors,
+                num_cpus=0.25, batch_size=25, batch_format="pandas").to_pandas()
+        finally:
+            ray.shutdown()
+        log = sim.log()
+    out = out.sort_values("id").reset_index(drop=True)
+    assert list(out["id"]) == list(range(rows))  # every row once, in the output
+    assert (out["status"] == "succeeded").all(), out[out["status"] != "succeeded"].head()
+    assert out["pid"].nunique() == actors  # four processes spent the one quota
+    answered = [e for e in log if e.outcome == "ok"]
+    assert len(answered) == rows == len({e.body_hash for e in answered})  # once each, sent
+    assert not [e for e in log if e.outcome == "rate_limited"]
+    times = sorted(e.arrival for e in answered)
+    # The bound: rate * W + burst (0.5 s of the rate) + one lease (0.1 s) per actor, W being
+    # 1 s at the simulator plus the grant-to-arrival jitter of a loaded machine (0.05 s).
+    bound = rate * 1.05 + rate * 0.5 + actors * rate * 0.1
+    peak = _max_in_window(times, 1.0)
+    span = times[-1] - times[0]
+    used = rows / (rate * span + rate * 0.5)  # what the quota allowed from first to last
+    print(f"4 Ray actors: max 1 s window {peak} ({peak / rate:.2f}x the rate, bound "
+          f"{bound:.0f}), utilisation {used:.1%} over {span:.1f} s")
+    assert peak <= bound
+    assert used >= 0.95
