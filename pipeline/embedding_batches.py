@@ -195,8 +195,8 @@ def split(batch: Batch, body: Any) -> list[dict[str, Any]]:
     data = body.get("data") if isinstance(body, Mapping) else None
     if not isinstance(data, list):
         raise MalformedResponseError(
-            "the embeddings response has no 'data' list, so no row of the batch gets a "
-            "vector", body=_short(body))
+            f"the embeddings response has no 'data' list, so no row of the batch of "
+            f"{len(batch.rows)} gets a vector", body=_short(body))
     expected = batch.inputs
     by_index: dict[int, dict[str, Any]] = {}
     for item in data:
