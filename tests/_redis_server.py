@@ -104,3 +104,32 @@ def shared_quota_worker(url: str, key: str, base_url: str, rpm: float, tpm: floa
                 "stats": dict(limiter.stats())}
 
     queue.put(asyncio.run(main()))  # type: ignore[attr-defined]
+
+
+def acquire_loop_worker(url: str, key: str, rate: float, tasks: int, seconds: float,
+                        ready: object, start: object, queue: object) -> None:
+    """A worker process that only acquires: ``tasks`` tasks loop ``acquire`` on one
+    :class:`RedisLimiter` for ``seconds`` after ``start`` (a ``multiprocessing`` event) is
+    set, then put the wall-clock grant times on ``queue``. ``ready`` is put first, once the
+    imports and the limiter are done, so every process starts together."""
+    import asyncio
+
+    from pipeline.limiter import RedisLimiter
+
+    async def main() -> list[float]:
+        limiter = RedisLimiter(url, key=key, max_requests=rate * 60)
+        ready.put(1)  # type: ignore[attr-defined]
+        await asyncio.to_thread(start.wait, 60)  # type: ignore[attr-defined]
+        times: list[float] = []
+        end_at = time.time() + seconds
+
+        async def loop() -> None:
+            while time.time() < end_at:
+                await limiter.acquire()
+                times.append(time.time())
+
+        await asyncio.gather(*(loop() for _ in range(tasks)))
+        await limiter.aclose()
+        return times
+
+    queue.put(asyncio.run(main()))  # type: ignore[attr-defined]

@@ -22,7 +22,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from _redis_server import RedisServer, free_port, redis_server_fixture, shared_quota_worker
+from _redis_server import (
+    RedisServer,
+    acquire_loop_worker,
+    free_port,
+    redis_server_fixture,
+    shared_quota_worker,
+)
 
 from pipeline.errors import ConfigError, RateLimitError
 
@@ -188,6 +194,48 @@ async def test_pause_in_one_process_pauses_the_others(redis_server: RedisServer)
         await second.aclose()
 
 
+async def test_a_pause_reaches_the_other_processes_at_once(redis_server: RedisServer) -> None:
+    key = _key()
+    first = RedisLimiter(redis_server.url, key=key, max_requests=6_000)
+    second = RedisLimiter(redis_server.url, key=key, max_requests=6_000)
+    try:
+        await first.acquire()
+        await second.acquire()  # holds a lease: no reason to call Redis for a while
+        await _until(lambda: second.stats()["signals"] == 0 and second._listener is not None
+                     and second.round_trips >= 1)
+        trips = second.round_trips
+        first.pause(30)
+        await _until(lambda: second.paused_for > 0)
+        # Published by the script that recorded the pause, heard on <key>:signals: the
+        # second process stops granting without a round trip of its own.
+        assert second.paused_for > 25 and second.stats()["signals"] == 1
+        assert second.round_trips == trips
+        assert not second.try_acquire()
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_a_429_explained_by_headers_does_not_cut_the_shared_rate(
+        redis_server: RedisServer) -> None:
+    limiter = RedisLimiter(redis_server.url, key=_key(), max_requests=6_000)
+    try:
+        lease = await limiter.lease()
+        # The provider's headers say the limit is half what we were told: the 429 that
+        # follows, for a request granted before, is explained (the limit is right now).
+        limiter.update_from_headers({"x-ratelimit-limit-requests": "3000"})
+        limiter.settle(lease, error=RateLimitError("slow down", status=429, retry_after=0.01))
+        await _until(lambda: limiter.round_trips >= 2)
+        assert limiter.max_requests == 3_000 and limiter.stats()["factor"] == 1.0
+        # A 429 for a request granted after that is news: the shared rate is cut.
+        late = await limiter.lease()
+        limiter.settle(late, error=RateLimitError("slow down", status=429, retry_after=0.01))
+        await _until(lambda: limiter.stats()["factor"] < 1.0)
+        assert 0.6 < limiter.stats()["factor"] < 0.75
+    finally:
+        await limiter.aclose()
+
+
 async def test_a_429_cuts_the_shared_rate_factor(redis_server: RedisServer) -> None:
     key = _key()
     first = RedisLimiter(redis_server.url, key=key, max_requests=6_000)
@@ -225,8 +273,8 @@ async def test_fails_closed_to_the_local_share_when_redis_is_unreachable(
 
 
 def test_bad_url_and_missing_redis_py_are_clear(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline._extras import MissingExtraError
     from pipeline import Endpoint
+    from pipeline._extras import MissingExtraError
 
     with pytest.raises(ConfigError, match="redis://HOST:PORT/DB"):
         RedisLimiter("http://127.0.0.1:6379")
@@ -334,6 +382,71 @@ def test_processes_share_one_quota_against_one_simulator(redis_server: RedisServ
     trips = sum(int(r["stats"]["round_trips"]) for r in reports)  # type: ignore[index]
     grants = sum(int(r["stats"]["grants"]) for r in reports)  # type: ignore[index]
     assert trips / grants < 0.25, (trips, grants)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("provider", ["headers", "silent"])
+def test_processes_told_limits_twice_too_high_learn_them_together(
+        redis_server: RedisServer, provider: str) -> None:
+    """Four processes are told 24,000 requests a minute; the provider allows 12,000. With
+    x-ratelimit-* headers each learns the limit from its first answers (and a 429 those
+    explain does not cut the shared rate); silent (no headers, no retry-after), the first
+    429s cut the shared rate factor and pause everyone at once, through Redis."""
+    real, processes, rows = 12_000.0, 4, 1_600
+    options: dict[str, Any] = {} if provider == "headers" else \
+        {"headers": False, "retry_after": "none"}
+    texts = [f"row {i}" for i in range(rows)]
+    with Simulator(rpm=real, latency=0.005, **options) as sim:
+        workers, queue = _run_workers(redis_server.url, _key(), sim.base_url, 2 * real, None,
+                                      texts, processes, 1 / 8)
+        reports = _collect(workers, queue, timeout=100)
+        log = sim.log()
+    assert sum(int(r["ok"]) for r in reports) == rows, reports  # type: ignore[call-overload]
+    answered = [e for e in log if e.outcome == "ok"]
+    assert len({e.body_hash for e in answered}) == rows == len(answered)  # once each
+    refused = sum(1 for e in log if e.outcome == "rate_limited")
+    times = sorted(e.arrival for e in answered)
+    used = rows / (real / 60 * (times[-1] - times[0]))
+    signals = [int(r["stats"]["signals"]) for r in reports]  # type: ignore[index]
+    print(f"told 2x, {provider}: {refused} 429s for {rows} rows ({refused / rows:.1%}), "
+          f"{used:.1%} of the real rate used, signals heard per process {signals}")
+    assert refused <= 0.05 * rows
+    if refused:  # whoever got the first 429, every process heard of it
+        assert all(signals), signals
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_no_process_starves_another(redis_server: RedisServer) -> None:
+    """Eight processes, each with more demand than an equal share, split one quota about
+    equally: each gets between 0.4x and 2x an equal share of what was granted while all of
+    them ran (measured 0.75-1.2x; before the jittered re-asking one process got 0.06x)."""
+    processes, rate, seconds = 8, 800.0, 4.0
+    ctx = multiprocessing.get_context("spawn")
+    ready, start, queue = ctx.Queue(), ctx.Event(), ctx.Queue()
+    key = _key()
+    workers = [ctx.Process(target=acquire_loop_worker,
+                           args=(redis_server.url, key, rate, 8, seconds, ready, start, queue))
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    for _ in workers:
+        ready.get(timeout=60)  # every process has imported and built its limiter
+    start.set()
+    grants = [queue.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(10)
+    # Only while all of them were acquiring (a process may wake late on a loaded machine).
+    begin = max(times[0] for times in grants) + 0.5
+    end = min(times[-1] for times in grants)
+    assert end - begin > 1.0, (begin, end)
+    counts = [sum(1 for t in times if begin <= t <= end) for times in grants]
+    shares = [count * processes / sum(counts) for count in counts]
+    print(f"{processes} processes, shares of an equal split: "
+          f"{', '.join(f'{share:.2f}' for share in sorted(shares))}")
+    assert all(0.4 <= share <= 2.0 for share in shares), shares
+    assert sum(counts) / (end - begin) <= rate * 1.2  # and together, about the quota
 
 
 @pytest.mark.slow
