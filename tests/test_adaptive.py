@@ -153,7 +153,9 @@ def test_a_429_naming_tokens_creates_a_token_rate_from_what_got_through():
 
     tokens = run_virtual(main())
     assert limiter.max_requests == 60_000  # the requests rate was not the problem
-    assert tokens is not None and 0.5 * 30_000 * 60 <= tokens <= 30_000 * 60
+    # What got through over the last second also counts what the provider had saved up (a
+    # whole second's worth for a one-second bucket): the first estimate is under half of it.
+    assert tokens is not None and 0.4 * 30_000 * 60 <= tokens <= 0.5 * 30_000 * 60
 
 
 def test_an_overload_caps_requests_in_flight_and_waiters_wait_for_a_slot():

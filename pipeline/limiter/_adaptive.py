@@ -9,11 +9,22 @@ outcomes, the way TCP congestion control treats its window:
   ``x-ratelimit-remaining-*`` lowers what is available now (the base class does that).
 * **Slow start** when a dimension's limit is unknown: begin at ``start_rate`` requests per
   second and double every quarter second while the limiter is what holds requests back.
-* **Multiplicative decrease** on a 429: the rate drops to ``beta`` x the lower of the rate and
-  the rate that actually succeeded over the last second, for the dimension the 429 names
-  (requests or tokens; both when it does not say). One cut per round: a 429 for a request
-  granted before the last cut is old news and changes nothing, so a burst of 429s from one
-  overshoot is one signal, not fifty.
+* **A 429 that states the limit** ("... tokens per min (TPM): Limit 180000, Used ...", as
+  OpenAI words it) is a fact like a header: the ceiling becomes that limit and the rate
+  drops straight to it (the overshoot is explained; no further cut).
+* **Multiplicative decrease** on other 429s: the rate drops to ``beta`` x the lower of the rate
+  and the rate the provider really admits, for the dimension the 429 names (requests or
+  tokens; both when it does not say). One cut per round: a 429 for a request granted before
+  the last cut is old news and starts no new cut, so a burst of 429s from one overshoot is
+  one signal, not fifty.
+* **What the provider admits** is measured between two 429s: a refused request means the
+  provider's bucket was empty when it arrived, so what it admitted from the requests granted
+  between two refusals is its rate times the time between them, whatever we sent (the
+  bucket cannot have saved up more than that). Before a second refusal there is only what
+  succeeded over the last second, which also counts whatever the provider had saved up
+  (a whole second's worth for OpenAI's one-second buckets): a first cut of a limit nobody
+  told us about goes to ``beta`` x 0.7 of it, and the same round's later 429s correct it
+  down once they span enough time to measure the rate between refusals.
 * **CUBIC growth** after a cut: the rate climbs back toward the rate where the 429 came
   (quickly at first, flattening near it), in ``recovery`` seconds, then probes above it
   slowly; it never exceeds the ceiling. Growth only happens while the limiter is actually
@@ -34,6 +45,7 @@ bucket whose rate follows CUBIC on throttling); this one runs on requests and to
 from __future__ import annotations
 
 import math
+import re
 
 from pipeline.errors import APIError, RateLimitError, ServerError
 from pipeline.limiter._base import _INF, Lease, LimiterSnapshot, _check_rate, _now
@@ -45,13 +57,22 @@ _SLOW_START_STEP = 0.25  # seconds between doublings in slow start
 _UPDATE_EVERY = 0.05  # seconds between rate recomputations during growth
 _METER_SPAN = 0.5  # seconds per bucket of the success-rate meter (two buckets kept)
 _MIN_CUT_GAP = 0.05  # seconds after a cut in which a grant's 429 is not a new signal
+# Between two refusals the provider admitted its rate times the time between them. Under
+# 50 ms that is a few requests (+-1 is too coarse: the next round's 429s are at least the cut
+# gap apart anyway); past a few seconds a provider's bucket may have filled up and thrown
+# refill away (an underestimate).
+_MIN_SPAN = 0.05
+_MAX_SPAN = 4.0
+_STATED_LIMIT = re.compile(
+    r"(requests|tokens) per min(?:ute)?\b[^.]*?\blimit:? ?([0-9][0-9,]*)(?: ?/ ?min)?",
+    re.IGNORECASE)
 
 
 class _Dimension:
     """The controller of one dimension (requests or tokens), in units per second."""
 
-    __slots__ = ("ceiling", "epoch", "k", "last_cut", "last_step", "name", "peak", "pressed",
-                 "rate", "slow_start")
+    __slots__ = ("admitted", "ceiling", "empty_at", "epoch", "k", "last_cut", "last_step",
+                 "name", "peak", "pressed", "rate", "slow_start")
 
     def __init__(self, name: str, ceiling: float | None, start: float | None) -> None:
         self.name = name
@@ -63,6 +84,10 @@ class _Dimension:
         self.k = 0.0  # seconds from the epoch until the curve is back at the peak
         self.epoch = -_INF  # time of the last cut (start of the growth curve)
         self.last_cut = -_INF
+        # When the last refusal on this dimension came back (the provider's bucket was empty),
+        # and what succeeded since: the provider's rate, once the next refusal comes.
+        self.empty_at = -_INF
+        self.admitted = 0.0
         self.last_step = -_INF
         self.pressed = False  # the limiter held a request back on this dimension lately
 
@@ -103,9 +128,9 @@ class AdaptiveLimiter(TokenBucketLimiter):
     <AdaptiveLimiter requests=10/1,200 per min (ceiling unknown, slow start) tokens=unlimited in_flight=0/8 waiters=0>
     """  # noqa: E501
 
-    __slots__ = ("_beta", "_dims", "_m_ok_r", "_m_ok_t", "_m_prev_r", "_m_prev_t", "_m_start",
-                 "_min_rate", "_overload_cut", "_overload_peak", "_recovery", "_updated",
-                 "_user_ceiling_r", "_user_ceiling_t")
+    __slots__ = ("_beta", "_dims", "_m_ok_r", "_m_ok_t", "_m_prev_r", "_m_prev_t",
+                 "_m_start", "_min_rate", "_overload_cut", "_overload_peak", "_recovery",
+                 "_updated", "_user_ceiling_r", "_user_ceiling_t")
 
     _uses_slots = True
 
@@ -239,7 +264,10 @@ class AdaptiveLimiter(TokenBucketLimiter):
         return changed
 
     def _on_success(self, lease: Lease, tokens: float | None, now: float) -> None:
-        self._meter(now, lease.tokens if tokens is None else tokens)
+        charged = lease.tokens if tokens is None else tokens
+        self._meter(now, charged)
+        self._dims[0].admitted += 1.0
+        self._dims[1].admitted += charged
         cap = self._max_in_flight
         if lease.slot and self._in_flight + 1 >= cap:  # the cap is what holds requests back
             if self._overload_peak == _INF:
@@ -261,16 +289,20 @@ class AdaptiveLimiter(TokenBucketLimiter):
         if not isinstance(error, RateLimitError):
             return
         dimension = _throttled_dimension(error)
-        cut = False
+        stated = _stated_limit(error)
+        if stated is not None:
+            dimension = stated[0]
+        changed = False
         for dim in self._dims:
             if dimension is not None and dim.name != dimension:
                 continue
             if dimension is None and dim.rate is None:
                 continue  # an unnamed 429 does not invent a token limit
-            cut = self._cut(dim, lease, now) or cut
-        if dimension == "tokens" and self._dims[1].rate is None:
-            cut = self._cut(self._dims[1], lease, now) or cut
-        if cut:
+            if stated is not None:
+                changed = self._stated(dim, stated[1], lease, now) or changed
+            else:
+                changed = self._cut(dim, lease, now) or changed
+        if changed:
             self._apply(now)
             # The provider just said its bucket is empty: so is ours. Otherwise what ours
             # saved up would go out at once into the empty one, and draw the next 429.
@@ -312,31 +344,96 @@ class AdaptiveLimiter(TokenBucketLimiter):
         else:
             self._level_t = min(self._level_t, 0.0)
 
+    def _refused(self, dim: _Dimension, now: float) -> float | None:
+        """A refusal on ``dim`` came back: what the provider admitted per second since the
+        last one, if that span is measurable; this one starts the next span."""
+        span = now - dim.empty_at
+        rate = dim.admitted / span if _MIN_SPAN <= span <= _MAX_SPAN else None
+        if span >= _MIN_SPAN:
+            # Refusals closer together than that extend the span instead of restarting it.
+            dim.empty_at, dim.admitted = now, 0.0
+        return rate
+
+    def _stated(self, dim: _Dimension, per_minute: float, lease: Lease, now: float) -> bool:
+        """A 429 stated the limit: a fact, like a header (the ceiling, never above the
+        user's). A rate above it drops to it and the bucket empties; no cut below it."""
+        was = dim.rate
+        if dim.name == "requests":
+            self._header_limits(per_minute, None, now)
+        else:
+            self._header_limits(None, per_minute, now)
+        if was is not None and dim.rate is not None and dim.rate >= was * (1 - 1e-9):
+            # Told the limit we run at, and still refused: the provider counts differently
+            # (or someone else spends the same key); cut as for any 429.
+            return self._cut(dim, lease, now)
+        self._refused(dim, now)
+        if lease.granted_at < dim.last_cut + _MIN_CUT_GAP:
+            return False  # the same round as the last cut or fact: answered already
+        dim.last_cut = now
+        self._restart_curve(dim, now)
+        dim.pressed = False
+        return True
+
     def _cut(self, dim: _Dimension, lease: Lease, now: float) -> bool:
+        between = self._refused(dim, now)
+        beta = self._beta
         if lease.granted_at < dim.last_cut + _MIN_CUT_GAP:
             # Granted before the last cut (or just after it, before its effect could reach
-            # the provider): that overshoot was answered already.
-            return False
+            # the provider): that overshoot was answered already, no new cut. But when the
+            # round's refusals span enough time, they measure what the provider admits: a
+            # first cut made from a guess comes down to it.
+            if between is None or dim.rate is None or beta * between >= dim.rate:
+                return False
+            dim.peak = min(dim.peak, between)
+            dim.rate = max(self._floor(dim), beta * between)
+            self._restart_curve(dim, now)
+            return True
         measured = self._measured(now)
         admitted = None if measured is None else measured[0 if dim.name == "requests" else 1]
+        unknown = dim.rate is None or dim.slow_start
+        measured_between = between is not None and not unknown
+        if measured_between:
+            # Measured between this refusal and the last: no guess about saved-up bursts.
+            admitted = between
         if dim.rate is None:
             # A token limit nobody told us about: start from what got through.
             if not admitted:
                 return False
             base = admitted
+        elif admitted is None:
+            base = dim.rate
+        elif unknown:
+            # Slow start doubled the rate on no evidence: what got through is the evidence.
+            base = min(dim.rate, admitted) if admitted else dim.rate
         else:
-            base = dim.rate if admitted is None else min(dim.rate, max(admitted, dim.rate / 2))
-        beta = self._beta
+            # Never below half the rate in one round: an idle or bursty second says little.
+            base = min(dim.rate, max(admitted, dim.rate / 2))
         # Fast convergence: a peak lower than the last one means capacity is shrinking (or was
-        # overestimated): aim the next climb below it.
-        dim.peak = base * (1 + beta) / 2 if base < dim.peak else base
-        floor = self._min_rate if dim.name == "requests" else 1.0
-        dim.rate = max(floor, base * beta * (0.7 if dim.slow_start else 1.0))
+        # overestimated): aim the next climb below it. A first estimate counts what the
+        # provider had saved up as well: aim below it too.
+        # (A rate measured between refusals is the provider's own: the climb aims at it.)
+        dim.peak = base * (1 + beta) / 2 if unknown or (
+            base < dim.peak and not (measured_between and base == admitted)) else base
+        dim.rate = max(self._floor(dim), base * beta * (0.7 if unknown else 1.0))
         dim.slow_start = False
-        dim.epoch = dim.last_cut = now
-        dim.k = self._recovery if dim.peak > dim.rate else 0.0
+        dim.last_cut = now
+        self._restart_curve(dim, now)
         dim.pressed = False
         return True
+
+    def _floor(self, dim: _Dimension) -> float:
+        return self._min_rate if dim.name == "requests" else 1.0
+
+    def _curvature(self, dim: _Dimension) -> float:
+        # The cube's scale: a cut to beta x the peak climbs back in ``recovery`` seconds.
+        return dim.peak * (1 - self._beta) / self._recovery ** 3
+
+    def _restart_curve(self, dim: _Dimension, now: float) -> None:
+        """Start the growth curve at the rate in force (not at beta x the peak: a cut that
+        went lower, or a correction, would otherwise jump back up at the first step)."""
+        dim.epoch = now
+        gap = dim.peak - (dim.rate or 0.0)
+        dim.k = (gap / self._curvature(dim)) ** (1 / 3) if gap > 0 and dim.peak > 0 else 0.0
 
     def _grow(self, now: float) -> None:
         elapsed = now - self._updated if self._updated != -_INF else 0.0
@@ -360,11 +457,8 @@ class AdaptiveLimiter(TokenBucketLimiter):
                     dim.peak = dim.rate
                     changed = True
                 continue
-            # CUBIC: rate(t) = peak + c (t - k)^3, through beta*peak at t = 0 and flat at k.
-            if dim.k > 0:
-                c = dim.peak * (1 - self._beta) / dim.k ** 3
-            else:
-                c = dim.peak * (1 - self._beta) / self._recovery ** 3
+            # CUBIC: rate(t) = peak + c (t - k)^3, through the cut rate at t = 0, flat at k.
+            c = self._curvature(dim)
             t = now - dim.epoch
             target = dim.peak + c * (t - dim.k) ** 3
             if target > dim.rate:
@@ -435,6 +529,26 @@ def _is_overload(error: BaseException) -> bool:
         text = f"{error.code or ''} {error.message}".lower()
         return "overload" in text or "concurren" in text
     return False
+
+
+def _stated_limit(error: APIError) -> tuple[str, float] | None:
+    """The per-minute limit a 429's message states, as ``(dimension, limit)``, if it does.
+
+    OpenAI: "Rate limit reached for gpt-4o in organization org-... on tokens per min (TPM):
+    Limit 30000, Used 29937, Requested 385. Please try again in 644ms." (older: "... on
+    requests per min. Limit: 3 / min. ..."). Daily limits ("requests per day (RPD)") are not
+    minute rates and are left alone; Azure's and plain-text 429s state no number.
+    """
+    found = _STATED_LIMIT.search(error.message)
+    if found is None:
+        return None
+    try:
+        limit = float(found.group(2).replace(",", ""))
+    except ValueError:
+        return None
+    if not limit > 0 or math.isinf(limit):
+        return None
+    return found.group(1).lower(), limit
 
 
 def _throttled_dimension(error: APIError) -> str | None:
