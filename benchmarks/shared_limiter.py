@@ -8,9 +8,10 @@ at the same wall-clock instant, after their imports). From the grant times of al
 * **acquires/s**: grants per second, all processes together;
 * **utilisation**: grants per second after the first second (each contender may start
   with a burst), over ``--rate``;
-* **max 1 s / rate**: the most grants in any sliding 1 s window, over the rate (a shared
-  limiter may grant its burst on top: ours half a second of the rate plus one lease of a
-  tenth of a second per process, see ``pipeline.limiter.RedisLimiter``);
+* **max 1 s / rate**: the most grants in any sliding 1 s window, over the rate. Ours is
+  bounded by ``rate * W + burst + N * lease`` (``pipeline.limiter.RedisLimiter``): with the
+  defaults 1.5 + 0.1 N here; its bucket starts empty, so the first second holds the rate
+  plus at most a lease per process (1 + 0.1 N), not a full bucket on top;
 * **steady max**: the same after the first second;
 * **over windows**: 1 s windows (one starting at each grant) holding more than
   ``rate * 1.5`` grants, i.e. more than a provider's one-second bucket takes on top of the

@@ -1,6 +1,6 @@
 """Write the tutorial notebooks of this folder (outputs cleared) from the cells below.
 
-    python notebooks/make_notebooks.py          # rewrites 01_...ipynb to 04_...ipynb
+    python notebooks/make_notebooks.py          # rewrites 01_...ipynb to 05_...ipynb
 
 Edit the cells here, not the .ipynb files, so the notebooks stay reviewable as Python.
 ``tests/test_notebooks.py`` executes every notebook against the local simulator.
@@ -552,11 +552,186 @@ To try your own provider from a shell:
 ]
 
 
+RAY_DATA: Cells = [
+    ("md", """\
+# Ray Data: one API quota shared by many workers
+
+A dataset larger than one machine runs on **Ray Data**: `map_batches` with the callable class
+`pipeline.ray_data.AnswerBatches`, built on every worker from a small picklable `BatchJob`.
+However many workers (on however many machines) send requests, one API key is **one quota**:
+with `shared_limit="redis://..."` they all spend it through one Redis
+(`pipeline.limiter.RedisLimiter`: leases of a tenth of a second, both dimensions in one
+atomic step on the Redis server's clock).
+
+Here everything runs on this machine: a local Ray instance (`ray.init(num_cpus=2)`), four
+workers, one simulator standing in for the provider, and one `redis-server` on 127.0.0.1.
+
+**What this notebook needs:** `pip install "ratelimited-pipeline[ray,redis]"` (Ray Data,
+pandas, pyarrow, redis-py), and either the `redis-server` binary on `PATH`
+(`apt-get install redis-server`, `brew install redis`), which the notebook starts on a free
+port and stops at the end, or `REDIS_URL` pointing at a Redis you run yourself. Nothing
+leaves the machine."""),
+    ("py", """\
+import importlib.resources
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pandas as pd
+import ray
+import redis
+
+from pipeline.ray_data import AnswerBatches, BatchJob
+from pipeline.simulator import Simulator"""),
+    ("md", """\
+## 1. Redis
+
+Started here without persistence on 127.0.0.1 (a throwaway server for this notebook),
+unless `REDIS_URL` names one."""),
+    ("py", """\
+redis_proc = None
+REDIS_URL = os.environ.get("REDIS_URL")
+if REDIS_URL is None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("this notebook needs Redis: install redis-server "
+                           "(apt-get install redis-server) or set REDIS_URL")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    redis_proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    REDIS_URL = f"redis://127.0.0.1:{port}/0"
+client = redis.Redis.from_url(REDIS_URL)
+for _ in range(500):  # wait for it to answer (at most 5 s)
+    try:
+        client.ping()
+        break
+    except redis.ConnectionError:
+        time.sleep(0.01)
+print("Redis answers at", REDIS_URL)"""),
+    ("md", """\
+## 2. The provider and the data
+
+The simulator allows **12,000 requests a minute** (200 a second) on its one key, enforced as
+OpenAI documents it (a bucket holding one second of the limit). Its "model" is a keyword
+rule, so the answers make sense. The data: the bundled product reviews, four times over (each
+prompt carries its row number, so no two are alike)."""),
+    ("py", STAND_IN + """
+RPM = 12_000
+sim = Simulator(rpm=RPM, tpm=10_000_000, latency=0.005, seed=0,
+                responder=stand_in_model).start()
+
+data = importlib.resources.files("pipeline") / "data" / "reviews.csv"
+with importlib.resources.as_file(data) as path:
+    reviews = pd.read_csv(path)
+frame = pd.concat([reviews] * 4, ignore_index=True)
+frame.insert(0, "row", range(len(frame)))
+ROWS = len(frame)
+frame.head(3)"""),
+    ("md", """\
+## 3. Four Ray workers, one shared quota
+
+`BatchJob` says what every worker builds for itself: the endpoint, the prompt template, the
+key's limits and the shared limiter's URL (`?key=` names the quota). No live object is
+pickled: clients, connections and the limiter are made on each worker. The workers take a
+quarter of a CPU each, so four fit in `num_cpus=2` (they wait on the network, not on the
+CPU); sixteen blocks keep all four busy to the end."""),
+    ("py", """\
+job = BatchJob(model="gpt-4o-mini",
+               prompt="Review {row}: {review}\\nPositive, negative or neutral?",
+               max_tokens=5, temperature=0, base_url=sim.base_url, api_key="sk-local",
+               rpm=RPM, tpm=10_000_000, shared_limit=f"{REDIS_URL}?key=notebook-org")
+job"""),
+    ("py", """\
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+ray.data.DataContext.get_current().enable_progress_bars = False  # no progress lines here
+blocks = [frame.iloc[i::16].reset_index(drop=True) for i in range(16)]
+ds = ray.data.from_pandas(blocks)
+four = ray.data.ActorPoolStrategy(size=4)  # four workers, each one AnswerBatches(job)
+answered = ds.map_batches(AnswerBatches, fn_constructor_args=(job,), compute=four,
+                          num_cpus=0.25, batch_size=25, batch_format="pandas")
+out = answered.to_pandas().sort_values("row").reset_index(drop=True)
+out[["row", "product", "review", "answer", "status", "tokens", "latency"]].head()"""),
+    ("md", """\
+## 4. What the provider saw
+
+The simulator logs every request it received. From that log: was every row answered exactly
+once, how many 429s, the most requests in any one-second window against the rate, and how
+much of the quota the four workers used together."""),
+    ("py", """\
+def provider_figures(log, rate):
+    ok = sorted(e.arrival for e in log if e.outcome == "ok")
+    peak = start = 0
+    for end, t in enumerate(ok):  # the most requests in any window [t - 1 s, t]
+        while ok[start] <= t - 1.0:
+            start += 1
+        peak = max(peak, end - start + 1)
+    return {"answered": len(ok), "distinct": len({e.body_hash for e in log if e.outcome == "ok"}),
+            "429s": sum(e.outcome == "rate_limited" for e in log),
+            "max 1 s / rate": round(peak / rate, 2),
+            "utilisation": round(len(ok) / (rate * (ok[-1] - ok[0])), 3),
+            "seconds": round(ok[-1] - ok[0], 1)}
+
+shared = provider_figures(sim.log(), RPM / 60)
+per_second = pd.Series(1, index=pd.to_datetime([e.arrival for e in sim.log()], unit="s"))
+per_second.resample("1s").sum().reset_index(drop=True).plot(
+    kind="bar", title="requests per second at the provider (limit 200)");
+shared"""),
+    ("md", """\
+## 5. The same job without the shared quota
+
+Each worker now has its own limiter told the key's full limit (the usual mistake: four
+workers, four times the quota). They learn the real rate from the provider's 429s and
+headers, each on its own."""),
+    ("py", """\
+sim.reset()
+alone = BatchJob(**{**{f: getattr(job, f) for f in job.__struct_fields__}, "shared_limit": None})
+out_alone = ray.data.from_pandas(blocks).map_batches(
+    AnswerBatches, fn_constructor_args=(alone,), compute=four, num_cpus=0.25, batch_size=25,
+    batch_format="pandas").to_pandas()
+separate = provider_figures(sim.log(), RPM / 60)
+pd.DataFrame({"one shared quota": shared, "a limiter per worker": separate}, dtype=object)"""),
+    ("md", """\
+## What this run showed
+
+Printed from the figures above (they move a little from run to run):"""),
+    ("py", """\
+print(f"Shared quota: {shared['distinct']}/{ROWS} rows answered exactly once "
+      f"({(out.status == 'succeeded').sum()} succeeded in the output), {shared['429s']} 429s, "
+      f"{shared['utilisation']:.0%} of the rate used over {shared['seconds']} s, the busiest "
+      f"second at {shared['max 1 s / rate']}x the rate.")
+print(f"A limiter per worker: {separate['distinct']}/{ROWS} rows, {separate['429s']} 429s "
+      f"({'more' if separate['429s'] > shared['429s'] else 'not more'} than shared), "
+      f"{separate['utilisation']:.0%} of the rate used, the busiest second at "
+      f"{separate['max 1 s / rate']}x.")
+labels = out.answer.value_counts()
+print(f"Answers: {', '.join(f'{n} {label}' for label, n in labels.items())}.")"""),
+    ("md", """\
+The shared limiter kept the four workers together inside the key's limit: the provider
+never had to refuse, and the quota was used to the full. Workers on other machines join the
+same quota by giving the same `redis://` URL and `?key=`. If Redis stops answering, each
+worker goes on alone at `local_share` of the quota (default 1/8; give `1/N` for `N`
+workers), never more, and rejoins when Redis is back."""),
+    ("py", """\
+ray.shutdown()
+sim.stop()
+client.close()
+if redis_proc is not None:
+    redis_proc.terminate()
+    redis_proc.wait(10)"""),
+]
+
+
 NOTEBOOKS: dict[str, Cells] = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_dataframes.ipynb": DATAFRAMES,
     "03_custom_pipelines.ipynb": CUSTOM,
     "04_tuning_limiters.ipynb": TUNING,
+    "05_ray_data.ipynb": RAY_DATA,
 }
 
 
