@@ -160,7 +160,7 @@ async def main():
     service = InstantService()
     job = service.chat(model="m", prompt="Classify: {text}", max_tokens=5)
     done = 0
-    async with pipeline.stream(rows(), job, concurrency=64).stream() as records:
+    async with pipeline.as_completed(rows(), job, concurrency=64).stream() as records:
         async for record in records:
             done += record.ok
     assert done == n, done

@@ -28,8 +28,7 @@ import tempfile
 import time
 
 from pipeline import OpenAIService, io
-from pipeline.api_utils import cache_key
-from pipeline.cache import ResponseCache
+from pipeline.cache import ResponseCache, cache_key
 from pipeline.request import Response
 from pipeline.simulator import Simulator
 

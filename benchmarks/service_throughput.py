@@ -29,7 +29,7 @@ import httpx
 import msgspec
 
 from pipeline.request import APIRequest
-from pipeline.service import OpenAIService
+from pipeline.http import OpenAIService
 from pipeline.simulator import Simulator
 
 BODY = {

@@ -259,9 +259,8 @@ import pandas as pd
 from aiostream import pipe, stream
 
 from pipeline import OpenAIService, Record, StatusTracker, TokenBucketLimiter
-from pipeline.retry import retry
 from pipeline.simulator import Simulator
-from pipeline.stages import Stage, acquire, build, call, track
+from pipeline.stages import Stage, acquire, build, call, retry, track
 
 """ + STAND_IN + """
 sim = Simulator(rpm=1_200, tpm=200_000, latency=0.03, seed=2, responder=stand_in_model).start()

@@ -1,6 +1,6 @@
 """A response cache on disk (diskcache), so a rerun pays only for what is new.
 
-Keys come from :func:`pipeline.api_utils.cache_key` (method, path, body; never a secret).
+Keys come from :func:`cache_key` (method, path, body; never a header or a secret).
 Only successful responses are stored. Writes are buffered and flushed in one SQLite
 transaction (about 50 µs a write inside one, 130 µs alone), every ``flush_every`` responses
 or ``flush_interval`` seconds, and on :meth:`close`: a crash loses at most that much, which a
@@ -16,6 +16,8 @@ rerun simply sends again.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import time
 from types import TracebackType
@@ -25,9 +27,10 @@ import diskcache
 import msgspec
 
 from pipeline.errors import CacheError
-from pipeline.request import Response
+from pipeline.redaction import redact_url
+from pipeline.request import APIRequest, Response
 
-__all__ = ["ResponseCache"]
+__all__ = ["ResponseCache", "cache_key"]
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Response)
@@ -133,3 +136,41 @@ class ResponseCache:
     def __repr__(self) -> str:
         return (f"<ResponseCache {self.directory!r} hits={self.hits} misses={self.misses} "
                 f"pending={len(self._pending)}>")
+
+
+@functools.lru_cache(maxsize=64)
+def _key_namespace(base_url: str) -> str:
+    # The same few base URLs come with every row: redact each once.
+    return redact_url(base_url.strip().rstrip("/"))
+
+
+def cache_key(request: APIRequest, *, base_url: str | None = None) -> str:
+    """A stable SHA-256 hex key for a request: same request, same key, in any process.
+
+    Covers the method, path, JSON body, form fields and (by content hash) files, plus the
+    ``base_url`` when given (with secrets masked), never headers or auth, and not the
+    token estimate (it does not change the answer).
+
+    >>> a = APIRequest(path="embeddings", body={"model": "m", "input": "hi"})
+    >>> b = APIRequest(path="/embeddings", body={"input": "hi", "model": "m"})
+    >>> cache_key(a) == cache_key(b), cache_key(a) == cache_key(APIRequest(path="embeddings"))
+    (True, False)
+    """
+    files = None
+    if request.files:
+        files = {
+            name: [part.filename, part.content_type, hashlib.sha256(part.content).hexdigest()]
+            for name, part in request.files.items()
+        }
+    document: dict[str, Any] = {
+        "v": 1,
+        "method": request.method.upper(),
+        "path": request.path.strip("/"),
+        "body": request.body,
+        "data": request.data,
+        "files": files,
+    }
+    if base_url is not None:
+        document["base_url"] = _key_namespace(base_url)
+    encoded = msgspec.json.encode(document, order="deterministic")
+    return hashlib.sha256(encoded).hexdigest()

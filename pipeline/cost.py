@@ -1,4 +1,4 @@
-"""What a run costs, and what it would cost: :class:`Prices`, :func:`estimate`.
+"""What a run costs: :class:`Prices` per model, and the cost of each answer.
 
 Prices are USD per 1M tokens, input and output, per model. :data:`DEFAULT_PRICES` holds a
 small table for common OpenAI models, **as published by OpenAI, 2025** (:data:`PRICES_AS_OF`).
@@ -14,16 +14,11 @@ Prices change: check https://openai.com/api/pricing and give your own with ``Pri
 A model without a price costs ``None``, never a silent 0, and is named once in a warning
 (:class:`UnknownPriceWarning`).
 
-:func:`estimate` plans a run before anything is sent: rows, estimated prompt tokens, output
-tokens at most (``max_tokens``: an upper bound), rows the cache already answers, the time the
-rate limits allow and the cost range::
-
-    >>> # print(pipeline.estimate(rows, job, cache=".cache"))
+What a run *would* cost, before anything is sent, is :func:`pipeline.estimate`.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -34,22 +29,13 @@ from typing import Any, Final
 
 from pipeline.errors import ConfigError
 from pipeline.record import Record
-from pipeline.request import APIRequest
-from pipeline.tokens import (
-    CHAT_DEFAULT_MAX_TOKENS,
-    COMPLETION_DEFAULT_MAX_TOKENS,
-    max_output_tokens,
-)
 
 __all__ = [
     "DEFAULT_PRICES",
     "PRICES_AS_OF",
-    "Estimate",
     "ModelPrice",
     "Prices",
     "UnknownPriceWarning",
-    "estimate",
-    "quota_minutes",
     "record_model",
     "usd",
 ]
@@ -293,123 +279,6 @@ def record_model(record: Record) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------ estimate
-class Estimate:
-    """A run planned before anything is sent: rows, tokens, time and cost.
-
-    Attributes:
-        rows: input rows.
-        invalid: rows that cannot be built (they would fail; nothing is sent for them).
-        cached: rows the response cache already answers (free).
-        to_send: rows that would be sent.
-        prompt_tokens: estimated prompt tokens of the rows to send (the builder's estimate).
-        output_tokens: the most output tokens they may use (``max_tokens`` x ``n``): an
-            upper bound, not a forecast.
-        rpm, tpm: the limits the time is computed from (``None``: not known).
-        minutes: ``max(to_send / rpm, tokens / tpm)`` where tokens are prompt plus output
-            (how an OpenAI-style limit counts a request); ``None`` without limits.
-        cost_low, cost_high: USD for the prompts alone, and for the prompts plus every answer
-            at its ``max_tokens``; ``None`` when a model has no price.
-        models: the models of the rows to send; ``unpriced``: those without a price.
-    """
-
-    __slots__ = ("cached", "cost_high", "cost_low", "invalid", "minutes", "models",
-                 "output_tokens", "prices", "prompt_tokens", "rows", "rpm", "to_send", "tpm",
-                 "unpriced")
-
-    def __init__(self, *, rows: int, invalid: int, cached: int, prompt_tokens: int,
-                 output_tokens: int, rpm: float | None, tpm: float | None,
-                 models: dict[str, tuple[int, int]], prices: Prices) -> None:
-        self.rows = rows
-        self.invalid = invalid
-        self.cached = cached
-        self.to_send = rows - invalid - cached
-        self.prompt_tokens = prompt_tokens
-        self.output_tokens = output_tokens
-        self.rpm = rpm
-        self.tpm = tpm
-        self.prices = prices
-        self.models = sorted(models)
-        self.unpriced = sorted(m for m in models if prices.price(m) is None)
-        for model in self.unpriced:
-            prices._say_unknown(model)
-        self.minutes = quota_minutes(self.to_send, prompt_tokens + output_tokens, rpm, tpm)
-        if self.unpriced:
-            self.cost_low: float | None = None
-            self.cost_high: float | None = None
-        else:
-            low = high = 0.0
-            for model, (prompt, output) in models.items():
-                price = prices[model]
-                low += price.cost(prompt, 0)
-                high += price.cost(prompt, output)
-            self.cost_low, self.cost_high = low, high
-
-    def as_dict(self) -> dict[str, Any]:
-        """The figures as a plain dict."""
-        return {name: getattr(self, name) for name in self.__slots__ if name != "prices"}
-
-    def _rows(self) -> list[tuple[str, str]]:
-        parts = []
-        if self.cached:
-            parts.append(f"{self.cached:,} answered by the cache")
-        if self.invalid:
-            parts.append(f"{self.invalid:,} cannot be built (would fail, not sent)")
-        rows_text = f"{self.rows:,}" + (f" ({', '.join(parts)})" if parts else "")
-        limits = ", ".join(f"{value:,.0f} {unit}" for value, unit in
-                           ((self.rpm, "rpm"), (self.tpm, "tpm")) if value is not None)
-        if self.minutes is None:
-            time_text = "unknown (no rpm/tpm limits given)"
-        else:
-            time_text = f"{_duration(self.minutes)} at {limits} (the quota's floor: " \
-                        "latency and 429s add to it)"
-        if self.cost_low is None or self.cost_high is None:
-            cost_text = "unknown: no price for " + ", ".join(repr(m) for m in self.unpriced)
-        else:
-            cost_text = f"{usd(self.cost_low)} to {usd(self.cost_high)} " \
-                        "(prompts only to every answer at max_tokens)"
-        return [
-            ("rows", rows_text),
-            ("to send", f"{self.to_send:,} requests"),
-            ("prompt tokens (estimated)", f"{self.prompt_tokens:,}"),
-            ("output tokens (upper bound)", f"{self.output_tokens:,} (max_tokens per answer)"),
-            ("time the quota allows", time_text),
-            ("cost (USD)", cost_text),
-            ("models", ", ".join(self.models) or "(none)"),
-            ("prices", self.prices.source),
-        ]
-
-    def __str__(self) -> str:
-        rows = self._rows()
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(["Estimate (nothing sent):",
-                          *(f"  {k:<{width}}  {v}" for k, v in rows)])
-
-    def __repr__(self) -> str:
-        cost = "?" if self.cost_high is None else usd(self.cost_high)
-        minutes = "?" if self.minutes is None else f"{self.minutes:.3g}"
-        return (f"<Estimate rows={self.rows} to_send={self.to_send} cached={self.cached} "
-                f"prompt_tokens={self.prompt_tokens} output_tokens<={self.output_tokens} "
-                f"minutes={minutes} cost<={cost}>")
-
-    def _repr_html_(self) -> str:
-        return html_table("Estimate (nothing sent)", self._rows())
-
-
-def quota_minutes(requests: int, tokens: int, rpm: float | None,
-                  tpm: float | None) -> float | None:
-    """The minutes the limits allow for this work: ``max(requests / rpm, tokens / tpm)``.
-
-    >>> quota_minutes(600, 90_000, rpm=300, tpm=30_000)
-    3.0
-    >>> quota_minutes(10, 10, None, None) is None
-    True
-    """
-    if rpm is None and tpm is None:
-        return None
-    return max(requests / rpm if rpm else 0.0, tokens / tpm if tpm else 0.0)
-
-
 def usd(amount: float) -> str:
     """Dollars, with the digits a small amount needs.
 
@@ -423,117 +292,3 @@ def usd(amount: float) -> str:
     if amount >= 0.01:
         return f"${amount:.4f}"
     return f"${amount:.3g}" if amount < 1e-7 else f"${amount:.7f}".rstrip("0")
-
-
-def _duration(minutes: float) -> str:
-    if minutes < 1:
-        return f"{minutes * 60:.1f} s"
-    if minutes < 120:
-        return f"{minutes:.1f} min"
-    return f"{minutes / 60:.1f} h"
-
-
-def _output_bound(request: APIRequest, builder: Any) -> int:
-    body = request.body
-    path = request.path.strip("/").removeprefix("v1/")
-    if not body or path not in ("chat/completions", "completions"):
-        return 0
-    config = getattr(builder, "config", None)
-    default = config.get("default_max_tokens") if isinstance(config, dict) else None
-    if default is None:
-        default = CHAT_DEFAULT_MAX_TOKENS if path == "chat/completions" \
-            else COMPLETION_DEFAULT_MAX_TOKENS
-    try:
-        return max_output_tokens(body, default)
-    except (TypeError, ValueError):
-        return 0
-
-
-def estimate(rows: Any, job: Any, *, rpm: float | None = None, tpm: float | None = None,
-             cache: Any = None, prices: Prices | Mapping[str, Any] | str | os.PathLike[str]
-             | None = None) -> Estimate:
-    """Plan a run of ``rows`` through ``job`` without sending anything.
-
-    Each row is built as the run would build it; the cache (a directory or a
-    :class:`~pipeline.cache.ResponseCache`) is asked the way the run's lookup asks it.
-    ``rpm``/``tpm`` default to the job's endpoint limits. A cache directory that does not
-    exist yet answers nothing and is not created.
-
-    >>> # print(pipeline.estimate(rows, job, cache=".cache"))   # a table; or .as_dict()
-    """
-    from pipeline.api_utils import cache_key
-    from pipeline.cache import ResponseCache
-    from pipeline.runner import _rows
-
-    table = Prices.of(prices)
-    endpoint = getattr(job, "endpoint", None)
-    rpm = rpm if rpm is not None else getattr(endpoint, "rpm", None)
-    tpm = tpm if tpm is not None else getattr(endpoint, "tpm", None)
-    for name, value in (("rpm", rpm), ("tpm", tpm)):
-        if value is not None and not value > 0:
-            raise ConfigError(f"{name} must be a positive number, got {value!r}")
-    items = _rows(rows)
-    if not isinstance(items, Iterable):
-        raise ConfigError("estimate() needs rows it can read without running: a list, a "
-                          "frame or a file, not an async iterable")
-    builder = job.builder
-    namespace = job.service.base_url
-    opened: ResponseCache | None = None
-    owned = False
-    if isinstance(cache, ResponseCache):
-        opened = cache
-    elif isinstance(cache, str | os.PathLike):
-        if os.path.isdir(cache):
-            opened, owned = ResponseCache(cache), True
-    elif cache is not None:
-        raise ConfigError(f"cache must be a directory path or a ResponseCache, got {cache!r}")
-    count = invalid = cached = prompt_total = output_total = 0
-    models: dict[str, tuple[int, int]] = {}
-    try:
-        for item in items:
-            count += 1
-            if isinstance(item, Record):
-                if item.error is not None:
-                    invalid += 1
-                    continue
-                item = item.row
-            try:
-                request = item if isinstance(item, APIRequest) else builder.build(item)
-            except Exception:
-                invalid += 1
-                continue
-            if not isinstance(request, APIRequest):
-                invalid += 1
-                continue
-            if opened is not None and \
-                    opened.get(cache_key(request, base_url=namespace)) is not None:
-                cached += 1
-                continue
-            output = _output_bound(request, builder)
-            prompt = max(0, request.token_estimate - output)
-            prompt_total += prompt
-            output_total += output
-            body = request.body or {}
-            model = body.get("model") if isinstance(body.get("model"), str) else None
-            key = model or "(no model)"
-            seen = models.get(key, (0, 0))
-            models[key] = (seen[0] + prompt, seen[1] + output)
-    finally:
-        if owned and opened is not None:
-            opened.close()
-    return Estimate(rows=count, invalid=invalid, cached=cached, prompt_tokens=prompt_total,
-                    output_tokens=output_total, rpm=rpm, tpm=tpm, models=models,
-                    prices=table)
-
-
-def html_table(caption: str, rows: list[tuple[str, str]]) -> str:
-    """Label/value rows as a small HTML table (what notebooks show for a tracker or estimate).
-
-    >>> html_table("T", [("a", "<1>")])
-    "<table><caption>T</caption><tr><th style='text-align:left'>a</th><td style='text-align:left'>&lt;1&gt;</td></tr></table>"
-    """  # noqa: E501
-    cells = "".join(
-        f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-        f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-        for k, v in rows)
-    return f"<table><caption>{html.escape(caption)}</caption>{cells}</table>"

@@ -136,7 +136,7 @@ class AnswerBatches:
 
     def _build(self) -> Any:
         if self._job is None:
-            from pipeline.openai_service import OpenAIService
+            from pipeline.http import OpenAIService
 
             spec = self.job
             self._service = OpenAIService(api_key=spec.api_key, base_url=spec.base_url,
@@ -192,7 +192,7 @@ def _to_pandas(batch: Any) -> tuple[Any, Any]:
 def _all_failed(frame: Any, exc: BaseException, answer: str) -> Any:
     import pandas as pd
 
-    from pipeline.io._sinks import _result_names
+    from pipeline.io._sinks import _cost_name, _result_names
 
     out = frame.copy()
     rows = len(out)
@@ -202,4 +202,6 @@ def _all_failed(frame: Any, exc: BaseException, answer: str) -> Any:
     out[names["error"]] = [f"{type(exc).__name__}: {exc}"] * rows
     out[names["tokens"]] = pd.array([None] * rows, dtype="Int64")
     out[names["latency"]] = [None] * rows
+    # The same columns as a batch that ran (Ray Data wants one schema for every batch).
+    out[_cost_name(out.columns)] = pd.array([None] * rows, dtype="Float64")
     return out

@@ -27,7 +27,8 @@ class Record(msgspec.Struct, kw_only=True):
         index: position in the input (results are put back in this order).
         row: the input item as given (a dict, a pandas row, a string...).
         request: the request built from the row (``None`` until built, or if building failed).
-        endpoint: the endpoint path the request goes to.
+        path: the endpoint path the request goes to (``"chat/completions"``): a string,
+            where a job's ``endpoint`` is the :class:`~pipeline.http.Endpoint` object.
         token_estimate: tokens reserved on the rate limiter for one attempt.
         cache_key: the request's key in the response cache (no secrets in it).
         attempts: how many times the request was sent.
@@ -45,7 +46,7 @@ class Record(msgspec.Struct, kw_only=True):
     index: int
     row: Any = None
     request: APIRequest | None = None
-    endpoint: str | None = None
+    path: str | None = None
     token_estimate: int = 0
     cache_key: str | None = None
     attempts: int = 0
@@ -127,8 +128,8 @@ class Record(msgspec.Struct, kw_only=True):
 
     def __repr__(self) -> str:
         parts = [f"index={self.index}", self.status]
-        if self.endpoint:
-            parts.append(repr(self.endpoint))
+        if self.path:
+            parts.append(repr(self.path))
         if self.attempts:
             parts.append(f"attempts={self.attempts}")
         if self.cached:

@@ -10,11 +10,13 @@ the output: one result per input row, in input order.
 A journal whose input or job differ (another template, model, server or input file) is
 started afresh; the response cache still makes every unchanged request free.
 
->>> # async with OpenAIService() as service:
->>> #     summary = await run_file("reviews.csv", "answers.csv",
->>> #                              service.chat(model="gpt-4o-mini", prompt="Classify: {text}"),
->>> #                              cache=".cache", progress=True)
->>> #     summary.failed            # rows that failed; rerun to retry them
+For example, inside a coroutine (or a notebook cell)::
+
+    async with OpenAIService() as service:
+        summary = await run_file("reviews.csv", "answers.csv",
+                                 service.chat(model="gpt-4o-mini", prompt="Classify: {text}"),
+                                 cache=".cache", progress=True)
+        summary.failed            # rows that failed; rerun to retry them
 """
 
 from __future__ import annotations
@@ -32,9 +34,8 @@ from pipeline.errors import InputError
 from pipeline.io._sinks import check_output, entry, write_entries
 from pipeline.io._sources import Source, check_columns, read
 from pipeline.record import Record
-from pipeline.retry import DEFAULT_MAX_WAIT, Backoff
 from pipeline.runner import default_flow
-from pipeline.stages import DEFAULT_CONCURRENCY, Stage
+from pipeline.stages import DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT, Backoff, Stage
 from pipeline.status import StatusTracker
 
 __all__ = ["Journal", "RunSummary", "run_file", "write_journal"]

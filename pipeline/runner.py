@@ -1,17 +1,23 @@
-"""One call for the whole default pipeline: :func:`run` (async), :func:`run_sync`, :func:`stream`.
+"""One call for the whole default pipeline: :func:`run` (async), :func:`run_sync`,
+:func:`as_completed`.
 
->>> # in a notebook (top-level await) or any coroutine:
->>> # async with OpenAIService(rpm=500, tpm=200_000) as service:
->>> #     results = await run(rows, service.chat(model="gpt-4o-mini", prompt="Classify: {text}"),
->>> #                         cache=".cache", concurrency=64, progress=True)
->>> #     results.status            # counters; results[i] lines up with rows[i]
+The runner knows rows as iterables and async iterables. Frames and files are the business of
+:mod:`pipeline.io`, which registers itself here (:func:`register_rows_adapter`,
+:func:`register_frame_writer`): the core does not know about dataframes or file formats.
+
+In a notebook (top-level await) or any coroutine::
+
+    async with OpenAIService(rpm=500, tpm=200_000) as service:
+        results = await run(rows, service.chat(model="gpt-4o-mini", prompt="Classify: {text}"),
+                            cache=".cache", concurrency=64, progress=True)
+        results.status            # counters; results[i] lines up with rows[i]
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 from aiostream.core import Stream
@@ -21,13 +27,45 @@ from pipeline.cost import DEFAULT_PRICES, Prices
 from pipeline.errors import ConfigError, RunStoppedError
 from pipeline.guard import RunGuard
 from pipeline.record import Record
-from pipeline.retry import DEFAULT_MAX_WAIT, Backoff, retry
-from pipeline.stages import DEFAULT_CONCURRENCY, Chain, acquire, build, call, lookup, store, track
+from pipeline.stages import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_WAIT,
+    Backoff,
+    Chain,
+    acquire,
+    build,
+    call,
+    lookup,
+    retry,
+    store,
+    track,
+)
 from pipeline.status import StatusTracker
 
-__all__ = ["Results", "default_flow", "run", "run_sync", "stream"]
+__all__ = ["Results", "as_completed", "default_flow", "register_frame_writer",
+           "register_rows_adapter", "rows_of", "run", "run_sync"]
 
 T = TypeVar("T")
+
+# Adapters registered by layers above (pipeline.io): the runner never imports them.
+_ROWS_ADAPTERS: list[Callable[[Any], Any]] = []
+_FRAME_WRITERS: dict[str, Callable[[Results, Any], Any]] = {}
+
+
+def register_rows_adapter(adapter: Callable[[Any], Any]) -> None:
+    """Teach :func:`run` a new kind of input: ``adapter(rows)`` returns an iterable of rows
+    (or records) for inputs it knows, and ``NotImplemented`` for others.
+
+    :mod:`pipeline.io` registers one for pandas/Polars frames and file paths.
+    """
+    if adapter not in _ROWS_ADAPTERS:
+        _ROWS_ADAPTERS.append(adapter)
+
+
+def register_frame_writer(kind: str, writer: Callable[[Results, Any], Any]) -> None:
+    """Teach :meth:`Results.to_pandas` (``kind="pandas"``) or ``to_polars`` to build a frame:
+    ``writer(results, like)`` (``like``: the input frame, or ``None``)."""
+    _FRAME_WRITERS[kind] = writer
 
 
 class Results(list[Record]):
@@ -67,47 +105,36 @@ class Results(list[Record]):
         total: float | None = prices.total(self)
         return total
 
-    def _costs(self, n: int) -> list[float | None]:
+    def costs(self, n: int | None = None) -> list[float | None]:
+        """USD each row's answer cost, by input position (``None``: unknown, or no row)."""
         prices = self.status.prices if self.status.prices is not None else DEFAULT_PRICES
+        n = len(self) if n is None else n
         costs: list[float | None] = [None] * n
         for record in self:
             if 0 <= record.index < n:
                 costs[record.index] = prices.record_cost(record)
         return costs
 
-    def _rows_frame(self) -> list[dict[str, Any]]:
-        return [dict(r.row) if isinstance(r.row, dict) else {"input": r.row} for r in self]
-
     def to_pandas(self, like: Any = None) -> Any:
         """A pandas DataFrame: the input columns (``like``, or the rows themselves) plus
         ``answer`` (or ``embedding``), ``status``, ``error``, ``tokens``, ``latency`` and
         ``cost`` (USD this run paid for the row, as :attr:`cost`; missing when unknown).
 
-        >>> # results.to_pandas(df)   # lined up with df row for row, df's index kept
-        """
-        from pipeline._extras import require
-        from pipeline.io import to_pandas
+        For example, inside a coroutine (or a notebook cell)::
 
-        pd = require("pandas", feature="Results.to_pandas()", extra="pandas")
-        if like is None:
-            like = pd.DataFrame(self._rows_frame())
-        frame = to_pandas(self, like)
-        name = "cost_result" if "cost" in frame.columns else "cost"  # the input has one
-        frame[name] = pd.array(self._costs(len(frame)), dtype="Float64")  # USD; <NA> unknown
-        return frame
+            results.to_pandas(df)   # lined up with df row for row, df's index kept
+        """
+        return self._frame("pandas", like)
 
     def to_polars(self, like: Any = None) -> Any:
         """Like :meth:`to_pandas`, as a Polars DataFrame."""
-        from pipeline._extras import require
-        from pipeline.io import to_polars
+        return self._frame("polars", like)
 
-        pl = require("polars", feature="Results.to_polars()", extra="polars")
-        if like is None:
-            like = pl.DataFrame(self._rows_frame(), strict=False)
-        frame = to_polars(self, like)
-        name = "cost_result" if "cost" in frame.columns else "cost"  # the input has one
-        return frame.with_columns(pl.Series(name, self._costs(frame.height),
-                                            dtype=pl.Float64))
+    def _frame(self, kind: str, like: Any) -> Any:
+        writer = _FRAME_WRITERS.get(kind)
+        if writer is None:  # only if pipeline.io was never imported: `import pipeline` does
+            raise ConfigError(f"no {kind} writer: import pipeline.io first")
+        return writer(self, like)
 
     def __repr__(self) -> str:
         return (f"<Results {len(self):,} records: {self.status.succeeded:,} succeeded "
@@ -132,7 +159,7 @@ def default_flow(job: Any, *, cache: ResponseCache | None = None,
                  total: int | None = None, max_wait: float = DEFAULT_MAX_WAIT,
                  timeout: float | None = None, guard: RunGuard | None = None,
                  initial: int = 0, prices: Any = None) -> Chain:
-    """The default stage chain for a :class:`~pipeline.service.Job`::
+    """The default stage chain for a :class:`~pipeline.http.Job`::
 
         build | lookup | retry(acquire | call) | store | track
 
@@ -165,16 +192,16 @@ def default_flow(job: Any, *, cache: ResponseCache | None = None,
     return Chain(*stages, concurrency=concurrency)
 
 
-def _rows(rows: Any) -> Any:
-    """Frames and files become a :class:`pipeline.io.Source` (records numbered by position);
-    things that iterate as something other than rows are refused clearly."""
-    module = type(rows).__module__.split(".")[0]
-    if module in ("pandas", "polars") or isinstance(rows, os.PathLike) or \
-            type(rows).__name__ == "Source":
-        from pipeline.io import read
-
-        return read(rows)
-    if isinstance(rows, str | bytes | dict):
+def rows_of(rows: Any) -> Any:
+    """The rows to run: a registered adapter's view of ``rows`` (frames and file paths, once
+    :mod:`pipeline.io` is imported, which ``import pipeline`` does), else ``rows`` itself if
+    it is an iterable of rows. Things that iterate as something other than rows are refused.
+    """
+    for adapter in _ROWS_ADAPTERS:
+        adapted = adapter(rows)
+        if adapted is not NotImplemented:
+            return adapted
+    if isinstance(rows, str | bytes | dict | os.PathLike):
         raise ConfigError(
             f"rows must be an iterable of rows, got a {type(rows).__name__} (a file path "
             "goes through pipeline.io.read(path); a single row goes in a list)")
@@ -204,13 +231,15 @@ def _total(rows: Any) -> int | None:
         return None
 
 
-def stream(rows: Iterable[Any] | AsyncIterable[Any], job: Any, **options: Any) -> Stream[Record]:
-    """The default pipeline as an aiostream stream of records, yielded as they complete.
+def as_completed(rows: Iterable[Any] | AsyncIterable[Any], job: Any,
+                 **options: Any) -> Stream[Record]:
+    """The default pipeline as an aiostream stream of records, yielded as they complete
+    (not in input order: ``record.index`` says where each belongs).
 
     Takes the options of :func:`run` except ``cache`` must be a :class:`ResponseCache` (its
     owner closes it).
     """
-    rows = _rows(rows)
+    rows = rows_of(rows)
     options.setdefault("total", _total(rows))
     return default_flow(job, **options)(_source(rows))
 
@@ -251,7 +280,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
     Cancelling the run (Ctrl-C, a notebook interrupt, ``asyncio.timeout``) stops new requests at
     once, cancels those in flight, and keeps every completed response in the cache.
     """
-    rows = _rows(rows)
+    rows = rows_of(rows)
     status = status if status is not None else StatusTracker()
     opened_cache, owned = _open_cache(cache)
     collected: list[Record] = []

@@ -12,20 +12,13 @@ import time
 from array import array
 from typing import Any
 
-from pipeline.cost import html_table, record_model, usd
+from pipeline._checks import percentile
+from pipeline._display import html_table
+from pipeline.cost import record_model, usd
 from pipeline.errors import APIError, RateLimitError, TransportError
 from pipeline.record import Record
 
 __all__ = ["StatusTracker"]
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    k = (len(sorted_values) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
 class StatusTracker:
@@ -94,7 +87,7 @@ class StatusTracker:
 
     def on_retry(self, record: Record, error: BaseException, attempt: int,
                  delay: float) -> None:
-        """Retry hook (see :class:`~pipeline.retry.retry`): count the error and the retry."""
+        """Retry hook (see :class:`~pipeline.stages.retry`): count the error and the retry."""
         self.record_attempt_error(error)
         self.retries += 1
 
@@ -145,7 +138,7 @@ class StatusTracker:
     def latency_percentiles(self) -> dict[str, float]:
         """p50, p95 and p99 of the HTTP round trip of successful, uncached requests (s)."""
         values = sorted(self._latencies)
-        return {f"p{int(q * 100)}": _percentile(values, q) for q in (0.5, 0.95, 0.99)}
+        return {f"p{int(q * 100)}": percentile(values, q) for q in (0.5, 0.95, 0.99)}
 
     @property
     def stopped(self) -> str | None:

@@ -27,10 +27,11 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from pipeline.errors import APIError
+from pipeline.http import OpenAIService
 from pipeline.request import APIRequest, Response
-from pipeline.service import OpenAIService
+from pipeline.stages._retry import set_testing
 
-__all__ = ["InstantService", "VirtualTimeLoop", "instant_backoff", "run_virtual"]
+__all__ = ["InstantService", "VirtualTimeLoop", "instant_backoff", "run_virtual", "set_testing"]
 
 T = TypeVar("T")
 
@@ -87,13 +88,11 @@ def run_virtual(coro: Coroutine[Any, Any, T], *, debug: bool = False) -> T:
 def instant_backoff() -> Iterator[None]:
     """Make every retry wait zero seconds inside the ``with`` block (a test mode).
 
-    >>> from pipeline.retry import Backoff
+    >>> from pipeline.stages import Backoff
     >>> with instant_backoff():
     ...     Backoff(initial=10).delay(3)
     0.0
     """
-    from pipeline.retry import set_testing
-
     previous = set_testing(True)
     try:
         yield

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from pipeline import bench
+from pipeline.bench import _sweep
 from pipeline.cli import main as cli_main
 from pipeline.errors import ConfigError
 from pipeline.record import Record
@@ -38,7 +39,7 @@ def test_measure_takes_429s_retries_and_throughput_from_the_log() -> None:
     records = [Record(index=i, started=1.0, finished=1.0 + 0.1 * (i + 1)) for i in range(3)]
     records[2].error = RuntimeError("boom")  # the client's records only give failures/latency
     provider = bench.Provider(rpm=60, tpm=6_000, burst=1 / 60)  # buckets: 1 request, 100 tokens
-    row = bench._measure(log, records, bench.Setting(), provider, k=2.0, wall=1.0, cpu=0.25)
+    row = _sweep._measure(log, records, bench.Setting(), provider, k=2.0, wall=1.0, cpu=0.25)
     assert row["n_429"] == 1
     assert row["sent"] == 5
     assert row["retries"] == 2  # 5 sent, 3 distinct bodies
@@ -70,18 +71,18 @@ def test_grid_is_every_combination_and_settings_are_checked() -> None:
 def test_time_scale_compresses_the_run_to_the_target() -> None:
     provider = bench.Provider(rpm=600, burst=0.1, latency=0.2)
     # 300 requests, 60 in the bucket, 10/s: 24 s; at 4 s a setting that is x6.
-    assert bench.auto_time_scale(provider, 300, 0, 64, target_seconds=4.0) == pytest.approx(6)
+    assert _sweep.auto_time_scale(provider, 300, 0, 64, target_seconds=4.0) == pytest.approx(6)
     # A run that is already short is not slowed down.
-    assert bench.auto_time_scale(provider, 10, 0, 64) == 1.0
+    assert _sweep.auto_time_scale(provider, 10, 0, 64) == 1.0
 
 
 def test_limiters_are_scaled_like_the_provider() -> None:
     provider = bench.Provider(rpm=600, tpm=60_000)
-    limiter = bench._limiter(bench.Setting(fraction=0.5, burst_s=2.0), provider, k=10.0)
+    limiter = _sweep._limiter(bench.Setting(fraction=0.5, burst_s=2.0), provider, k=10.0)
     assert limiter.interval == pytest.approx(6.0)  # a minute, compressed 10x
     assert limiter.max_requests == pytest.approx(300)  # per (compressed) minute
     assert limiter.snapshot().requests_available == pytest.approx(10)  # 2 s at 5 requests/s
-    interval = bench._limiter(bench.Setting(limiter="interval", burst_s=6.0), provider, k=2.0)
+    interval = _sweep._limiter(bench.Setting(limiter="interval", burst_s=6.0), provider, k=2.0)
     assert interval.interval == pytest.approx(3.0)  # a 6 s window, compressed 2x
     assert interval.max_requests == pytest.approx(60)  # 600 per minute -> 60 per 6 s
 
@@ -93,7 +94,7 @@ def test_sweep_counts_the_429s_an_oversized_burst_causes() -> None:
                 bench.Setting(fraction=0.9, burst_s=0.5, concurrency=20)]
     df = bench.sweep(TINY, settings, **FAST)
     assert isinstance(df, pd.DataFrame)
-    assert list(df.columns[:6]) == list(bench.SETTING_COLUMNS)
+    assert list(df.columns[:6]) == list(_sweep.SETTING_COLUMNS)
     assert {"run_s", "req_per_s", "tok_per_s", "util_req", "util_tok", "n_429", "retries",
             "failed", "p50_s", "p95_s", "p99_s", "cpu_s"} <= set(df.columns)
     greedy, careful = df.iloc[0], df.iloc[1]

@@ -15,16 +15,9 @@ import pytest
 
 import pipeline
 from pipeline.cache import ResponseCache
-from pipeline.cost import (
-    DEFAULT_PRICES,
-    Estimate,
-    ModelPrice,
-    Prices,
-    UnknownPriceWarning,
-    estimate,
-    quota_minutes,
-)
+from pipeline.cost import DEFAULT_PRICES, ModelPrice, Prices, UnknownPriceWarning
 from pipeline.errors import ConfigError
+from pipeline.estimate import Estimate, estimate, quota_minutes
 from pipeline.simulator import Simulator
 
 KEY = "sk-test-cost-0123456789abcdef"

@@ -1,13 +1,18 @@
-"""Endpoint: path, method, limits per interval, default config, lazy limiter, repr."""
+"""pipeline.http.endpoint: Endpoint (path, method, limits per interval, default config, lazy
+limiter, repr), endpoint_from_url and api_method."""
 
 from __future__ import annotations
 
 import math
 
+import httpx
 import pytest
 
-from pipeline.endpoint import Endpoint
+from pipeline import errors
 from pipeline.errors import ConfigError
+from pipeline.http import HTTP_METHODS, Endpoint, api_method, endpoint_from_url
+
+SECRET = "sk-proj-SECRETSECRET0123456789"
 
 
 def test_defaults_and_normalised_path():
@@ -110,3 +115,90 @@ def test_repr_includes_the_live_limiter_once_built():
 def test_slots_keep_endpoints_small():
     with pytest.raises(AttributeError):
         Endpoint("x").unexpected = 1  # type: ignore[attr-defined]
+
+
+# -- endpoint_from_url and api_method (pipeline.http.endpoint) ------------------------------
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://api.openai.com/v1/chat/completions", "chat/completions"),
+        ("https://api.openai.com/v1/embeddings/", "embeddings"),
+        ("http://127.0.0.1:8000/v1/completions", "completions"),
+        ("http://localhost:11434/v1/chat/completions?stream=false", "chat/completions"),
+        ("http://localhost:8000/chat/completions", "chat/completions"),
+        ("https://api.openai.com/v1/fine_tuning/jobs", "fine_tuning/jobs"),
+        ("https://api.openai.com/v1/files/file-abc123/content", "files/file-abc123/content"),
+        ("https://proxy.example.com/llm/v1/embeddings", "embeddings"),
+        (
+            "https://r.openai.azure.com/openai/deployments/gpt-4o/chat/completions"
+            "?api-version=2024-10-21",
+            "chat/completions",
+        ),
+        (
+            "https://r.openai.azure.com/openai/deployments/emb/embeddings?api-version=1",
+            "embeddings",
+        ),
+        ("https://r.openai.azure.com/openai/files?api-version=2024-10-21", "files"),
+        ("https://r.openai.azure.com/openai/v1/chat/completions", "chat/completions"),
+        (
+            "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions",
+            "chat/completions",
+        ),
+        ("HTTPS://API.OPENAI.COM/v1/chat/completions#frag", "chat/completions"),
+    ],
+)
+def test_endpoint_from_url(url, expected):
+    assert endpoint_from_url(url) == expected
+
+
+def test_endpoint_from_url_relative_to_a_base_url():
+    assert endpoint_from_url("https://h/api/items/1", base_url="https://h/api") == "items/1"
+    with pytest.raises(errors.ConfigError, match="not under base URL"):
+        endpoint_from_url("https://h/other/items", base_url="https://h/api")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "   ",
+        "not a url",
+        "chat/completions",
+        "/v1/chat/completions",
+        "ftp://h/v1/files",
+        "https://",
+        "https:///v1/chat",
+        "https://api.openai.com",
+        "https://api.openai.com/v1/",
+        "https://h:notaport/v1/x",
+        "https://h/v1/chat completions",
+        None,
+        42,
+    ],
+)
+def test_endpoint_from_url_rejects_garbage(url):
+    with pytest.raises(errors.ConfigError):
+        endpoint_from_url(url)
+
+
+def test_endpoint_from_url_error_does_not_echo_a_key():
+    with pytest.raises(errors.ConfigError) as info:
+        endpoint_from_url(f"ftp://h/v1/x?key={SECRET}")
+    assert SECRET not in str(info.value)
+
+
+# -- api_method -------------------------------------------------------------------------------
+
+
+async def test_api_method_returns_the_bound_method_for_every_verb():
+    async with httpx.AsyncClient() as client:
+        for verb in sorted(HTTP_METHODS):
+            for spelling in (verb, verb.lower(), verb.title()):
+                bound = api_method(client, spelling)
+                assert bound == getattr(client, verb.lower())
+
+
+@pytest.mark.parametrize("method", ["FETCH", "", "CONNECT", None, 1])
+def test_api_method_rejects_unknown(method):
+    with pytest.raises(errors.ConfigError):
+        api_method(httpx.AsyncClient(), method)

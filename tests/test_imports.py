@@ -1,7 +1,10 @@
-"""Every module imports alone in a fresh interpreter: no import cycles, in any order."""
+"""Every module imports alone in a fresh interpreter (no import cycles, in any order), and
+imports go one way, down the layers of the package."""
 
 from __future__ import annotations
 
+import ast
+import pathlib
 import pkgutil
 import subprocess
 import sys
@@ -27,3 +30,74 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
     with ThreadPoolExecutor(max_workers=4) as pool:
         failures = [r for r in pool.map(_import_alone, MODULES) if r[1] != 0]
     assert not failures, "\n\n".join(f"{name}:\n{err}" for name, _, err in failures)
+
+
+# The layers, bottom up: a module may import (at any place in it, lazily or not) only from its
+# own layer or the layers below. `pipeline/__init__.py` re-exports from every layer and is not
+# checked; `pipeline.io.__getattr__` lends `run_file` from `pipeline.resume` (one layer up,
+# looked up on first use, kept for earlier versions' imports) and is the one exception.
+LAYERS: list[tuple[str, ...]] = [
+    ("pipeline.errors", "pipeline.request", "pipeline.redaction", "pipeline._durations",
+     "pipeline._extras", "pipeline._checks", "pipeline._display"),
+    ("pipeline.limiter", "pipeline.simulator"),
+    ("pipeline.record",),
+    ("pipeline.payloads", "pipeline.cost", "pipeline.structured", "pipeline.embedding_batches"),
+    ("pipeline.http",),
+    ("pipeline.cache", "pipeline.guard", "pipeline.status"),
+    ("pipeline.stages",),
+    ("pipeline.runner",),
+    ("pipeline.io", "pipeline.resume", "pipeline.estimate", "pipeline.standalone",
+     "pipeline.ray_data"),
+    ("pipeline.bench", "pipeline.testing", "pipeline.cli", "pipeline.__main__"),
+]
+ALLOWED_UPWARD = {("pipeline.io", "pipeline.resume")}
+
+
+def _layer(module: str) -> int:
+    for level, names in enumerate(LAYERS):
+        if any(module == n or module.startswith(n + ".") for n in names):
+            return level
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+def _imports(path: pathlib.Path, module: str) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("pipeline"))
+        elif isinstance(node, ast.ImportFrom) and node.module and \
+                node.module.startswith("pipeline"):
+            if node.module == "pipeline":  # `from pipeline import io`: the submodules named
+                found.update(f"pipeline.{a.name}" for a in node.names)
+            else:
+                found.add(node.module)
+    return found
+
+
+def test_imports_go_one_way_down_the_layers():
+    root = pathlib.Path(pipeline.__file__).parent
+    wrong = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if module == "pipeline":
+            continue
+        own = _layer(module)
+        for target in _imports(path, module):
+            if target == "pipeline" or target.startswith(module):
+                continue
+            top = next((n for names in LAYERS for n in names
+                        if target == n or target.startswith(n + ".")), None)
+            if top is None:
+                continue  # a name re-exported by pipeline/__init__ (e.g. `from pipeline import
+                # run`) is checked through the module that defines it
+            if _layer(target) > own and (module.split(".")[:2] != ["pipeline", "io"] or
+                                         (".".join(module.split(".")[:2]), top)
+                                         not in ALLOWED_UPWARD):
+                wrong.append(f"{module} imports {target} (layer {_layer(target)} > {own})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_layer_table_names_every_module():
+    for name in MODULES:
+        _layer(name)

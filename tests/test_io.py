@@ -103,8 +103,10 @@ async def test_pandas_frame_keeps_a_non_default_index_and_lines_up_with_nulls(se
                        "n": [1, 2, 3, 4, 5]}, index=[50, 7, "x", 7.5, -1])
     out = await io.run_frame(df, chat(service))
     assert list(out.index) == list(df.index)
-    assert list(out.columns) == ["text", "n", "answer", "status", "error", "tokens", "latency"]
+    assert list(out.columns) == ["text", "n", "answer", "status", "error", "tokens", "latency",
+                                 "cost"]
     pd.testing.assert_frame_equal(out[["text", "n"]], df)
+    assert out["cost"].dtype == "Float64"  # USD per row, as results.cost counts it
     assert out.loc[50, "answer"] == "Q: one" and out.loc[-1, "answer"] == "Q: five"
     assert list(out["status"]) == ["succeeded", "failed", "succeeded", "failed", "succeeded"]
     assert "needs column 'text', but its value is missing" in out.loc[7, "error"]
@@ -121,6 +123,7 @@ async def test_polars_frames_line_up_with_nulls(service, lazy):
     assert out["answer"].to_list() == ["Q: a", None, "Q: c"]
     assert out["status"].to_list() == ["succeeded", "failed", "succeeded"]
     assert out.schema["tokens"] == pl.Int64 and out.schema["latency"] == pl.Float64
+    assert out.schema["cost"] == pl.Float64  # io.run_frame costs each row like results do
 
 
 async def test_embeddings_frame_gets_an_embedding_column(service):

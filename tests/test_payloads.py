@@ -26,8 +26,8 @@ from pipeline.payloads import (
     file_upload,
     fine_tuning_job,
 )
+from pipeline.payloads.tokens import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMER_TOKENS
 from pipeline.request import APIRequest, FilePart
-from pipeline.tokens import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMER_TOKENS
 
 COMPONENTS = {
     "chat/completions": "CreateChatCompletionRequest",

@@ -20,8 +20,8 @@ from pipeline.errors import (
     ServerError,
 )
 from pipeline.limiter import TokenBucketLimiter
-from pipeline.retry import Backoff
 from pipeline.simulator import Simulator
+from pipeline.stages import Backoff
 
 pytestmark = pytest.mark.slow
 

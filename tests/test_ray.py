@@ -59,7 +59,7 @@ def test_pandas_batch_comes_back_lined_up_with_a_failed_row(sim: Simulator) -> N
         out = call(_frame(20))
         assert list(out["id"]) == list(range(20))
         assert list(out.columns) == ["id", "text", "answer", "status", "error", "tokens",
-                                     "latency"]
+                                     "latency", "cost"]
         assert out.loc[3, "status"] == "failed" and "text" in out.loc[3, "error"]
         ok = out.drop(index=3)
         assert (ok["status"] == "succeeded").all() and ok["answer"].notna().all()

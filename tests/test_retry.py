@@ -7,11 +7,16 @@ import asyncio
 import pytest
 
 from pipeline import run
-from pipeline.errors import ConfigError, RateLimitError, ServerError, ThrottledError
-from pipeline.retry import Backoff, retry, set_testing
-from pipeline.stages import build, track
+from pipeline.errors import (
+    BadRequestError,
+    ConfigError,
+    RateLimitError,
+    ServerError,
+    ThrottledError,
+)
+from pipeline.stages import Backoff, build, retry, track
 from pipeline.status import StatusTracker
-from pipeline.testing import InstantService, run_virtual
+from pipeline.testing import InstantService, instant_backoff, run_virtual, set_testing
 
 ROWS = [{"text": f"row {i}"} for i in range(5)]
 
@@ -146,3 +151,49 @@ def test_before_any_answer_the_timeout_follows_the_requests_output_limit():
     assert stage.attempt_timeout(short) == pytest.approx(30.8)
     assert stage.attempt_timeout(long) == pytest.approx(230.0)
     assert call(service, "chat/completions", timeout=5).attempt_timeout(long) == 5
+
+
+def test_retry_only_retryable_errors_and_honour_retry_after():
+    def fail(request, n):
+        text = request.body["messages"][0]["content"]
+        if text.endswith("row 1") and n <= 2:
+            return RateLimitError("slow down", status=429, retry_after=7.0)
+        if text.endswith("row 2"):
+            return BadRequestError("bad", status=400)
+        if text.endswith("row 3") and n <= 10:
+            return ServerError("boom", status=500)
+        return None
+
+    service = InstantService(fail=fail)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        results = await run(ROWS[:4], _job(service), attempts=4,
+                            backoff=Backoff(initial=0.1, maximum=1.0))
+        return results, loop.time() - start
+
+    results, elapsed = run_virtual(main())
+    assert results[0].ok and results[0].attempts == 1
+    assert results[1].ok and results[1].attempts == 3
+    assert isinstance(results[2].error, BadRequestError) and results[2].attempts == 1
+    assert isinstance(results[3].error, ServerError) and results[3].attempts == 4
+    assert elapsed >= 14.0  # two waits of at least the server's retry-after
+    status = results.status
+    assert status.rate_limit_errors == 2 and status.retries == 2 + 3
+    assert status.failed == 2 and status.api_errors == 1 + 4
+
+
+def test_instant_backoff_makes_retries_free():
+    service = InstantService(fail=lambda r, n: ServerError("x", status=503) if n < 6 else None)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with instant_backoff():
+            results = await run(ROWS[:2], _job(service), attempts=6)
+        return results, loop.time() - start
+
+    results, elapsed = run_virtual(main())
+    assert all(r.ok and r.attempts == 6 for r in results)
+    assert elapsed == 0

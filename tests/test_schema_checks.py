@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every test file that checks bodies against the spec.
-SPEC_USERS = ["test_types.py", "test_payloads.py", "test_io.py", "test_simulator.py",
+SPEC_USERS = ["test_schemas.py", "test_payloads.py", "test_io.py", "test_simulator.py",
               "test_simulator_limits.py"]
 
 

@@ -1,5 +1,5 @@
-"""pipeline.types: the request Structs accept what the OpenAI spec accepts, keep falsy values,
-drop unset ones, and name the field in every error."""
+"""pipeline.payloads.schemas: the request Structs accept what the OpenAI spec accepts, keep
+falsy values, drop unset ones, and name the field in every error."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.errors import PayloadError
-from pipeline.types import (
+from pipeline.payloads.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,

@@ -12,9 +12,8 @@ import msgspec
 import pytest
 
 from pipeline import errors
-from pipeline.endpoint import Endpoint
+from pipeline.http import BaseService, Endpoint, Job, JSONService, OpenAIService
 from pipeline.request import APIRequest, FilePart, Response
-from pipeline.service import BaseService, Job, JSONService, OpenAIService
 
 KEY = "sk-test-SUPERSECRET-0123456789abcdef"
 CHAT = APIRequest(
@@ -265,7 +264,7 @@ async def test_with_proxy_variables_httpx_builds_its_own_transport(monkeypatch):
 
 
 async def test_sharded_transport_sends_to_the_least_busy_pool_until_bodies_close():
-    from pipeline.transports import ShardedTransport
+    from pipeline.http.transports import ShardedTransport
 
     transport = ShardedTransport(limits=httpx.Limits(max_connections=24), pool_size=8)
     used: list[int] = []
@@ -294,7 +293,7 @@ async def test_sharded_transport_sends_to_the_least_busy_pool_until_bodies_close
 
 
 async def test_sharded_transport_counts_failed_requests_out():
-    from pipeline.transports import ShardedTransport
+    from pipeline.http.transports import ShardedTransport
 
     transport = ShardedTransport(limits=httpx.Limits(max_connections=8))
 
@@ -587,7 +586,7 @@ async def test_the_key_never_appears_in_reprs_logs_errors(caplog):
     for text in texts:
         assert KEY not in text
     assert "sk-...cdef" in repr(service)
-    assert "pipeline.service" in caplog.text  # the debug log ran
+    assert "pipeline.http" in caplog.text  # the debug log ran
 
 
 async def test_openai_job_helpers_use_the_payload_builders_and_endpoint_config():
@@ -627,7 +626,7 @@ async def sim_call(sim, request: APIRequest = SIM_CHAT, *, key: str = KEY, **kwa
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_simulator_success_on_every_endpoint(transport, tmp_path):
-    from pipeline.api_utils import upload_file_with_retry
+    from pipeline.standalone import upload_file_with_retry
 
     train = tmp_path / "train.jsonl"
     train.write_text(

@@ -21,8 +21,9 @@ import httpx
 import openai
 import pytest
 
-from pipeline import _cli_bench, bench
+from pipeline import bench
 from pipeline._durations import parse_duration
+from pipeline.cli import bench as cli_bench
 from pipeline.errors import ConfigError
 from pipeline.simulator import Simulator, SimulatorConfig, count_chat_tokens
 from pipeline.simulator import _app as sim_app
@@ -503,7 +504,7 @@ def test_serve_help_lists_the_mode_flags():
 
 def bench_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    _cli_bench.configure(parser)
+    cli_bench.configure(parser)
     return parser.parse_args(list(argv))
 
 
@@ -518,18 +519,18 @@ def test_bench_flags_reach_the_provider(monkeypatch):
     args = bench_args("--policy", "window", "--window", "6", "--max-in-flight", "4",
                       "--error-format", "text", "--retry-after", "none", "--no-headers",
                       "--model-limit", "bench-model=300,")
-    assert _cli_bench.main(args) == 2
+    assert cli_bench.main(args) == 2
     provider = seen["provider"]
     assert (provider.policy, provider.window, provider.burst) == ("window", 6.0, None)
     assert (provider.max_in_flight, provider.error_format, provider.retry_after) == (
         4, "text", "none")
     assert provider.headers is False
     assert provider.model_limits == {"bench-model": {"rpm": 300.0, "tpm": None}}
-    assert _cli_bench.main(bench_args()) == 2
+    assert cli_bench.main(bench_args()) == 2
     assert seen["provider"].burst == 0.1 and seen["provider"].policy == "second"
-    assert _cli_bench.main(bench_args("--burst", "policy", "--policy", "minute")) == 2
+    assert cli_bench.main(bench_args("--burst", "policy", "--policy", "minute")) == 2
     assert seen["provider"].burst is None and seen["provider"].bucket_requests == 600
-    assert _cli_bench.main(bench_args("--policy", "window", "--burst", "0.5")) == 2
+    assert cli_bench.main(bench_args("--policy", "window", "--burst", "0.5")) == 2
 
 
 def test_bench_provider_scales_the_modes_with_time():
@@ -559,7 +560,7 @@ def test_bench_runs_a_sweep_against_a_simulator_with_the_providers_modes(monkeyp
             started.append(self.config)
             return super().start()
 
-    monkeypatch.setattr(bench, "Simulator", Recording)
+    monkeypatch.setattr(bench._sweep, "Simulator", Recording)
     provider = bench.Provider(rpm=600, tpm=None, policy="window", window=1.0, latency=0.05,
                               max_in_flight=64, error_format="azure", seed=1)
     df = bench.sweep(provider, [bench.Setting(concurrency=4, burst_s=0.5)], requests=20,

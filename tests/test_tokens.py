@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.tokens import (
+from pipeline.payloads.tokens import (
     CHAT_DEFAULT_MAX_TOKENS,
     COMPLETION_DEFAULT_MAX_TOKENS,
     IMAGE_TOKENS,

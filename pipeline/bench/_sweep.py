@@ -1,37 +1,6 @@
-"""Benchmark client limiter settings against a simulated provider before paying a real one.
+"""The settings sweep: one fresh simulator per client setting, measured from its own log.
 
-:func:`sweep` sends the same job of ``requests`` chat requests through :func:`pipeline.run`
-once per client :class:`Setting`, each time against a FRESH :class:`~pipeline.simulator.
-Simulator` with the same seed, configured like your provider (:class:`Provider`: rpm, tpm,
-bucket size, latency distribution, fault rates). It returns one row per setting:
-
->>> from pipeline import bench
->>> provider = bench.Provider(rpm=600, tpm=100_000, burst=0.1, latency="lognormal:0.2,0.4")
->>> settings = bench.grid(fractions=[0.9, 1.0, 1.2], concurrency=[16, 64])
->>> # df = bench.sweep(provider, settings, requests=300)   # in a notebook: await sweep_async
->>> # print(bench.format_table(df)); bench.plot(df, "bench.png")
-
-Honest numbers:
-
-- The 429s, the requests sent (hence the retries) and the requests and tokens the provider
-  admitted come from the simulator's own request log, not from the client's counters.
-  Throughput is what the log shows answered ``ok``, divided by the run's wall time.
-- Utilisation is the share of what the provider would have admitted in that time: its bucket
-  plus its refill over the run (``bucket + rate x wall``), so 1.0 means nothing was left on the
-  table and a client cannot score above 1 by spending the initial bucket.
-- Client CPU seconds are the CPU time of the thread running the client's event loop; the
-  simulator runs in a subprocess by default, so it is not counted (nor does it compete for the
-  GIL).
-
-Time compression: a provider allowing 600 requests a minute needs 30 s for 300 requests, so by
-default a run is compressed ``time_scale`` times (chosen so that one setting takes about
-``target_seconds``): the provider's and the client's rates are multiplied by it and every
-duration (latencies, backoff, timeouts, bucket refill) divided by it, which keeps the number
-of requests in flight (Little's law), the bucket sizes in requests, and so the shape of the
-results. The table reports times and rates in the provider's time (``run_s`` is what the run
-would take against the real provider; ``wall_s`` what it took here). What does not scale is
-the client's own cost per request (about a millisecond): keep ``time_scale`` where a run
-stays well under the client's few hundred requests/s, as the default does.
+See :mod:`pipeline.bench` for what the figures mean and how time is compressed.
 """
 
 from __future__ import annotations
@@ -51,14 +20,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from pipeline._checks import percentile
 from pipeline.errors import ConfigError
+from pipeline.http import OpenAIService
 from pipeline.limiter import IntervalLimiter, RateLimiter, TokenBucketLimiter
-from pipeline.retry import Backoff
 from pipeline.runner import run
-from pipeline.service import OpenAIService
 from pipeline.simulator import Faults, Latency, LogEntry, Simulator, SimulatorConfig
 from pipeline.simulator._config import ErrorFormat, RetryAfter
 from pipeline.simulator._ratelimit import Policy
+from pipeline.stages import Backoff
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -336,16 +306,6 @@ def _limiter(setting: Setting, provider: Provider, k: float) -> RateLimiter:
                               burst_tokens=burst_t)
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    values = sorted(values)
-    pos = (len(values) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
-
-
 def _measure(log: list[LogEntry], records: list[Any], setting: Setting, provider: Provider,
              k: float, wall: float, cpu: float) -> dict[str, Any]:
     """One table row: the setting, then figures from the simulator's log (and the client's
@@ -360,7 +320,8 @@ def _measure(log: list[LogEntry], records: list[Any], setting: Setting, provider
     util_tok = math.nan
     if provider.tpm is not None and provider.bucket_tokens is not None:
         util_tok = admitted_tokens / (provider.bucket_tokens + provider.tpm / 60 * run_s)
-    row_latency = [(r.finished - r.started) * k for r in records if r.finished and r.started]
+    row_latency = sorted((r.finished - r.started) * k for r in records
+                         if r.finished and r.started)
     return {
         "limiter": setting.limiter,
         "fraction": setting.fraction,
@@ -378,9 +339,9 @@ def _measure(log: list[LogEntry], records: list[Any], setting: Setting, provider
         "sent": len(api),
         "retries": len(api) - len({e.body_hash for e in api}),
         "failed": sum(1 for r in records if r.error is not None),
-        "p50_s": _percentile(row_latency, 0.50),
-        "p95_s": _percentile(row_latency, 0.95),
-        "p99_s": _percentile(row_latency, 0.99),
+        "p50_s": percentile(row_latency, 0.50) if row_latency else math.nan,
+        "p95_s": percentile(row_latency, 0.95) if row_latency else math.nan,
+        "p99_s": percentile(row_latency, 0.99) if row_latency else math.nan,
         "cpu_s": cpu,
     }
 
@@ -390,7 +351,9 @@ async def run_setting(provider: Provider, setting: Setting, *, requests: int = 3
                       timeout: float = 60.0, process: bool = True) -> dict[str, Any]:
     """Run one setting against a fresh simulator; return its table row (see :func:`sweep`).
 
-    >>> # row = await run_setting(Provider(rpm=6000, latency=0.05), Setting(), requests=50)
+    For example, inside a coroutine (or a notebook cell)::
+
+        row = await run_setting(Provider(rpm=6000, latency=0.05), Setting(), requests=50)
     """
     k = float(time_scale)
     if not (math.isfinite(k) and k > 0):
@@ -452,8 +415,10 @@ async def sweep_async(provider: Provider, settings: Iterable[Setting] | None = N
 
     Warns when the provider's bucket holds the whole job (no limit would ever bind).
 
-    >>> # df = await sweep_async(Provider(rpm=600, tpm=100_000, burst=0.1),
-    >>> #                        grid(fractions=[0.8, 1.0, 1.2]), requests=300)
+    For example, inside a coroutine (or a notebook cell)::
+
+        df = await sweep_async(Provider(rpm=600, tpm=100_000, burst=0.1),
+                               grid(fractions=[0.8, 1.0, 1.2]), requests=300)
     """
     import pandas as pd
 
@@ -497,7 +462,9 @@ def sweep(provider: Provider, settings: Iterable[Setting] | None = None,
           **options: Any) -> pd.DataFrame | pl.DataFrame:
     """:func:`sweep_async` from plain code (a script); in a notebook ``await sweep_async``.
 
-    >>> # df = sweep(Provider(rpm=600, tpm=100_000, burst=0.1), grid(concurrency=[16, 64]))
+    For example, inside a coroutine (or a notebook cell)::
+
+        df = sweep(Provider(rpm=600, tpm=100_000, burst=0.1), grid(concurrency=[16, 64]))
     """
     try:
         asyncio.get_running_loop()
@@ -553,7 +520,9 @@ def plot(df: Any, path: str | Any, *, x: str | None = None) -> Any:
     ``x`` defaults to the first setting column that varies (``fraction`` first); one line per
     combination of the other varying settings. Returns the matplotlib Figure.
 
-    >>> # plot(df, "bench.png")   # x = "fraction"; lines per concurrency, limiter...
+    For example, inside a coroutine (or a notebook cell)::
+
+        plot(df, "bench.png")   # x = "fraction"; lines per concurrency, limiter...
     """
     import matplotlib
 

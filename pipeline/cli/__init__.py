@@ -16,11 +16,11 @@ __all__ = ["main"]
 
 # name -> (module, one-line help). A module that is not there yet is left out of the menu.
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("pipeline._cli_demo", "run the main job on a bundled dataset against the simulator"),
-    "run": ("pipeline._cli_run", "send every row of a file through an API, with resume"),
+    "demo": ("pipeline.cli.demo", "run the main job on a bundled dataset against the simulator"),
+    "run": ("pipeline.cli.run", "send every row of a file through an API, with resume"),
     "serve": ("pipeline.simulator._cli", "start the OpenAI-compatible simulator"),
-    "bench": ("pipeline._cli_bench", "benchmark limiter settings against the simulator"),
-    "cache": ("pipeline._cli_cache", "inspect or clear a response cache"),
+    "bench": ("pipeline.cli.bench", "benchmark limiter settings against the simulator"),
+    "cache": ("pipeline.cli.cache", "inspect or clear a response cache"),
 }
 
 

@@ -77,7 +77,7 @@ def _classify(endpoint: str, body: dict[str, Any]) -> str:
 
 async def _demo(args: argparse.Namespace) -> int:
     from pipeline import io
-    from pipeline.service import OpenAIService
+    from pipeline.http import OpenAIService
     from pipeline.simulator import Latency, Simulator
 
     out = sys.stderr

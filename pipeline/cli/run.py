@@ -171,8 +171,9 @@ def _check_args(args: argparse.Namespace) -> None:
 async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
     """Run the job the parsed arguments describe; return the exit code."""
     from pipeline import io
-    from pipeline.cost import Prices, estimate
-    from pipeline.service import OpenAIService
+    from pipeline.cost import Prices
+    from pipeline.estimate import estimate
+    from pipeline.http import OpenAIService
     from pipeline.status import StatusTracker
 
     out = out if out is not None else sys.stderr

@@ -1,4 +1,5 @@
-"""One API path with its HTTP method, its rate limits and its default payload settings.
+"""One API path with its HTTP method, its rate limits and its default payload settings; and
+the way from a URL a user typed to that path (:func:`endpoint_from_url`, :func:`api_method`).
 
 >>> ep = Endpoint("chat/completions", max_requests=500, max_tokens=30_000,
 ...               config={"model": "gpt-4o-mini"})
@@ -10,28 +11,22 @@ Endpoint('chat/completions', method='POST', max_requests=500/60s, max_tokens=30,
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from pipeline.api_utils import HTTP_METHODS
+from pipeline._checks import optional_positive, positive
 from pipeline.errors import ConfigError
+from pipeline.redaction import redact_url
 
 if TYPE_CHECKING:
     from pipeline.limiter import RateLimiter
 
-__all__ = ["Endpoint"]
+__all__ = ["HTTP_METHODS", "Endpoint", "api_method", "endpoint_from_url"]
 
-
-def _rate(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number or None, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be positive and finite, got {value!r}")
-    return float(value)
+HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
 def _fmt(value: float | None, interval: float) -> str:
@@ -89,13 +84,12 @@ class Endpoint:
         if "?" in path or "://" in path:
             raise ConfigError(
                 f"endpoint path must be a bare path like 'chat/completions', got {path!r} "
-                "(use pipeline.api_utils.endpoint_from_url for a full URL)"
+                "(endpoint_from_url() gives the path of a full URL)"
             )
         verb = method.upper() if isinstance(method, str) else ""
         if verb not in HTTP_METHODS:
             raise ConfigError(f"unknown HTTP method {method!r} for endpoint {path!r}")
-        interval_s = _rate("interval", interval)
-        assert interval_s is not None
+        interval_s = positive("interval", interval)
         self._limiter_url: str | None = None
         if isinstance(limiter, str):
             from pipeline.limiter._redis import check_url
@@ -106,14 +100,14 @@ class Endpoint:
             raise ConfigError(f"limiter must have an async acquire() method, got {limiter!r}")
         self.path: str = path.strip("/ ")
         self.method: str = verb
-        self.max_requests: float | None = _rate("max_requests", max_requests)
-        self.max_tokens: float | None = _rate("max_tokens", max_tokens)
+        self.max_requests: float | None = optional_positive("max_requests", max_requests)
+        self.max_tokens: float | None = optional_positive("max_tokens", max_tokens)
         self.interval: float = interval_s
         self.config: Mapping[str, Any] = MappingProxyType(dict(config or {}))
         if not isinstance(adaptive, bool):
             raise ConfigError(f"adaptive must be True or False, got {adaptive!r}")
         self.adaptive = adaptive
-        self.burst = _rate("burst", burst)
+        self.burst = optional_positive("burst", burst)
         self._limiter = limiter
 
     @property
@@ -121,7 +115,7 @@ class Endpoint:
         """The endpoint's rate limiter (the default one is created on first access)."""
         if self._limiter is None:
             # Imported here: the limiter module is independent of services, and importing it
-            # lazily keeps `import pipeline.endpoint` light.
+            # lazily keeps `import pipeline.http` light.
             from pipeline.limiter import AdaptiveLimiter, TokenBucketLimiter
 
             bursts: dict[str, float | None] = {"burst_requests": None, "burst_tokens": None}
@@ -178,3 +172,76 @@ class Endpoint:
         if self._limiter is not None:
             parts.append(f"limiter={self._limiter!r}")
         return f"Endpoint({', '.join(parts)})"
+
+
+_VERSION_SEGMENT = re.compile(r"v\d+(?:(?:alpha|beta)\d*)?", re.IGNORECASE)
+
+
+def endpoint_from_url(url: str, *, base_url: str | None = None) -> str:
+    """The endpoint path of an API URL, relative to the API root.
+
+    Handles ``http`` and ``https``, a ``/v1/`` (or ``/v1beta/``...) root, Azure's
+    ``/openai/deployments/{name}/...`` and query strings. With ``base_url`` the path is taken
+    relative to it instead. Raises :class:`ConfigError` for anything that is not such a URL.
+
+    >>> endpoint_from_url("https://api.openai.com/v1/chat/completions")
+    'chat/completions'
+    >>> endpoint_from_url(
+    ...     "https://r.openai.azure.com/openai/deployments/gpt4o/embeddings?api-version=2024-02-01")
+    'embeddings'
+    """
+    if not isinstance(url, str) or not url.strip() or any(c.isspace() for c in url.strip()):
+        raise ConfigError(f"not an http(s) API URL: {url!r}")
+    url = url.strip()
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # raises ValueError on a garbage port
+    except ValueError as exc:
+        raise ConfigError(f"not an http(s) API URL: {redact_url(url)!r} ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"not an http(s) API URL: {redact_url(url)!r}; expected e.g. "
+            "'https://api.openai.com/v1/chat/completions'"
+        )
+    segments = [s for s in parts.path.split("/") if s]
+    if base_url is not None:
+        base = [s for s in urllib.parse.urlsplit(base_url.strip()).path.split("/") if s]
+        if segments[: len(base)] != base:
+            raise ConfigError(f"{redact_url(url)!r} is not under base URL {redact_url(base_url)!r}")
+        segments = segments[len(base) :]
+    else:
+        segments = _strip_api_root(segments)
+    if not segments:
+        raise ConfigError(f"no endpoint path in URL {redact_url(url)!r}")
+    return "/".join(segments)
+
+
+def _strip_api_root(segments: list[str]) -> list[str]:
+    for i, segment in enumerate(segments):
+        if segment == "deployments" and i > 0 and segments[i - 1] == "openai":
+            return segments[i + 2 :]  # skip the deployment name too
+        if _VERSION_SEGMENT.fullmatch(segment):
+            rest = segments[i + 1 :]
+            return rest[1:] if rest[:1] == ["openai"] else rest
+    return segments[1:] if segments[:1] == ["openai"] else segments
+
+
+def api_method(client: Any, method: str) -> Callable[..., Any]:
+    """The client's bound method for an HTTP verb (any case), e.g. ``client.post``.
+
+    Works for ``httpx.AsyncClient`` and anything with lower-case verb methods (an aiohttp
+    ``ClientSession``). Raises :class:`ConfigError` for an unknown verb.
+
+    >>> import httpx
+    >>> api_method(httpx.AsyncClient(), "get").__name__
+    'get'
+    """
+    verb = method.upper() if isinstance(method, str) else ""
+    if verb not in HTTP_METHODS:
+        raise ConfigError(
+            f"unknown HTTP method {method!r}; expected one of {', '.join(sorted(HTTP_METHODS))}"
+        )
+    bound = getattr(client, verb.lower(), None)
+    if not callable(bound):
+        raise ConfigError(f"{type(client).__name__} has no {verb.lower()}() method")
+    return bound  # type: ignore[no-any-return]

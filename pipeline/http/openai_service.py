@@ -10,15 +10,15 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Unpack
 
 from pipeline.errors import ConfigError
-from pipeline.request import APIRequest
-from pipeline.service import (
+from pipeline.http.service import (
     DEFAULT_OPENAI_BASE_URL,
     BaseService,
     Job,
     PayloadBuilder,
     ServiceOptions,
-    _Secret,
 )
+from pipeline.redaction import Secret
+from pipeline.request import APIRequest
 
 __all__ = ["OpenAIService"]
 
@@ -92,7 +92,7 @@ class OpenAIService(BaseService):
         if not api_key and urllib.parse.urlsplit(self.base_url).hostname == "api.openai.com":
             raise ConfigError("no OpenAI API key: set the OPENAI_API_KEY environment variable "
                               "(or pass api_key= in Python)")
-        self._api_key = _Secret(api_key) if api_key else None
+        self._api_key = Secret(api_key) if api_key else None
         self._organization = organization
         self._project = project
         self._azure_api_version = azure_api_version if azure else None

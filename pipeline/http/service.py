@@ -6,14 +6,14 @@ It neither retries nor rate limits (the pipeline's stages do both). :class:`Open
 talks to any OpenAI-compatible server (OpenAI, Azure OpenAI, vLLM, Ollama...);
 :class:`JSONService` to any other JSON API.
 
->>> service = OpenAIService(api_key="sk-test-0123456789abcdef", base_url="http://127.0.0.1:8000/v1",
-...                         rpm=500, tpm=30_000, transport="httpx")
+>>> service = JSONService("http://127.0.0.1:8000/api", auth="t0ken-0123456789abcdef", rpm=500)
 >>> service
-OpenAIService(base_url='http://127.0.0.1:8000/v1', api_key='sk-...cdef', transport='httpx')
->>> service.endpoint("chat/completions").rpm
+JSONService(base_url='http://127.0.0.1:8000/api', auth='...cdef', transport='httpx')
+>>> service.endpoint("items").rpm
 500.0
->>> # async with service:
->>> #     response = await service.call("embeddings", APIRequest(path="embeddings", body={...}))
+
+Inside a coroutine, ``response = await service.call("items", APIRequest(path="items",
+body={...}))`` sends one request; ``async with service:`` closes the client at the end.
 """
 
 from __future__ import annotations
@@ -33,29 +33,23 @@ from typing import Any, ClassVar, Protocol, Self, TypedDict, Unpack, runtime_che
 import httpx
 import msgspec
 
-from pipeline.api_utils import (
-    SECRET_HEADERS,
-    classify_error,
-    classify_exception,
-    decode_body,
-    mask_secret,
-    redact_url,
-)
-from pipeline.endpoint import Endpoint
 from pipeline.errors import APIError, ConfigError, PayloadError
-from pipeline.request import APIRequest, Response
-from pipeline.transports import (
+from pipeline.http.classify import classify_error, classify_exception, decode_body
+from pipeline.http.endpoint import Endpoint
+from pipeline.http.transports import (
     TransportChoice,
     check_transport,
     make_limits,
     make_timeout,
     make_transport,
 )
-from pipeline.transports import transport_name as _transport_name
+from pipeline.http.transports import transport_name as _transport_name
+from pipeline.redaction import SECRET_HEADERS, Secret, redact_url
+from pipeline.request import APIRequest, Response
 
-__all__ = ["BaseService", "JSONService", "Job", "OpenAIService", "PayloadBuilder"]
+__all__ = ["BaseService", "JSONService", "Job", "PayloadBuilder", "ServiceOptions"]
 
-logger = logging.getLogger("pipeline.service")
+logger = logging.getLogger("pipeline.http")
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 _JSON_HEADERS = {"content-type": "application/json"}
@@ -75,26 +69,6 @@ def _is_send_error(exc: Exception) -> bool:
     # aiohttp errors can escape httpx-aiohttp's mapping; aiohttp is imported only if in use.
     aiohttp = sys.modules.get("aiohttp")
     return aiohttp is not None and isinstance(exc, aiohttp.ClientError)
-
-
-class _Secret:
-    """A string that never prints: repr/str show a mask; ``reveal()`` gives the value."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return repr(mask_secret(self._value))
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("a service's API key is not picklable; build the service in each process")
 
 
 class _NoCookies(httpx.Cookies):
@@ -135,8 +109,10 @@ class Job:
     Made by :meth:`OpenAIService.chat` and friends, or :meth:`BaseService.job`; the pipeline's
     build stage calls :meth:`build` per row and its call stage ``service.call(endpoint, ...)``.
 
-    >>> # job = service.chat(model="gpt-4o-mini", prompt="Summarize: {text}")
-    >>> # request = job.build({"text": "..."}); response = await job.call({"text": "..."})
+    For example, inside a coroutine (or a notebook cell)::
+
+        job = service.chat(model="gpt-4o-mini", prompt="Summarize: {text}")
+        request = job.build({"text": "..."}); response = await job.call({"text": "..."})
     """
 
     service: BaseService
@@ -235,7 +211,7 @@ class BaseService(abc.ABC):
             ``max_requests``, ``max_tokens``, ``interval``, ``limiter``, ``config``, ``method``).
         timeout: seconds or an ``httpx.Timeout``; default connect 10 s, read 600 s.
         transport: ``"httpx"`` (default: httpx's own transport, as
-            :class:`~pipeline.transports.ShardedTransport`; plain httpx when proxy
+            :class:`~pipeline.http.transports.ShardedTransport`; plain httpx when proxy
             environment variables are set), ``"aiohttp"`` (faster; ``pip install
             'ratelimited-pipeline[fast]'``) or any ``httpx.AsyncBaseTransport``
             (``httpx.MockTransport``).
@@ -562,11 +538,11 @@ class JSONService(BaseService):
         **options: Unpack[ServiceOptions],
     ) -> None:
         super().__init__(base_url, headers=headers, **options)
-        self._token = _Secret(auth) if isinstance(auth, str) else None
+        self._token = Secret(auth) if isinstance(auth, str) else None
         self._auth: httpx.Auth | None = None
         if isinstance(auth, tuple):
             self._auth = httpx.BasicAuth(*auth)
-            self._basic = _Secret(auth[1])
+            self._basic = Secret(auth[1])
         elif isinstance(auth, httpx.Auth):
             self._auth = auth
         elif auth is not None and not isinstance(auth, str):
@@ -595,8 +571,3 @@ class JSONService(BaseService):
         elif self._auth is not None:
             fields.append(f"auth={type(self._auth).__name__}")
         return fields
-
-
-# OpenAIService lives in its own module (it is most of the OpenAI-specific code); it is
-# offered here too, where the other services are.
-from pipeline.openai_service import OpenAIService  # noqa: E402

@@ -24,20 +24,30 @@ column a file's header or a frame lacks raises :class:`~pipeline.errors.Template
 >>> import pandas as pd
 >>> from pipeline import OpenAIService, io
 >>> df = pd.DataFrame({"text": ["great", "awful"]}, index=["a", "b"])
->>> # async with OpenAIService() as service:
->>> #     out = await io.run_frame(df, service.chat(model="gpt-4o-mini",
->>> #                                                 prompt="Sentiment of: {text}"))
->>> #     out.loc["a", "answer"], out.loc["b", "status"]
 
-Resumable runs of files: :func:`run_file` journals results as they complete (see
-:mod:`pipeline.io._journal`); rerun the same call after a crash and only the rest is sent.
+Then, inside a coroutine::
+
+    async with OpenAIService() as service:
+        out = await io.run_frame(df, service.chat(model="gpt-4o-mini",
+                                                    prompt="Sentiment of: {text}"))
+        out.loc["a", "answer"], out.loc["b", "status"]
+
+Resumable runs of files live in :mod:`pipeline.resume` (:func:`pipeline.resume.run_file`
+journals results as they complete; rerun the same call after a crash and only the rest is
+sent); ``pipeline.io.run_file`` is the same function, kept where earlier versions had it.
+
+This package is named like ``pandas.io``: import it as ``from pipeline import io`` only where
+the standard library's ``io`` is not needed beside it; ``pipeline.io.read(...)`` after
+``import pipeline`` always works. Importing it registers frames and files as inputs of
+:func:`pipeline.run` and frames as outputs of ``results.to_pandas()``/``to_polars()``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from pipeline.io._journal import Journal, RunSummary, run_file, write_journal
+from pipeline._extras import require
 from pipeline.io._sinks import (
     OUTPUT_FORMATS,
     RESULT_COLUMNS,
@@ -48,26 +58,23 @@ from pipeline.io._sinks import (
     write,
 )
 from pipeline.io._sources import FORMATS, BatchRequest, Source, check_columns, format_of, read
+from pipeline.runner import Results, register_frame_writer, register_rows_adapter, run
 
 __all__ = [
     "FORMATS",
     "OUTPUT_FORMATS",
     "RESULT_COLUMNS",
     "BatchRequest",
-    "Journal",
-    "RunSummary",
     "Source",
     "check_columns",
     "check_output",
     "entry",
     "format_of",
     "read",
-    "run_file",
     "run_frame",
     "to_pandas",
     "to_polars",
     "write",
-    "write_journal",
 ]
 
 
@@ -78,11 +85,11 @@ async def run_frame(frame: Any, job: Any, **options: Any) -> Any:
     A pandas frame keeps its index (any index); a LazyFrame is streamed in and comes back as
     a DataFrame.
 
-    >>> # out = await run_frame(df, service.chat(model="gpt-4o-mini", prompt="{text}"),
-    >>> #                       cache=".cache", progress=True)
-    """
-    from pipeline.runner import run
+    For example, inside a coroutine (or a notebook cell)::
 
+        out = await run_frame(df, service.chat(model="gpt-4o-mini", prompt="{text}"),
+                              cache=".cache", progress=True)
+    """
     source = read(frame)
     if source.kind not in ("pandas", "polars", "polars-lazy"):
         raise TypeError(f"run_frame() takes a pandas or Polars frame, not {type(frame).__name__}")
@@ -91,3 +98,42 @@ async def run_frame(frame: Any, job: Any, **options: Any) -> Any:
     if source.kind == "pandas":
         return to_pandas(results, frame)
     return to_polars(results, frame)
+
+
+def _rows_adapter(rows: Any) -> Any:
+    # Frames and file paths become a Source (records numbered by position).
+    module = type(rows).__module__.split(".")[0]
+    if module in ("pandas", "polars") or isinstance(rows, os.PathLike | Source):
+        return read(rows)
+    return NotImplemented
+
+
+def _input_rows(results: Results) -> list[dict[str, Any]]:
+    return [dict(r.row) if isinstance(r.row, dict) else {"input": r.row} for r in results]
+
+
+def _pandas_frame(results: Results, like: Any) -> Any:
+    pd = require("pandas", feature="Results.to_pandas()", extra="pandas")
+    return to_pandas(results, pd.DataFrame(_input_rows(results)) if like is None else like)
+
+
+def _polars_frame(results: Results, like: Any) -> Any:
+    pl = require("polars", feature="Results.to_polars()", extra="polars")
+    if like is None:
+        like = pl.DataFrame(_input_rows(results), strict=False)
+    return to_polars(results, like)
+
+
+register_rows_adapter(_rows_adapter)
+register_frame_writer("pandas", _pandas_frame)
+register_frame_writer("polars", _polars_frame)
+
+
+def __getattr__(name: str) -> Any:
+    # The resumable-run names of earlier versions: they live in pipeline.resume, a layer that
+    # builds on this one (imported on first use, so there is no import cycle).
+    if name in ("run_file", "Journal", "RunSummary", "write_journal"):
+        import pipeline.resume
+
+        return getattr(pipeline.resume, name)
+    raise AttributeError(f"module 'pipeline.io' has no attribute {name!r}")

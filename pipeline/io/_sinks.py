@@ -33,6 +33,7 @@ from pipeline._extras import require
 from pipeline.errors import APIError, InputError
 from pipeline.io._sources import FORMATS, BatchRequest, Source, format_of, read
 from pipeline.record import Record
+from pipeline.runner import Results
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -145,8 +146,8 @@ def entry(record: Record, *, embeddings: bool = False, keep_body: bool = False,
 
 def _is_embeddings(records: Iterable[Record]) -> bool:
     for record in records:
-        if record.endpoint is not None:
-            return record.endpoint.strip("/") == "embeddings"
+        if record.path is not None:
+            return record.path.strip("/") == "embeddings"
     return False
 
 
@@ -201,7 +202,9 @@ def _result_values(aligned: Sequence[dict[str, Any] | None], answer: str
 def to_pandas(results: Sequence[Record], like: Any) -> Any:
     """``like`` (a pandas DataFrame) plus the result columns, row for row, same index.
 
-    >>> # frame = to_pandas(await pipeline.run(read(df), job), df)
+    For example, inside a coroutine (or a notebook cell)::
+
+        frame = to_pandas(await pipeline.run(read(df), job), df)
     """
     entries = _aligned(entries_of(results), len(like))
     answer = _answer_column(entries)
@@ -213,7 +216,13 @@ def to_pandas(results: Sequence[Record], like: Any) -> Any:
         # Positional: an array ignores the frame's index labels, so any index lines up.
         column = pd.array(values, dtype="Int64") if name == "tokens" else values
         out[names[name]] = column
+    if isinstance(results, Results):  # USD per row; <NA> where the price is unknown
+        out[_cost_name(out.columns)] = pd.array(results.costs(len(out)), dtype="Float64")
     return out
+
+
+def _cost_name(columns: Iterable[str]) -> str:
+    return "cost_result" if "cost" in set(columns) else "cost"  # the input has one
 
 
 def _polars_results(entries: Sequence[dict[str, Any] | None], answer: str,
@@ -236,7 +245,13 @@ def to_polars(results: Sequence[Record], like: Any) -> Any:
     entries = _aligned(entries_of(results), frame.height)
     answer = _answer_column(entries)
     names = _result_names(frame.columns, answer)
-    return frame.hstack(_polars_results(entries, answer, names).get_columns())
+    out = frame.hstack(_polars_results(entries, answer, names).get_columns())
+    if isinstance(results, Results):  # USD per row; null where the price is unknown
+        import polars as pl
+
+        out = out.with_columns(pl.Series(_cost_name(out.columns), results.costs(out.height),
+                                         dtype=pl.Float64))
+    return out
 
 
 # ------------------------------------------------------------------------------ files
@@ -474,8 +489,10 @@ def write(results: Sequence[Record], path: str | os.PathLike[str], source: Any =
     cookbook's ``[request, response, metadata]`` lines, so parsers written for it work
     unchanged. Without ``source`` the JSONL output is one result per record (no input columns).
 
-    >>> # write(await pipeline.run(read("rows.csv"), job), "answers.parquet", "rows.csv")
-    >>> # write(results, "out.jsonl", "requests.jsonl", format="cookbook")
+    For example, inside a coroutine (or a notebook cell)::
+
+        write(await pipeline.run(read("rows.csv"), job), "answers.parquet", "rows.csv")
+        write(results, "out.jsonl", "requests.jsonl", format="cookbook")
     """
     if source is None:
         records = sorted(results, key=lambda r: r.index)

@@ -20,12 +20,12 @@ from typing import Any
 import msgspec
 
 from pipeline._extras import require
-from pipeline.api_utils import endpoint_from_url
 from pipeline.errors import ConfigError, InputError, TemplateKeyError
+from pipeline.http.endpoint import endpoint_from_url
+from pipeline.payloads.templates import did_you_mean
+from pipeline.payloads.tokens import estimate_tokens
 from pipeline.record import Record
 from pipeline.request import APIRequest
-from pipeline.templates import did_you_mean
-from pipeline.tokens import estimate_tokens
 
 __all__ = ["FORMATS", "BatchRequest", "Source", "check_columns", "format_of", "read"]
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from pipeline._checks import optional_positive
 from pipeline._durations import format_duration, parse_duration
 from pipeline.errors import ConfigError, RateLimitError, RequestTooLarge
 
@@ -63,14 +64,8 @@ def set_clock(clock: Callable[[], float] | None) -> Callable[[], float]:
     return previous
 
 
-def _check_rate(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number or None, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive finite number or None, got {value!r}")
-    return float(value)
+# The limiter modules' name for the shared check (None: no limit on that dimension).
+_check_rate = optional_positive
 
 
 def _check_amount(name: str, value: float) -> float:

@@ -1,8 +1,8 @@
 """Payload builders: one input row in, one validated :class:`~pipeline.request.APIRequest` out.
 
 A builder holds the request's defaults (model, prompt template, temperature...) and turns each
-row into a request body, checked against the msgspec Structs in :mod:`pipeline.types`, with the
-token estimate the rate limiter reserves::
+row into a request body, checked against the msgspec Structs in :mod:`pipeline.payloads.schemas`,
+with the token estimate the rate limiter reserves::
 
     >>> classify = chat(model="gpt-4o-mini", prompt="Classify: {text}", max_tokens=5, seed=0)
     >>> request = classify.build({"text": "I loved it", "id": 7})
@@ -38,8 +38,16 @@ from typing import Any, ClassVar, TypeAlias
 import msgspec
 
 from pipeline.errors import PayloadError
-from pipeline.request import APIRequest, FilePart
-from pipeline.templates import (
+from pipeline.payloads.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    FileUploadRequest,
+    FineTuningJobRequest,
+    to_body,
+    validate,
+)
+from pipeline.payloads.templates import (
     Template,
     _as_mapping,
     _column,
@@ -49,7 +57,7 @@ from pipeline.templates import (
     _split_row,
     _template,
 )
-from pipeline.tokens import (
+from pipeline.payloads.tokens import (
     CHAT_DEFAULT_MAX_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
     Tokenizer,
@@ -58,15 +66,7 @@ from pipeline.tokens import (
     max_output_tokens,
     resolve_tokenizer,
 )
-from pipeline.types import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-    FileUploadRequest,
-    FineTuningJobRequest,
-    to_body,
-    validate,
-)
+from pipeline.request import APIRequest, FilePart
 
 __all__ = [
     "Builder",
@@ -208,7 +208,7 @@ class ChatBuilder(Builder):
     (a list, or its JSON text; ``messages_column=None`` ignores rows), else the config's.
     Other keywords are request fields (``temperature``, ``max_tokens``, ``response_format``,
     ``tools``...). ``tokenizer`` counts prompt tokens; ``default_max_tokens`` is reserved for the
-    answer when the request sets no limit (see :mod:`pipeline.tokens`).
+    answer when the request sets no limit (see :mod:`pipeline.payloads.tokens`).
 
     Requests built without overrides share the config's nested values (tools, schemas, config
     messages) rather than copying them: treat request bodies as read-only.

@@ -39,6 +39,8 @@ __all__ = [
     "embedding_input_tokens",
     "estimate_tokens",
     "max_output_tokens",
+    "output_tokens_bound",
+    "provider_charge",
     "resolve_tokenizer",
     "tiktoken_tokenizer",
 ]
@@ -313,6 +315,47 @@ def _endpoint(path: str) -> str:
     return path.removeprefix("v1/")
 
 
+def output_tokens_bound(body: Mapping[str, Any] | None, path: str,
+                        default_max_tokens: int | None = None) -> int:
+    """The most output tokens a request to ``path`` may use: ``max_tokens`` x ``n`` for chat
+    and completions (``default_max_tokens``, else the endpoint's default, when unset); 0 for
+    embeddings, files and the rest. An unreadable limit counts as 0 (the request will fail on
+    its own).
+
+    This is the one place that knows which endpoints generate output: the token estimate, the
+    call stage's charge and the run estimate all ask it.
+
+    >>> output_tokens_bound({"max_tokens": 50, "n": 2}, "chat/completions")
+    100
+    >>> output_tokens_bound({"input": "hi"}, "/v1/embeddings")
+    0
+    """
+    if not body:
+        return 0
+    endpoint = _endpoint(path)
+    if endpoint == "chat/completions":
+        default = CHAT_DEFAULT_MAX_TOKENS
+    elif endpoint == "completions":
+        default = COMPLETION_DEFAULT_MAX_TOKENS
+    else:
+        return 0
+    try:
+        return max_output_tokens(body, default if default_max_tokens is None
+                                 else default_max_tokens)
+    except (TypeError, ValueError):
+        return 0
+
+
+def provider_charge(body: Mapping[str, Any] | None, path: str, prompt_tokens: int) -> int:
+    """What an OpenAI-style provider counts against the token limit for one request: the real
+    prompt tokens plus the most its answers may use, used or not.
+
+    >>> provider_charge({"max_tokens": 16}, "chat/completions", prompt_tokens=12)
+    28
+    """
+    return prompt_tokens + output_tokens_bound(body, path)
+
+
 def estimate_tokens(
     body: Mapping[str, Any] | None,
     path: str,
@@ -335,13 +378,11 @@ def estimate_tokens(
         return 0
     endpoint = _endpoint(path)
     if endpoint == "chat/completions":
-        default = CHAT_DEFAULT_MAX_TOKENS if default_max_tokens is None else default_max_tokens
-        return chat_prompt_tokens(body, tokenizer) + max_output_tokens(body, default)
-    if endpoint == "completions":
-        default = (
-            COMPLETION_DEFAULT_MAX_TOKENS if default_max_tokens is None else default_max_tokens
-        )
-        return completion_prompt_tokens(body, tokenizer) + max_output_tokens(body, default)
-    if endpoint == "embeddings":
+        prompt = chat_prompt_tokens(body, tokenizer)
+    elif endpoint == "completions":
+        prompt = completion_prompt_tokens(body, tokenizer)
+    elif endpoint == "embeddings":
         return embedding_input_tokens(body, tokenizer)
-    return 0
+    else:
+        return 0
+    return prompt + output_tokens_bound(body, endpoint, default_max_tokens)

@@ -5,7 +5,7 @@ The token rule (the same everywhere in the simulator, so a client can predict ``
 - text: ``ceil(len(text) / 4)`` tokens, ``len`` counting Unicode code points (``""`` is 0);
 - a chat prompt: for each message, 4 tokens of overhead plus the tokens of its text content
   (every ``text`` part of a list content; each image/audio/file part counts 85) plus the tokens
-  of its ``name``; then 3 more tokens that prime the reply (the layout ``pipeline.tokens``
+  of its ``name``; then 3 more tokens that prime the reply (the layout ``pipeline.payloads.tokens``
   also assumes);
 - a completion prompt or an embedding input: a string counts as text, a list of strings is the
   sum, a list of token ids counts one per id, a list of such lists is the sum;

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from pipeline.errors import APIError, ConfigError, RateLimitError, ThrottledError
 from pipeline.record import Record
-from pipeline.stages import Chain, Stage
+from pipeline.stages._core import Chain, Stage
 
 __all__ = ["DEFAULT_MAX_WAIT", "Backoff", "RetryHook", "retry", "set_testing"]
 
@@ -45,13 +45,13 @@ _INSTANT = False
 def set_testing(instant: bool) -> bool:
     """Make every retry wait zero seconds (``True``), or real again; returns the old setting.
 
-    For test suites, as a fixture::
+    Public as :func:`pipeline.testing.set_testing`. For test suites, as a fixture::
 
         @pytest.fixture(autouse=True)
         def no_waits():
-            previous = pipeline.retry.set_testing(True)
+            previous = pipeline.testing.set_testing(True)
             yield
-            pipeline.retry.set_testing(previous)
+            pipeline.testing.set_testing(previous)
 
     >>> previous = set_testing(True); Backoff(initial=10).delay(3); set_testing(previous)
     0.0

@@ -1,0 +1,67 @@
+"""Pipeline stages: small objects with one method, composed with ``|``.
+
+A stage takes a :class:`~pipeline.record.Record` and returns it, filled in a little more::
+
+    build(job) | lookup(cache) | retry(acquire(limiter) | call(service, "chat/completions"))
+               | store(cache) | track(status)
+
+=================  ==================================================================
+stage              what it does to a record
+=================  ==================================================================
+:class:`build`     row -> request and token estimate (or a ``PayloadError``)
+:class:`lookup`    answers it from the response cache, if it was answered before
+:class:`acquire`   waits for the rate limiter (1 request + the estimate): a lease
+:class:`call`      sends the request once; the response or the classified error
+:class:`retry`     runs its inner stages again for retryable errors, with backoff
+:class:`store`     keeps a fresh answer in the cache
+:class:`track`     counts it in a :class:`~pipeline.status.StatusTracker`; progress bar
+=================  ==================================================================
+
+Neighbouring stages fuse into one :class:`Chain` (one coroutine per record under one bounded,
+unordered map). Applied to a stream, a chain is an aiostream operator, so any aiostream
+operator can sit between chains::
+
+    from aiostream import pipe, stream
+    xs = stream.iterate(rows) | flow | pipe.filter(lambda r: r.ok)
+    async with xs.stream() as records:
+        async for record in records: ...
+
+Your own stage subclasses :class:`Stage`: read its contract (errors go on the record, never
+raised). Plain items entering a chain become records numbered in arrival order. Stages after
+a failure (or a cache hit) skip the record, except ``store`` and ``track``. A stream is lazy
+and re-runs each time it is iterated: running a flow twice sends every request twice, unless
+a cache makes the second run free.
+
+>>> flow = build(str.upper) | track()
+>>> flow.concurrency, [type(stage).__name__ for stage in flow.stages()]
+(64, ['build', 'track'])
+"""
+
+from __future__ import annotations
+
+from pipeline.stages._build import build
+from pipeline.stages._cache import lookup, store
+from pipeline.stages._core import DEFAULT_CONCURRENCY, Chain, Flow, Stage
+from pipeline.stages._map import map_unordered
+from pipeline.stages._retry import DEFAULT_MAX_WAIT, Backoff, RetryHook, retry
+from pipeline.stages._send import LatencyWindow, acquire, call
+from pipeline.stages._track import track
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_MAX_WAIT",
+    "Backoff",
+    "Chain",
+    "Flow",
+    "LatencyWindow",
+    "RetryHook",
+    "Stage",
+    "acquire",
+    "build",
+    "call",
+    "lookup",
+    "map_unordered",
+    "retry",
+    "store",
+    "track",
+]

@@ -1,0 +1,150 @@
+"""pipeline.stages._core and _map: Stage, Chain, Flow, composition with aiostream, bounded pulling.
+
+The service answers in-process (pipeline.testing.InstantService) so each behaviour is pinned
+exactly, with virtual time where waiting matters; the HTTP side is covered against the
+simulator in test_pipeline_simulator.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+from aiostream import pipe, stream
+
+from pipeline.cache import ResponseCache
+from pipeline.errors import (
+    ConfigError,
+)
+from pipeline.record import Record
+from pipeline.runner import default_flow, run_sync
+from pipeline.stages import (
+    Backoff,
+    Chain,
+    Stage,
+    acquire,
+    build,
+    call,
+    lookup,
+    map_unordered,
+    retry,
+    store,
+    track,
+)
+from pipeline.status import StatusTracker
+from pipeline.testing import InstantService, run_virtual
+
+ROWS = [{"text": f"row {i}"} for i in range(20)]
+
+
+def _job(service: InstantService, **config):
+    return service.chat(model="m", prompt="Classify: {text}", max_tokens=5, **config)
+
+
+
+def test_source_is_pulled_only_as_fast_as_work_completes():
+    pulled = 0
+
+    def rows():
+        nonlocal pulled
+        for i in range(10_000):
+            pulled += 1
+            yield i
+
+    class Wait(Stage):
+        async def process(self, record: Record) -> Record:
+            await asyncio.sleep(1)
+            return record
+
+    async def main() -> int:
+        xs = stream.iterate(rows()) | Chain(Wait(), concurrency=8) | pipe.take(16)
+        await stream.list(xs)
+        return pulled
+
+    assert run_virtual(main()) <= 16 + 8 + 1
+
+
+async def test_stages_compose_with_aiostream_operators(tmp_path):
+    service = InstantService()
+    job = _job(service)
+    status = StatusTracker()
+    with ResponseCache(tmp_path / "c") as cache:
+        flow = (build(job) | lookup(cache) | retry(acquire(job.endpoint) | call(service, job))
+                | store(cache) | track(status))
+        xs = stream.iterate(range(30)) | pipe.map(lambda i: {"text": str(i)}) | flow \
+            | pipe.filter(lambda r: r.ok) | pipe.take(10)
+        got = await stream.list(xs)
+    assert len(got) == 10 and all(r.ok for r in got)
+    assert status.succeeded >= 10
+
+
+async def test_user_stage_and_two_endpoints_in_one_flow():
+    service = InstantService()
+    chat = _job(service)
+    embed = service.embeddings(model="e")
+
+    class Upper(Stage):
+        after_done = True
+
+        async def process(self, record: Record) -> Record:
+            record.row = {"text": record.text.upper()} if record.ok else record.row
+            record.request = record.response = None
+            return record
+
+    flow = build(chat) | call(service, chat) | Upper() | build(embed) | call(service, embed)
+    records = await stream.list(stream.iterate(ROWS[:3]) | flow)
+    assert {r.path for r in records} == {"embeddings"}
+    assert all(r.ok and r.row == {"text": "OK"} for r in records)
+
+
+async def test_map_unordered_propagates_a_bug_and_cancels_the_rest():
+    started: list[int] = []
+
+    async def work(i: int) -> int:
+        started.append(i)
+        if i == 3:
+            raise ZeroDivisionError("bug")
+        await asyncio.sleep(10)
+        return i
+
+    with pytest.raises(ZeroDivisionError):
+        await stream.list(stream.iterate(range(10)) | map_unordered.pipe(work, limit=4))
+    await asyncio.sleep(0)
+    assert len(asyncio.all_tasks()) == 1  # only this test's own task is left
+
+
+def test_bad_stage_arguments_are_clear_errors():
+    with pytest.raises(ConfigError):
+        Chain(build(lambda r: r), concurrency=0)
+    with pytest.raises(ConfigError):
+        retry(build(lambda r: r), attempts=0)
+    with pytest.raises(ConfigError):
+        acquire(object())
+    with pytest.raises(ConfigError):
+        call(object())
+    with pytest.raises(ConfigError):
+        build(42)
+    with pytest.raises(ConfigError):
+        Backoff(initial=float("nan"))
+
+
+def test_reprs_say_what_the_flow_is():
+    service = InstantService()
+    job = _job(service)
+    flow = default_flow(job, status=StatusTracker())
+    text = repr(flow)
+    assert "build(" in text and "retry(" in text and "acquire(" in text and "track(" in text
+    assert "sk-instant" not in text
+
+
+def test_records_do_not_keep_references_alive():
+    gc.collect()
+    service = InstantService()
+    results = run_sync(ROWS[:2], _job(service))
+    assert all(r.reservation is None for r in results)
+
+
+def test_chain_keeps_its_concurrency_when_extended():
+    chain = Chain(build(lambda r: r), concurrency=7) | track(None)
+    assert chain.concurrency == 7
