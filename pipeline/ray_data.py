@@ -22,7 +22,8 @@ True
 Then, with ``import ray``::
 
     ds = ray.data.read_parquet("s3://bucket/reviews/")
-    out = ds.map_batches(AnswerBatches, fn_constructor_args=(job,), concurrency=8,
+    out = ds.map_batches(AnswerBatches, fn_constructor_args=(job,),
+                         compute=ray.data.ActorPoolStrategy(size=8),
                          batch_size=256, batch_format="pandas")
 
 (The module is ``pipeline.ray_data``, not ``pipeline.ray``: ``from pipeline import ray``

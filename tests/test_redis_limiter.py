@@ -151,6 +151,35 @@ async def test_round_trips_per_acquire_well_below_one(redis_server: RedisServer)
         await limiter.aclose()
 
 
+async def test_the_overdraw_bound_is_reached_and_holds(redis_server: RedisServer) -> None:
+    """The documented bound, ``rate * W + burst + N * lease``, in its worst case: the shared
+    bucket full while each of N processes holds a whole lease. Everything they can take
+    at once is exactly that (then only the refill), and no more."""
+    key, processes, burst, lease = _key(), 4, 20.0, 5.0
+    rate = 10.0  # per second: the refill during the test is counted (elapsed * rate)
+    await _fill(redis_server.url, key, processes * lease, 0)
+    limiters = [RedisLimiter(redis_server.url, key=key, max_requests=rate * 60,
+                             burst_requests=burst, lease_requests=lease)
+                for _ in range(processes)]
+    started = time.monotonic()
+    try:
+        for limiter in limiters:  # each leases a whole chunk...
+            await limiter.acquire()
+        await _fill(redis_server.url, key, burst, 0)  # ...and the bucket has refilled
+        taken = processes
+        for _ in range(50):  # bounded polling: take whatever anyone can, for about 0.5 s
+            for limiter in limiters:
+                while limiter.try_acquire():
+                    taken += 1
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - started
+    finally:
+        for limiter in limiters:
+            await limiter.aclose()
+    assert taken >= burst + processes * lease  # the bound is reached...
+    assert taken <= burst + processes * lease + rate * elapsed + 1  # ...and holds
+
+
 async def test_fifo_within_a_process(redis_server: RedisServer) -> None:
     limiter = RedisLimiter(redis_server.url, key=_key(), max_requests=600, interval=1,
                            burst_requests=5, lease_requests=5)

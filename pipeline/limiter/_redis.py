@@ -20,13 +20,23 @@ process holds at most one chunk at a time, so all ``N`` processes together spend
 in any window of ``W`` seconds: with the defaults (burst half a second of the rate, lease a
 tenth) four processes stay within 0.9 s of the rate above ``rate * W``, inside a provider's
 bucket of one second. A single request larger than a chunk is leased on its own (then that
-request's size takes the place of ``lease`` for its process).
+request's size takes the place of ``lease`` for its process). A new bucket (a key Redis does
+not hold, or one expired after a minute unused) starts *empty*, not full: the first window of
+a run holds at most ``rate * W + N * lease``. (Started full, it let the first second reach
+1.5x the rate; and when the limits told are too high, that first burst is what the provider
+refuses: 4 processes told 2x, 3.7-4.5% of the rows drew a 429 with a full start, 1.0-1.5%
+with an empty one.) The full bound is reached only when the bucket has refilled while
+every process holds a whole chunk (after a pause, or a lull in demand).
 
 Shared signals. ``pause(seconds)`` (a 429's ``retry-after``) writes "paused until" (server
-time) into the hash; every process reads it with its next lease (within ``sync_every``
-seconds while it is busy). A 429 in :meth:`settle` also cuts a shared rate factor: it
-becomes ``beta`` (0.7) times what it was, at most once a second, and grows back by
-``regrow`` (0.02) of the full rate per second, so 15 s after one cut the rate is whole again.
+time) into the hash. A 429 in :meth:`settle` also cuts a shared rate factor: it becomes
+``beta`` (0.7) times what it was, at most once a second, and grows back by ``regrow`` (0.02)
+of the full rate per second, so 15 s after one cut the rate is whole again. The script that
+records a pause or a cut publishes it on ``<key>:signals``; every process listens there (one
+more connection each) and stops granting at once, not at its next lease (which may be
+``sync_every`` seconds away). A 429 for a request granted before the provider's
+``x-ratelimit-limit-*`` headers lowered this process's limits does not cut the factor: the
+limits are right now, and a cut on top would run every process below them for seconds.
 
 Fail closed. When Redis does not answer within ``redis_timeout`` seconds (stalled, dead,
 unreachable), a process goes on alone at ``local_share`` of the quota (default 1/8: give
