@@ -24,10 +24,10 @@ import pytest
 from pipeline import bench
 from pipeline._durations import parse_duration
 from pipeline.cli import bench as cli_bench
+from pipeline.cli import serve as sim_cli
 from pipeline.errors import ConfigError
 from pipeline.simulator import Simulator, SimulatorConfig, count_chat_tokens
 from pipeline.simulator import _app as sim_app
-from pipeline.simulator import _cli as sim_cli
 from pipeline.simulator._ratelimit import Bucket, KeyLimits, Window
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}],

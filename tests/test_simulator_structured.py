@@ -12,9 +12,9 @@ import msgspec
 import openai
 import pytest
 
+from pipeline.cli import serve as sim_cli
 from pipeline.errors import ConfigError
 from pipeline.simulator import Simulator, SimulatorConfig
-from pipeline.simulator import _cli as sim_cli
 from pipeline.structured import OutputSchema, SchemaValidationError
 
 

@@ -18,7 +18,7 @@ __all__ = ["main"]
 _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pipeline.cli.demo", "run the main job on a bundled dataset against the simulator"),
     "run": ("pipeline.cli.run", "send every row of a file through an API, with resume"),
-    "serve": ("pipeline.simulator._cli", "start the OpenAI-compatible simulator"),
+    "serve": ("pipeline.cli.serve", "start the OpenAI-compatible simulator"),
     "bench": ("pipeline.cli.bench", "benchmark limiter settings against the simulator"),
     "cache": ("pipeline.cli.cache", "inspect or clear a response cache"),
 }

@@ -23,8 +23,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from pipeline.cli.serve import add_provider_modes, provider_modes
 from pipeline.errors import PipelineError
-from pipeline.simulator._cli import add_provider_modes, provider_modes
 
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 
 Thread mode runs the server on its own event loop in a background thread, so it answers while
 the caller's loop (a test's, a notebook's) is busy or blocked, and never competes with it for
-that loop. Process mode runs the same server in ``python -m pipeline.simulator._cli`` so a
+that loop. Process mode runs the same server in ``python -m pipeline.simulator`` so a
 benchmark's client and server get a core each; the log and stats then come over the admin
 endpoints (``GET /_sim/log``, ``GET /_sim/stats``, ``POST /_sim/reset``).
 """
@@ -258,7 +258,7 @@ class Simulator:
         self._loop = None
 
     def _start_process(self) -> None:
-        cmd = [sys.executable, "-m", "pipeline.simulator._cli", "--config-stdin",
+        cmd = [sys.executable, "-m", "pipeline.simulator", "--config-stdin",
                "--port", str(self.port)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._child = child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -17,14 +17,10 @@ The request log and counters: GET /_sim/log, GET /_sim/stats.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
-import threading
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.simulator._app import SimulatorApp
 from pipeline.simulator._config import (
     ERROR_FORMATS,
     RETRY_AFTER,
@@ -33,8 +29,8 @@ from pipeline.simulator._config import (
     SimulatorConfig,
     parse_model_limit,
 )
-from pipeline.simulator._http import HTTPServer
 from pipeline.simulator._ratelimit import POLICIES
+from pipeline.simulator._serve import serve_forever
 
 __all__ = ["add_provider_modes", "configure", "main", "provider_modes"]
 
@@ -110,42 +106,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="max_tokens assumed for the token cost of a chat request without one")
     add("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
         help="event loop: uvloop when installed (auto, the default; ~30%% less CPU per request)")
-    add("--config-stdin", action="store_true", help=argparse.SUPPRESS)
 
 
 def _config(args: argparse.Namespace) -> SimulatorConfig:
-    if args.config_stdin:  # process mode: the parent sends the config, then keeps stdin open
-        return SimulatorConfig.from_json(sys.stdin.buffer.readline())
     return SimulatorConfig(
         rpm=args.rpm, tpm=args.tpm, burst=args.burst, quota_tokens=args.quota_tokens,
         latency=Latency.parse(args.latency, per_output_token=args.latency_per_token),
         faults=Faults.parse(args.fault), seed=args.seed, api_keys=tuple(args.api_key),
         context_window=args.context_window, default_max_tokens=args.default_max_tokens,
         invalid_json=args.invalid_json, **provider_modes(args))
-
-
-async def _serve(config: SimulatorConfig, port: int, watch_stdin: bool) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if watch_stdin:  # the parent closed our stdin (or died): stop
-        def watch() -> None:
-            sys.stdin.buffer.read()
-            loop.call_soon_threadsafe(stop.set)
-
-        threading.Thread(target=watch, daemon=True).start()
-    server = HTTPServer(SimulatorApp(config))
-    bound = await server.start("127.0.0.1", port)
-    details: dict[str, Any] = config.describe()
-    summary = ", ".join(f"{k}={v!r}" for k, v in details.items() if v not in (None, False))
-    print(f"pipeline simulator listening on http://127.0.0.1:{bound}/v1", flush=True)
-    if not watch_stdin:
-        print(f"  {summary or 'no limits'}; Ctrl-C to stop", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -155,24 +124,4 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"pipeline serve: {exc}", file=sys.stderr)
         return 2
-    serve = _serve(config, args.port, args.config_stdin)
-    if args.loop != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            if args.loop == "uvloop":
-                serve.close()
-                print("pipeline serve: uvloop is not installed", file=sys.stderr)
-                return 2
-        else:
-            uvloop.run(serve)
-            return 0
-    asyncio.run(serve)
-    return 0
-
-
-if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="pipeline serve", description=__doc__,
-                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    configure(_parser)
-    sys.exit(main(_parser.parse_args()))
+    return serve_forever(config, args.port, loop=args.loop)
