@@ -18,6 +18,7 @@ instances of this tree::
         │   ├── APITimeoutError
         │   └── APIConnectionError
         ├── MalformedResponseError           a body that is not the JSON promised [retryable]
+        │   └── SchemaValidationError        an answer that does not fit the requested schema
         └── APIStatusError                   the server answered with an error status
             ├── RateLimitError               429 rate_limit_exceeded            [retryable]
             │   └── ThrottledError           still throttled after max_wait seconds
@@ -38,7 +39,10 @@ Messages never contain API keys: the service redacts them before an error is bui
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+#: Why an answer did not fit its schema (:attr:`SchemaValidationError.reason`).
+SchemaFailure = Literal["not_json", "invalid", "refusal", "truncated", "empty"]
 
 __all__ = [
     "APIConnectionError",
@@ -63,6 +67,8 @@ __all__ = [
     "RequestTimeoutError",
     "RequestTooLarge",
     "RunStoppedError",
+    "SchemaFailure",
+    "SchemaValidationError",
     "ServerError",
     "TemplateKeyError",
     "ThrottledError",
@@ -209,6 +215,42 @@ class MalformedResponseError(APIError):
     """The server answered 2xx but the body is not the JSON it promised (truncated, garbage)."""
 
     retryable = True
+
+
+class SchemaValidationError(MalformedResponseError):
+    """The answer does not fit the requested schema: not JSON, a missing or ill-typed field, a
+    refusal, or JSON cut short at ``max_tokens``.
+
+    It is a :class:`~pipeline.errors.MalformedResponseError` (the server answered 200 but not
+    with the JSON it was asked for), so ``retryable`` is True: the model samples again, and
+    asking again often gives a valid answer. A run asks again at most its re-ask budget, which
+    is separate from the retry budget for transport errors, and counts the re-asks. ``reason``
+    tells the cases apart: ``"not_json"``, ``"invalid"`` (JSON that breaks the schema),
+    ``"refusal"`` (the model declined), ``"truncated"`` (``finish_reason`` was ``"length"``:
+    asking again with the same ``max_tokens`` is cut again, so a run should not) and ``"empty"``.
+
+    Attributes:
+        field: where it failed, as a JSON path (``"$.score"``, ``"$.items[2].name"``), or
+            ``None`` when the answer as a whole is wrong (not JSON).
+        excerpt: the start of the answer (model output only: no request, no key).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, excerpt: str = "",
+                 reason: SchemaFailure = "invalid") -> None:
+        super().__init__(message, code="schema_validation")
+        self.field = field
+        self.excerpt = excerpt
+        self.reason: SchemaFailure = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_validation_error,
+                (type(self), self.message, self.field, self.excerpt, self.reason))
+
+
+def _rebuild_validation_error(cls: type[SchemaValidationError], message: str,
+                              field: str | None, excerpt: str,
+                              reason: SchemaFailure) -> SchemaValidationError:
+    return cls(message, field=field, excerpt=excerpt, reason=reason)
 
 
 class APIStatusError(APIError):

@@ -17,13 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import APIError, ConfigError, MalformedResponseError
-from pipeline.structured import (
-    ColumnType,
-    OutputSchema,
-    SchemaValidationError,
-    output_schema,
-)
+from pipeline.errors import APIError, ConfigError, MalformedResponseError, SchemaValidationError
+from pipeline.payloads.structured import ColumnType, OutputSchema, output_schema
 
 
 class Place(msgspec.Struct):
@@ -415,7 +410,7 @@ def test_a_pydantic_answer_decodes_and_fails_with_its_field():
 
 
 def test_pydantic_is_not_imported_by_the_module():
-    code = ("import sys, pipeline.structured as s, msgspec\n"
+    code = ("import sys, pipeline.payloads.structured as s, msgspec\n"
             "class A(msgspec.Struct):\n    x: int\n"
             "s.output_schema(A).decode('{\"x\": 1}')\n"
             "s.output_schema({'type': 'object', 'properties': {'x': {'type': 'string'}}})\n"
