@@ -142,3 +142,37 @@ def test_sweep_warns_when_no_limit_can_bind() -> None:
     with pytest.warns(UserWarning, match="no rate limit will bind"):
         df = bench.sweep(roomy, [bench.Setting(concurrency=4)], requests=5, process=False)
     assert df["n_429"].iloc[0] == 0 and df["sent"].iloc[0] == 5
+
+
+def test_cli_bench_runs_on_a_shared_redis_limiter(tmp_path, capsys) -> None:
+    # `pipeline bench --shared-limit redis://...`: the token-bucket setting runs on a
+    # RedisLimiter (a real redis-server on 127.0.0.1), with the same table as a local one.
+    from _redis_server import redis_server_fixture
+
+    servers = redis_server_fixture()  # skips, naming what to install, without redis-server
+    server = next(servers)
+    try:
+        csv_path = tmp_path / "b.csv"
+        code = cli_main(["bench", "--rpm", "3000", "--tpm", "2000000", "--burst", "0.01",
+                         "--latency", "0.05", "--requests", "100", "--fractions", "0.9",
+                         "--concurrency", "8", "--bursts", "0.5", "--time-scale", "1",
+                         "--thread", "--quiet", "--csv", str(csv_path),
+                         "--shared-limit", server.url])
+        assert code == 0
+        table = pd.read_csv(csv_path)
+        assert table["failed"].iloc[0] == 0 and table["sent"].iloc[0] >= 100
+        assert table["n_429"].iloc[0] <= 2  # 0.9x of the provider's rate, half-second bucket
+        assert table["util_req"].iloc[0] > 0.4  # a shared bucket starts empty: a short run pays
+        import redis
+
+        keys = redis.Redis.from_url(server.url).keys("pipeline:bench:*")
+        assert keys, "the run did not go through the Redis limiter"
+    finally:
+        servers.close()
+
+
+def test_cli_bench_names_a_bad_shared_limit_url(capsys) -> None:
+    code = cli_main(["bench", "--requests", "5", "--fractions", "1.0", "--concurrency", "2",
+                     "--thread", "--quiet", "--shared-limit", "http://127.0.0.1:6379"])
+    assert code == 2
+    assert "redis://" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import string
 import sys
 import textwrap
 import time
+import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -289,8 +290,14 @@ def auto_time_scale(provider: Provider, requests: int, tokens: int, concurrency:
     return max(1.0, need / target_seconds)
 
 
-def _limiter(setting: Setting, provider: Provider, k: float) -> RateLimiter:
-    """The client limiter of ``setting``, in compressed time (interval 60 / k)."""
+def _limiter(setting: Setting, provider: Provider, k: float,
+             shared_limit: str | None = None) -> RateLimiter:
+    """The client limiter of ``setting``, in compressed time (interval 60 / k).
+
+    With ``shared_limit`` (a ``redis://`` URL) a token-bucket setting is a
+    :class:`~pipeline.limiter.RedisLimiter` of the same rates and burst, on a key of its own
+    (a fresh bucket per setting: settings must not spend each other's quota).
+    """
     rpm = provider.rpm * setting.fraction
     tpm = None if provider.tpm is None else provider.tpm * setting.fraction
     if setting.limiter == "interval":
@@ -302,6 +309,12 @@ def _limiter(setting: Setting, provider: Provider, k: float) -> RateLimiter:
     if setting.burst_s is not None:
         burst_r = max(1.0, rpm / 60 * setting.burst_s)
         burst_t = None if tpm is None else tpm / 60 * setting.burst_s
+    if shared_limit is not None:
+        from pipeline.limiter import RedisLimiter
+
+        return RedisLimiter(shared_limit, key=f"pipeline:bench:{uuid.uuid4().hex}",
+                            max_requests=rpm, max_tokens=tpm, interval=60.0 / k,
+                            burst_requests=burst_r, burst_tokens=burst_t)
     return TokenBucketLimiter(rpm, tpm, interval=60.0 / k, burst_requests=burst_r,
                               burst_tokens=burst_t)
 
@@ -348,7 +361,8 @@ def _measure(log: list[LogEntry], records: list[Any], setting: Setting, provider
 
 async def run_setting(provider: Provider, setting: Setting, *, requests: int = 300,
                       prompt_tokens: int = 100, max_tokens: int = 50, time_scale: float = 1.0,
-                      timeout: float = 60.0, process: bool = True) -> dict[str, Any]:
+                      timeout: float = 60.0, process: bool = True,
+                      shared_limit: str | None = None) -> dict[str, Any]:
     """Run one setting against a fresh simulator; return its table row (see :func:`sweep`).
 
     For example, inside a coroutine (or a notebook cell)::
@@ -364,11 +378,11 @@ async def run_setting(provider: Provider, setting: Setting, *, requests: int = 3
                     faults=Faults.parse(provider.faults), seed=provider.seed,
                     answer_tokens=(min(8, max_tokens), max_tokens), process=process)
     await asyncio.to_thread(sim.start)
+    limiter = _limiter(setting, provider, k, shared_limit)
     try:
         service = OpenAIService(api_key="sk-bench", base_url=sim.base_url,
                                 timeout=timeout / k, max_connections=max(setting.concurrency, 8),
-                                limits={"chat/completions": {
-                                    "limiter": _limiter(setting, provider, k)}})
+                                limits={"chat/completions": {"limiter": limiter}})
         job = service.chat(model=_MODEL, prompt="{text}", max_tokens=max_tokens)
         backoff = Backoff(initial=setting.backoff_s / k, maximum=30.0 / k,
                           rng=random.Random(provider.seed))
@@ -379,6 +393,9 @@ async def run_setting(provider: Provider, setting: Setting, *, requests: int = 3
             wall, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
         log = await asyncio.to_thread(sim.log)
     finally:
+        close = getattr(limiter, "aclose", None)
+        if close is not None:  # a RedisLimiter: its connection and its key's leases
+            await close()
         await asyncio.to_thread(sim.stop)
     return _measure(log, list(results), setting, provider, k, wall, cpu)
 
@@ -387,7 +404,8 @@ async def sweep_async(provider: Provider, settings: Iterable[Setting] | None = N
                       requests: int = 300, prompt_tokens: int = 100, max_tokens: int = 50,
                       time_scale: float | None = None, target_seconds: float = 4.0,
                       timeout: float = 60.0, process: bool = True, verbose: bool = False,
-                      polars: bool = False) -> pd.DataFrame | pl.DataFrame:
+                      polars: bool = False,
+                      shared_limit: str | None = None) -> pd.DataFrame | pl.DataFrame:
     """Run every setting against a fresh simulator like ``provider``; one row per setting.
 
     Args:
@@ -402,6 +420,10 @@ async def sweep_async(provider: Provider, settings: Iterable[Setting] | None = N
             thread (faster to start, shares the GIL with the client).
         verbose: print a line per setting to stderr as it finishes.
         polars: return a Polars DataFrame instead of pandas.
+        shared_limit: a ``redis://HOST:PORT/DB`` URL: token-bucket settings run on a
+            :class:`~pipeline.limiter.RedisLimiter` there (a fresh key each), to see what the
+            shared limiter does to throughput and 429s before several processes share it.
+            Its lease and regrowth times are not compressed: prefer ``time_scale`` near 1.
 
     Columns: the setting (``limiter fraction burst_s concurrency attempts backoff_s``), then
     ``run_s`` (run time in provider seconds), ``wall_s`` (real seconds here), ``req_per_s``
@@ -433,6 +455,10 @@ async def sweep_async(provider: Provider, settings: Iterable[Setting] | None = N
         warnings.warn(f"the provider's bucket holds all {requests} requests ({tokens:,} tokens): "
                       "no rate limit will bind; send more requests or give a smaller burst",
                       stacklevel=2)
+    if shared_limit is not None:
+        from pipeline.limiter._redis import check_url
+
+        check_url(shared_limit)  # a typo or a missing redis-py: before any setting runs
     if time_scale is None:
         time_scale = auto_time_scale(provider, requests, tokens,
                                      max(s.concurrency for s in chosen), target_seconds)
@@ -440,7 +466,9 @@ async def sweep_async(provider: Provider, settings: Iterable[Setting] | None = N
     for number, setting in enumerate(chosen, 1):
         row = await run_setting(provider, setting, requests=requests,
                                 prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-                                time_scale=time_scale, timeout=timeout, process=process)
+                                time_scale=time_scale, timeout=timeout, process=process,
+                                shared_limit=shared_limit if setting.limiter == "token_bucket"
+                                else None)
         rows.append(row)
         if verbose:
             print(f"[{number}/{len(chosen)}] {setting.limiter} x{setting.fraction:g} "

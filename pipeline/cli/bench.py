@@ -97,6 +97,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--csv", default=None, help="write the table as CSV here")
     job.add_argument("--out", default=None, help="save the plot (PNG) here")
     job.add_argument("--quiet", action="store_true", help="no line per setting on stderr")
+    job.add_argument("--shared-limit", default=None, metavar="redis://HOST:PORT/DB",
+                     help="run token-bucket settings on the Redis-shared limiter at this URL "
+                          "(a fresh key per setting), as pipeline run --shared-limit would")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -126,7 +129,8 @@ def main(args: argparse.Namespace) -> int:
         df: Any = bench.sweep(provider, settings, requests=args.requests,
                               prompt_tokens=args.prompt_tokens, max_tokens=args.max_tokens,
                               time_scale=args.time_scale, target_seconds=args.target_seconds,
-                              process=not args.thread, verbose=not args.quiet)
+                              process=not args.thread, verbose=not args.quiet,
+                              shared_limit=args.shared_limit)
     except PipelineError as exc:
         print(f"pipeline bench: {exc}", file=sys.stderr)
         return 2
