@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, ...]] = [
      "pipeline._extras", "pipeline._checks", "pipeline._display"),
     ("pipeline.limiter", "pipeline.simulator"),
     ("pipeline.record",),
-    ("pipeline.payloads", "pipeline.cost", "pipeline.embedding_batches"),
+    ("pipeline.payloads", "pipeline.cost"),
     ("pipeline.http",),
     ("pipeline.cache", "pipeline.guard", "pipeline.status"),
     ("pipeline.stages",),

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.embedding_batches import (
+from pipeline.payloads.embedding_batches import (
     MAX_INPUTS,
     MAX_TOKENS,
     Batch,
