@@ -39,16 +39,8 @@ stays well under the client's few hundred requests/s, as the default does.
 
 from __future__ import annotations
 
-from pipeline.bench._sweep import (
-    Provider,
-    Setting,
-    format_table,
-    grid,
-    plot,
-    run_setting,
-    sweep,
-    sweep_async,
-)
+from pipeline.bench._report import format_table, plot
+from pipeline.bench._sweep import Provider, Setting, grid, run_setting, sweep, sweep_async
 
 __all__ = [
     "Provider",
