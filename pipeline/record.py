@@ -35,6 +35,8 @@ class Record(msgspec.Struct, kw_only=True):
         response: the successful response, if any.
         error: why the item failed (an exception *value*), if it did.
         cached: whether the response came from the cache (nothing was sent).
+        value: the decoded structured answer (a job with ``schema=``), else ``None``.
+        reasks: how many times a structured answer was asked again for not fitting.
         started / finished: ``time.perf_counter()`` stamps of the record's first stage and of
             its completion; ``latency`` is the last attempt's HTTP round trip.
 
@@ -58,6 +60,11 @@ class Record(msgspec.Struct, kw_only=True):
     latency: float = 0.0
     # The limiter grant the acquire stage made, settled by the call stage with the outcome.
     reservation: Lease | None = None
+    #: The decoded structured answer (a job with ``schema=``): a Struct, a pydantic model or
+    #: a JSON value; ``None`` until decoded, or when the answer did not fit.
+    value: Any = None
+    #: How many times the answer was asked again because it did not fit the schema.
+    reasks: int = 0
 
     @property
     def ok(self) -> bool:

@@ -30,11 +30,13 @@ from pipeline.record import Record
 from pipeline.stages import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_WAIT,
+    DEFAULT_REASKS,
     Backoff,
     Chain,
     acquire,
     build,
     call,
+    decode,
     lookup,
     retry,
     store,
@@ -74,14 +76,17 @@ class Results(list[Record]):
     ``results[i]`` is the record of input item ``i``; ``results.failed`` lists the failures;
     ``results.stopped`` says why the run stopped early (``None`` if it did not): the account
     out of quota, or the first requests all failing the same way (a wrong key, an unknown
-    model, no server at the base URL).
+    model, no server at the base URL). ``results.schema`` is the job's
+    :class:`~pipeline.payloads.structured.OutputSchema` (``None`` without one): each
+    record's ``value`` is its decoded answer, and frames get its fields as typed columns.
     """
 
     def __init__(self, records: Iterable[Record], status: StatusTracker,
-                 stopped: RunStoppedError | None = None) -> None:
+                 stopped: RunStoppedError | None = None, *, schema: Any = None) -> None:
         super().__init__(records)
         self.status = status
         self.stopped = stopped
+        self.schema = schema
 
     @property
     def succeeded(self) -> list[Record]:
@@ -119,6 +124,8 @@ class Results(list[Record]):
         """A pandas DataFrame: the input columns (``like``, or the rows themselves) plus
         ``answer`` (or ``embedding``), ``status``, ``error``, ``tokens``, ``latency`` and
         ``cost`` (USD this run paid for the row, as :attr:`cost`; missing when unknown).
+        With a :attr:`schema`, one typed column per answer field too (``score``,
+        ``place.city``): nulls for a failed row, whose ``error`` says why.
 
         For example, inside a coroutine (or a notebook cell)::
 
@@ -158,12 +165,16 @@ def default_flow(job: Any, *, cache: ResponseCache | None = None,
                  attempts: int = 6, backoff: Backoff | None = None, progress: bool = False,
                  total: int | None = None, max_wait: float = DEFAULT_MAX_WAIT,
                  timeout: float | None = None, guard: RunGuard | None = None,
-                 initial: int = 0, prices: Any = None) -> Chain:
+                 initial: int = 0, prices: Any = None,
+                 reasks: int = DEFAULT_REASKS) -> Chain:
     """The default stage chain for a :class:`~pipeline.http.Job`::
 
         build | lookup | retry(acquire | call) | store | track
 
-    (``lookup``/``store`` only with a cache). ``guard`` (a new one by default; also
+    (``lookup``/``store`` only with a cache). A job with a schema
+    (``service.chat(..., schema=...)``) decodes each answer, cached ones too, and asks again
+    up to ``reasks`` times when one does not fit: ``retry(acquire | call | decode)``; an
+    answer that does not fit is never stored in the cache. ``guard`` (a new one by default; also
     ``status.guard``) stops the run early when every later request would fail; ``initial``
     rows counted as already done on the progress bar (a resumed run). ``prices`` (a
     :class:`~pipeline.cost.Prices`; default: the status's, else the dated defaults) cost the
@@ -182,10 +193,13 @@ def default_flow(job: Any, *, cache: ResponseCache | None = None,
     stages: list[Any] = [build(job.builder)]
     if cache is not None:
         stages.append(lookup(cache, namespace=namespace))
-    stages.append(retry(acquire(limiter, guard=guard) | call(job.service, job.endpoint,
-                                                             timeout=timeout, guard=guard),
-                        attempts=attempts, backoff=backoff, max_wait=max_wait,
-                        hooks=(status,)))
+    inner = acquire(limiter, guard=guard) | call(job.service, job.endpoint, timeout=timeout,
+                                                 guard=guard)
+    schema = getattr(job, "schema", None)
+    if schema is not None:
+        inner = inner | decode(schema)
+    stages.append(retry(inner, attempts=attempts, backoff=backoff, max_wait=max_wait,
+                        hooks=(status,), reasks=reasks))
     if cache is not None:
         stages.append(store(cache, namespace=namespace))
     stages.append(track(status, progress=progress, total=total, initial=initial))
@@ -249,7 +263,8 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
               concurrency: int = DEFAULT_CONCURRENCY, progress: bool = False,
               attempts: int = 6, backoff: Backoff | None = None,
               status: StatusTracker | None = None, max_wait: float = DEFAULT_MAX_WAIT,
-              timeout: float | None = None, prices: Any = None) -> Results:
+              timeout: float | None = None, prices: Any = None,
+              reasks: int = DEFAULT_REASKS) -> Results:
     """Send every row through the default pipeline; return the records in input order.
 
     Args:
@@ -272,6 +287,9 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
         prices: a :class:`~pipeline.cost.Prices`, a dict of them or a JSON file: what
             ``results.cost`` and the status table's cost row use (default: the dated
             OpenAI prices of :data:`pipeline.cost.DEFAULT_PRICES`).
+        reasks: for a job with a schema, times an answer that does not fit it is asked
+            again (default 2; counted in ``status.reasks``); then the row fails with a
+            :class:`~pipeline.errors.SchemaValidationError`.
 
     The run stops early, with one clear reason in ``results.stopped``, when the account is
     out of quota or when its first requests all fail the same way (401, 403, 404, nothing
@@ -289,7 +307,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
         flow = default_flow(job, cache=opened_cache, status=status, concurrency=concurrency,
                             attempts=attempts, backoff=backoff, progress=progress,
                             total=_total(rows), max_wait=max_wait, timeout=timeout,
-                            guard=guard, prices=prices)
+                            guard=guard, prices=prices, reasks=reasks)
         records = flow.records(_source(rows))
         try:
             async for record in records:
@@ -300,7 +318,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
         if owned and opened_cache is not None:
             opened_cache.close()
     collected.sort(key=lambda r: r.index)
-    return Results(collected, status, guard.stopped)
+    return Results(collected, status, guard.stopped, schema=getattr(job, "schema", None))
 
 
 def run_sync(coro_or_rows: Any, job: Any = None, **options: Any) -> Any:

@@ -46,6 +46,8 @@ class StatusTracker:
         self.other_errors = 0
         self.cached = 0
         self.retries = 0
+        #: Structured answers asked again because they did not fit the schema.
+        self.reasks = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.errors_by_type: dict[str, int] = {}
@@ -90,6 +92,25 @@ class StatusTracker:
         """Retry hook (see :class:`~pipeline.stages.retry`): count the error and the retry."""
         self.record_attempt_error(error)
         self.retries += 1
+
+    def on_reask(self, record: Record, error: BaseException) -> None:
+        """Re-ask hook (see :class:`~pipeline.stages.retry`): an answer did not fit its
+        schema and is asked again. Its tokens were paid for: they count in the tokens and
+        the cost, though the answer is thrown away."""
+        self.reasks += 1
+        response = record.response
+        if response is None or record.cached:
+            return
+        usage = response.usage
+        if usage is not None:
+            self.prompt_tokens += usage.prompt_tokens
+            self.completion_tokens += usage.completion_tokens
+        if self.prices is not None:
+            cost = self.prices.cost(record_model(record), usage.prompt_tokens,
+                                    usage.completion_tokens, say=False) \
+                if usage is not None else None
+            if cost is not None:
+                self.cost += cost
 
     def record_finished(self, record: Record) -> None:
         """A record reached the end: count its outcome, tokens and latency."""
@@ -201,6 +222,7 @@ class StatusTracker:
             "rate_limit_errors": self.rate_limit_errors, "api_errors": self.api_errors,
             "connection_errors": self.connection_errors,
             "other_errors": self.other_errors, "cached": self.cached, "retries": self.retries,
+            "reasks": self.reasks,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "elapsed_s": round(self.elapsed, 3),
             "cost_usd": None if self.prices is None or self.unpriced else self.cost,
@@ -217,6 +239,7 @@ class StatusTracker:
             ("failed", f"{self.failed:,}"),
             ("in progress", f"{self.in_progress:,}"),
             ("retries", f"{self.retries:,}"),
+            ("re-asks (answers not fitting the schema)", f"{self.reasks:,}"),
             ("rate-limit errors (429)", f"{self.rate_limit_errors:,}"),
             ("other API errors", f"{self.api_errors - self.connection_errors:,}"),
             ("no answer (timeouts, connections)", f"{self.connection_errors:,}"),

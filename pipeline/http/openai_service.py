@@ -145,7 +145,12 @@ class OpenAIService(BaseService):
     # -- jobs ------------------------------------------------------------------------------
 
     def chat(self, **config: Any) -> Job:
-        """A chat-completions :class:`Job`: ``service.chat(model=..., prompt="Q: {q}")``."""
+        """A chat-completions :class:`Job`: ``service.chat(model=..., prompt="Q: {q}")``.
+
+        ``schema=`` (a msgspec Struct, a JSON Schema dict or a pydantic model) asks for a
+        structured answer: each is decoded into that type and its fields become typed columns
+        (see :class:`~pipeline.payloads.ChatBuilder`).
+        """
         return self._payload_job("chat/completions", "chat", config)
 
     def completions(self, **config: Any) -> Job:

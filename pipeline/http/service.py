@@ -124,6 +124,12 @@ class Job:
         """The endpoint path the builder's requests go to."""
         return self.builder.path
 
+    @property
+    def schema(self) -> Any:
+        """The structured answer's :class:`~pipeline.payloads.structured.OutputSchema`
+        (``service.chat(..., schema=...)``), or ``None``: a run decodes each answer with it."""
+        return getattr(self.builder, "schema", None)
+
     def build(self, row: Any) -> APIRequest:
         """The request for one input row (raises :class:`~pipeline.errors.PayloadError`)."""
         return self.builder.build(row)

@@ -37,7 +37,7 @@ from typing import Any, ClassVar, TypeAlias
 
 import msgspec
 
-from pipeline.errors import PayloadError
+from pipeline.errors import ConfigError, PayloadError
 from pipeline.payloads.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -47,6 +47,7 @@ from pipeline.payloads.schemas import (
     to_body,
     validate,
 )
+from pipeline.payloads.structured import OutputSchema
 from pipeline.payloads.templates import (
     Template,
     _as_mapping,
@@ -129,6 +130,11 @@ class Builder:
         """The options this builder was made with (a copy)."""
         return dict(self._options)
 
+    @property
+    def schema(self) -> OutputSchema[Any] | None:
+        """The structured answer's schema (chat with ``schema=``), else ``None``."""
+        return None
+
     def replace(self, **changes: Any) -> Builder:
         """A copy with some options changed (``None`` removes one).
 
@@ -178,7 +184,10 @@ class Builder:
     def __repr__(self) -> str:
         shown = []
         for key, value in self._options.items():
-            text = _short_repr(value)
+            # A schema is shown by name and fingerprint: the repr is part of a resume
+            # journal's fingerprint, so another schema must show as another repr.
+            text = f"{value.name}#{value.fingerprint}" if isinstance(value, OutputSchema) \
+                else _short_repr(value)
             shown.append(f"{key}={text}")
         return f"{type(self).__name__}({', '.join(shown)})"
 
@@ -210,6 +219,22 @@ class ChatBuilder(Builder):
     ``tools``...). ``tokenizer`` counts prompt tokens; ``default_max_tokens`` is reserved for the
     answer when the request sets no limit (see :mod:`pipeline.payloads.tokens`).
 
+    ``schema`` asks for a structured answer: a msgspec Struct type, a JSON Schema dict, a
+    pydantic model class or an :class:`~pipeline.payloads.structured.OutputSchema`. The body
+    gets its strict ``response_format`` (counted in the token estimate), and a run decodes
+    each answer into that type (``record.value``) and its fields into typed columns. Give
+    ``schema`` or ``response_format``, not both.
+
+    >>> import msgspec
+    >>> class Verdict(msgspec.Struct):
+    ...     label: str
+    ...     score: int
+    >>> rate = chat(model="gpt-4o-mini", prompt="Rate: {text}", schema=Verdict)
+    >>> rate.schema
+    OutputSchema('Verdict', struct, columns=[label, score])
+    >>> rate.build({"text": "ok"}).body["response_format"]["json_schema"]["name"]
+    'Verdict'
+
     Requests built without overrides share the config's nested values (tools, schemas, config
     messages) rather than copying them: treat request bodies as read-only.
 
@@ -223,8 +248,9 @@ class ChatBuilder(Builder):
     kind = "chat"
     path = "chat/completions"
     request_type = ChatCompletionRequest
-    __slots__ = ("_fast", "_messages", "_messages_column", "_prompt", "_system")
+    __slots__ = ("_fast", "_messages", "_messages_column", "_prompt", "_schema", "_system")
     _fast: tuple[dict[str, Any], list[Any], int] | None
+    _schema: OutputSchema[Any] | None
     _messages: list[Any] | None
     _messages_column: str | None
     _prompt: Template | None
@@ -240,8 +266,15 @@ class ChatBuilder(Builder):
         messages_column: str | None = "messages",
         tokenizer: TokenizerLike = None,
         default_max_tokens: int | None = None,
+        schema: Any = None,
         **fields: Any,
     ) -> None:
+        output = None if schema is None else OutputSchema.of(schema)
+        if output is not None:
+            if fields.get("response_format") is not None:
+                raise ConfigError("give schema= or response_format=, not both (schema= sends "
+                                  "its own strict json_schema response_format)")
+            fields["response_format"] = output.response_format()
         options = {
             "model": model,
             "prompt": prompt,
@@ -250,9 +283,11 @@ class ChatBuilder(Builder):
             "messages_column": None if messages_column == "messages" else messages_column,
             "tokenizer": tokenizer,
             "default_max_tokens": default_max_tokens,
-            **fields,
+            "schema": output,
+            **{k: v for k, v in fields.items() if output is None or k != "response_format"},
         }
         super().__init__(options, {"model": model, **fields}, tokenizer, default_max_tokens)
+        object.__setattr__(self, "_schema", output)
         object.__setattr__(self, "_prompt", _template(prompt, "prompt"))
         object.__setattr__(self, "_system", _template(system, "system"))
         object.__setattr__(self, "_messages", None if messages is None else list(messages))
@@ -264,6 +299,11 @@ class ChatBuilder(Builder):
             }
         )
         object.__setattr__(self, "_fast", self._prepare_fast_path())
+
+    @property
+    def schema(self) -> OutputSchema[Any] | None:
+        """The structured answer's schema, or ``None`` for a plain-text answer."""
+        return self._schema
 
     @property
     def required_columns(self) -> dict[str, str]:

@@ -34,6 +34,7 @@ Expected `int`, got `str`; answer: '{"sentiment": "positive", "score": "four"}'
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import operator
 import re
@@ -330,6 +331,8 @@ class OutputSchema(Generic[T]):
         return out
 
     def _builtins(self, value: Any) -> Any:
+        if isinstance(value, dict):  # already JSON-like (a journal's decoded value)
+            return value
         if self.kind == "pydantic":
             return value.model_dump(mode="json", by_alias=True)
         return msgspec.to_builtins(value)
@@ -356,6 +359,33 @@ class OutputSchema(Generic[T]):
         data = [self.columns(v) for v in values]
         return pl.DataFrame([pl.Series(name, [row[name] for row in data], dtype=kind.polars())
                              for name, kind in self.column_types().items()])
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of what is sent (:meth:`response_format`) and how it becomes columns:
+        it names the schema in a builder's repr, so a resume journal of another schema is
+        not taken for this one's.
+
+        >>> OutputSchema.of({"type": "object", "properties": {"n": {"type": "integer"}}}
+        ...                 ).fingerprint == OutputSchema.of({"type": "object", "properties": {
+        ...                     "n": {"type": "integer"}}}).fingerprint
+        True
+        """
+        text = msgspec.json.encode([self.kind, self.separator, self.response_format()],
+                                   order="deterministic")
+        return hashlib.sha256(text).hexdigest()[:12]
+
+    def __eq__(self, other: object) -> bool:
+        # Equal when they send the same schema, decode into the same type and lay out the
+        # same columns (two OutputSchema.of(Review) calls make equal builders).
+        if not isinstance(other, OutputSchema):
+            return NotImplemented
+        same_source = self.source is other.source if self.kind != "json_schema" else \
+            self.source == other.source
+        return same_source and self.fingerprint == other.fingerprint
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint)
 
     def __repr__(self) -> str:
         names = [c.name for c in self._columns]

@@ -12,6 +12,7 @@ stage              what it does to a record
 :class:`lookup`    answers it from the response cache, if it was answered before
 :class:`acquire`   waits for the rate limiter (1 request + the estimate): a lease
 :class:`call`      sends the request once; the response or the classified error
+:class:`decode`    a structured answer into its schema's type (``record.value``)
 :class:`retry`     runs its inner stages again for retryable errors, with backoff
 :class:`store`     keeps a fresh answer in the cache
 :class:`track`     counts it in a :class:`~pipeline.status.StatusTracker`; progress bar
@@ -42,14 +43,16 @@ from __future__ import annotations
 from pipeline.stages._build import build
 from pipeline.stages._cache import lookup, store
 from pipeline.stages._core import DEFAULT_CONCURRENCY, Chain, Flow, Stage
+from pipeline.stages._decode import decode
 from pipeline.stages._map import map_unordered
-from pipeline.stages._retry import DEFAULT_MAX_WAIT, Backoff, RetryHook, retry
+from pipeline.stages._retry import DEFAULT_MAX_WAIT, DEFAULT_REASKS, Backoff, RetryHook, retry
 from pipeline.stages._send import LatencyWindow, acquire, call
 from pipeline.stages._track import track
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_WAIT",
+    "DEFAULT_REASKS",
     "Backoff",
     "Chain",
     "Flow",
@@ -59,6 +62,7 @@ __all__ = [
     "acquire",
     "build",
     "call",
+    "decode",
     "lookup",
     "map_unordered",
     "retry",

@@ -13,6 +13,12 @@ for as long as ``max_wait`` seconds from its first 429; only then does it fail, 
 pace: it lowers its rate on 429s (an adaptive limiter) and pauses everyone for a
 ``Retry-After``.
 
+A structured answer that does not fit its schema (a
+:class:`~pipeline.errors.SchemaValidationError` from :class:`~pipeline.stages.decode` among the
+inner stages) is asked again at once, up to ``reasks`` times, apart from ``attempts``; each
+re-ask re-acquires the limiter. A refusal or an answer cut at ``max_tokens`` fails at once:
+asking the same again gets the same. Then the row fails with the validation error.
+
 In tests, ``with pipeline.testing.instant_backoff():`` (or ``Backoff(scale=0)``) makes the
 waits zero, so no test sleeps.
 
@@ -29,14 +35,24 @@ import math
 import random
 from typing import Any, Protocol
 
-from pipeline.errors import APIError, ConfigError, RateLimitError, ThrottledError
+from pipeline.errors import (
+    APIError,
+    ConfigError,
+    RateLimitError,
+    SchemaValidationError,
+    ThrottledError,
+)
 from pipeline.record import Record
 from pipeline.stages._core import Chain, Stage
 
-__all__ = ["DEFAULT_MAX_WAIT", "Backoff", "RetryHook", "retry", "set_testing"]
+__all__ = ["DEFAULT_MAX_WAIT", "DEFAULT_REASKS", "Backoff", "RetryHook", "retry",
+           "set_testing"]
 
 #: Seconds a row may spend being throttled (429 rate limits) before it fails.
 DEFAULT_MAX_WAIT = 600.0
+
+#: Times a structured answer that does not fit its schema is asked again before the row fails.
+DEFAULT_REASKS = 2
 
 # Set by set_testing() (or pipeline.testing.instant_backoff()): every wait becomes zero.
 _INSTANT = False
@@ -138,12 +154,19 @@ class retry(Stage):
         max_wait: seconds a record may be throttled (429s), from its first 429, before it
             fails with :class:`~pipeline.errors.ThrottledError`.
         hooks: objects with ``on_retry(record, error, attempt, delay)`` (a
-            :class:`~pipeline.status.StatusTracker` is one).
+            :class:`~pipeline.status.StatusTracker` is one); those that also have
+            ``on_reask(record, error)`` hear of each re-ask.
+        reasks: times an answer that does not fit its schema is asked again (no wait).
+
+    With a stage that runs on answered records among the inner ones (``decode``), the retry
+    also runs for a record answered from the cache: its answer is decoded, and asked again
+    when it does not fit.
     """
 
     def __init__(self, inner: Stage, *, attempts: int = 6, backoff: Backoff | None = None,
                  max_elapsed: float = 600.0, max_wait: float = DEFAULT_MAX_WAIT,
-                 hooks: tuple[RetryHook, ...] | list[Any] = ()) -> None:
+                 hooks: tuple[RetryHook, ...] | list[Any] = (),
+                 reasks: int = DEFAULT_REASKS) -> None:
         if not isinstance(inner, Stage):
             raise ConfigError(f"retry() wraps stages, got {inner!r}")
         if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
@@ -153,19 +176,29 @@ class retry(Stage):
         if isinstance(max_wait, bool) or not isinstance(max_wait, int | float) or \
                 not max_wait >= 0:
             raise ConfigError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
+        if not isinstance(reasks, int) or isinstance(reasks, bool) or reasks < 0:
+            raise ConfigError(f"reasks must be an int >= 0, got {reasks!r}")
         self.max_wait = float(max_wait)
+        self.reasks = reasks
         self.inner = inner if isinstance(inner, Chain) else Chain(*inner.stages())
         self.attempts = attempts
         self.backoff = backoff or Backoff()
         self.max_elapsed = float(max_elapsed)
         self.hooks = tuple(hooks)
         self._steps = tuple((st.process, st.after_done) for st in self.inner.stages())
+        # Run for answered (cached) records too when an inner stage works on answers.
+        self.after_done = any(done for _, done in self._steps)
+        self._reask_hooks = tuple(h.on_reask for h in self.hooks
+                                  if callable(getattr(h, "on_reask", None)))
 
     async def process(self, record: Record) -> Record:
+        if record.error is not None:
+            return record  # failed before (runs here only with after_done): nothing to redo
         start = 0.0
         attempt = 0  # attempts that ended in an error other than a rate limit
         throttles = 0
         throttled_since = 0.0
+        reasks = 0
         while True:
             # The inner stages run here directly (not through a nested Chain coroutine):
             # this is every request's hot path.
@@ -175,6 +208,20 @@ class retry(Stage):
             error = record.error
             if error is None or not (isinstance(error, APIError) and error.retryable):
                 return record
+            if isinstance(error, SchemaValidationError):
+                # An answer arrived but does not fit: ask again (no wait: nothing is wrong
+                # with the server), unless asking again would get the same answer.
+                if error.reason in ("refusal", "truncated") or reasks >= self.reasks:
+                    return record
+                reasks += 1
+                record.reasks += 1
+                for on_reask in self._reask_hooks:
+                    on_reask(record, error)
+                record.response = None
+                record.value = None
+                record.cached = False
+                record.error = None
+                continue
             now = asyncio.get_running_loop().time()  # the loop's clock: virtual in tests
             if isinstance(error, RateLimitError):
                 throttles += 1
@@ -212,7 +259,8 @@ class retry(Stage):
     def __repr__(self) -> str:
         inner = " | ".join("build(...)" if type(s).__name__ == "build" else repr(s)
                            for s in self.inner.stages())
-        return f"retry({inner}, attempts={self.attempts}, backoff={self.backoff!r})"
+        reasks = f", reasks={self.reasks}" if self.reasks != DEFAULT_REASKS else ""
+        return f"retry({inner}, attempts={self.attempts}, backoff={self.backoff!r}{reasks})"
 
 
 def _gave_up(error: RateLimitError, waited: float, throttles: int) -> ThrottledError:

@@ -1,0 +1,59 @@
+"""The decode stage: a structured answer read into its schema's type (or why it does not fit)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.errors import SchemaValidationError
+from pipeline.payloads.structured import OutputSchema
+from pipeline.record import Record
+from pipeline.stages._core import Stage
+
+__all__ = ["decode"]
+
+
+class decode(Stage):
+    """Decode the record's answer with an :class:`~pipeline.payloads.structured.OutputSchema`.
+
+    The value goes on ``record.value``; an answer that does not fit (not JSON, a missing or
+    ill-typed field, a refusal, JSON cut at ``max_tokens``) puts a
+    :class:`~pipeline.errors.SchemaValidationError` on ``record.error`` instead; it never
+    raises. Inside :class:`~pipeline.stages.retry` (``retry(acquire | call | decode)``) an
+    answer that does not fit is asked again, up to the retry's ``reasks``. It also decodes an
+    answer that came from the cache (``after_done``), so a cached answer becomes a value too.
+
+    >>> import asyncio, msgspec
+    >>> from pipeline.request import Response
+    >>> class Tag(msgspec.Struct):
+    ...     tag: str
+    >>> record = Record(index=0, response=Response(status=200, body={"choices": [
+    ...     {"message": {"content": '{"tag": "spam"}'}, "finish_reason": "stop"}]}))
+    >>> asyncio.run(decode(Tag).process(record)).value
+    Tag(tag='spam')
+    """
+
+    after_done = True  # a cached answer is decoded too; a failed record is left alone
+
+    def __init__(self, schema: Any) -> None:
+        self.schema: OutputSchema[Any] = OutputSchema.of(schema)
+
+    async def process(self, record: Record) -> Record:
+        response = record.response
+        if response is None or record.error is not None or record.value is not None:
+            return record
+        body = response.body
+        try:
+            if not isinstance(body, dict):
+                raise SchemaValidationError(
+                    f"the response body is not a chat completion (got {type(body).__name__})",
+                    reason="empty")
+            record.value = self.schema.decode_response(body)
+        except SchemaValidationError as exc:
+            record.error = exc
+        except Exception as exc:  # a user's pydantic validator that raised something else
+            record.error = SchemaValidationError(
+                f"decoding the answer failed: {type(exc).__name__}: {exc}")
+        return record
+
+    def __repr__(self) -> str:
+        return f"decode({self.schema!r})"
