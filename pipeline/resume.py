@@ -35,7 +35,7 @@ from pipeline.io._sinks import check_output, entry, write_entries
 from pipeline.io._sources import Source, check_columns, read
 from pipeline.record import Record
 from pipeline.runner import default_flow
-from pipeline.stages import DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT, Backoff, Stage
+from pipeline.stages import DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT, DEFAULT_REASKS, Backoff, Stage
 from pipeline.status import StatusTracker
 
 __all__ = ["Journal", "RunSummary", "run_file", "write_journal"]
@@ -205,7 +205,7 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
                    status: StatusTracker | None = None, resume: bool = True,
                    journal: str | os.PathLike[str] | None = None,
                    output_format: str | None = None, max_wait: float = DEFAULT_MAX_WAIT,
-                   timeout: float | None = None) -> RunSummary:
+                   timeout: float | None = None, reasks: int = DEFAULT_REASKS) -> RunSummary:
     """Run every row of ``source`` not answered yet and write ``output``; resumable.
 
     Args:
@@ -220,8 +220,12 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
         output_format: one of :data:`pipeline.io.OUTPUT_FORMATS` (default: from the
             extension); ``"cookbook"`` writes the OpenAI cookbook's ``[request, response,
             metadata]`` JSONL lines.
-        concurrency, attempts, backoff, progress, status, max_wait, timeout: as for
-            :func:`pipeline.run`.
+        concurrency, attempts, backoff, progress, status, max_wait, timeout, reasks: as
+            for :func:`pipeline.run`.
+
+    A job with a schema (``service.chat(..., schema=...)``) writes the answer's fields as
+    columns too (typed in Parquet); the journal keeps each decoded answer, so a resumed run
+    writes them without asking again.
 
     Before anything is sent, raises :class:`~pipeline.errors.InputError` for a missing file
     or an unknown format, :class:`~pipeline.errors.TemplateKeyError` for a template column
@@ -254,7 +258,7 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
         flow = default_flow(job, cache=opened, status=status, concurrency=concurrency,
                             attempts=attempts, backoff=backoff, progress=progress,
                             total=remaining, max_wait=max_wait, timeout=timeout,
-                            initial=len(done))
+                            initial=len(done), reasks=reasks)
         # Extending a chain with `|` keeps its concurrency.
         chain = flow | write_journal(journal_file, embeddings=embeddings, keep_body=keep_body,
                                      keep_request=keep_request, entries=entries)
@@ -266,7 +270,8 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
         journal_file.close()
         if owned and opened is not None:
             opened.close()
-    rows = write_entries(list(entries.values()), src, output, layout)
+    rows = write_entries(list(entries.values()), src, output, layout,
+                         schema=getattr(job, "schema", None))
     succeeded = sum(1 for e in entries.values() if e.get("status") == "succeeded")
     return RunSummary(rows=rows, succeeded=succeeded, failed=rows - succeeded,
                       resumed=len(done), output=output, journal=journal_file.path,

@@ -81,7 +81,9 @@ __all__ = [
 async def run_frame(frame: Any, job: Any, **options: Any) -> Any:
     """Run every row of a pandas or Polars frame; return it with the result columns added.
 
-    ``options`` are :func:`pipeline.run`'s (``cache=``, ``concurrency=``, ``progress=``...).
+    ``options`` are :func:`pipeline.run`'s (``cache=``, ``concurrency=``, ``progress=``,
+    ``reasks=``...). A job with a schema (``service.chat(..., schema=...)``) adds one typed
+    column per answer field.
     A pandas frame keeps its index (any index); a LazyFrame is streamed in and comes back as
     a DataFrame.
 

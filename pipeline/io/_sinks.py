@@ -5,9 +5,14 @@ Every sink works on *entries*: one plain dict per input position with the result
     answer (or embedding) | status | error | tokens | latency
 
 so a finished run (a list of records) and a resumed one (entries read back from its journal)
-are written by the same code. Results are lined up with the input by position, never by
-completion order; an input column with the same name as a result column keeps its name and
-the result column gets a ``_result`` suffix.
+are written by the same code. A structured answer (a job with ``schema=``) adds ``value`` to
+its entry (the decoded answer as JSON), and every sink then adds one typed column per field
+of the schema (:meth:`~pipeline.payloads.structured.OutputSchema.column_types`): nulls for a
+failed row, so even a frame whose rows all failed has the columns, typed.
+
+Results are lined up with the input by position, never by completion order; an input column
+with the same name as a result column keeps its name and the result column gets a ``_result``
+suffix.
 
 Output formats (:data:`OUTPUT_FORMATS`): the file formats, each the input's columns plus the
 result columns, and two more JSONL layouts for tools that read them: ``batch`` (the OpenAI
@@ -141,7 +146,27 @@ def entry(record: Record, *, embeddings: bool = False, keep_body: bool = False,
                 "message": str(error), "type": type(error).__name__, "code": error.code}}
     if keep_request:
         out["request"] = record.request.body if record.request is not None else None
+    if record.value is not None and record.error is None:
+        out["value"] = _json_value(record.value)
     return out
+
+
+def _json_value(value: Any) -> Any:
+    """A decoded answer (Struct, pydantic model, JSON value) as JSON-like builtins."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json", by_alias=True)
+    return msgspec.to_builtins(value, enc_hook=str)
+
+
+def _field_names(schema: Any, taken: Iterable[str]) -> dict[str, str]:
+    """Answer field column -> its name in the output (suffixed when already taken)."""
+    used = set(taken)
+    return {name: f"{name}_result" if name in used else name for name in schema.column_types()}
+
+
+def _values(aligned: Sequence[dict[str, Any] | None]) -> list[Any]:
+    return [None if e is None else e.get("value") for e in aligned]
 
 
 def _is_embeddings(records: Iterable[Record]) -> bool:
@@ -199,8 +224,10 @@ def _result_values(aligned: Sequence[dict[str, Any] | None], answer: str
 
 
 # ------------------------------------------------------------------------------ frames
-def to_pandas(results: Sequence[Record], like: Any) -> Any:
+def to_pandas(results: Sequence[Record], like: Any, schema: Any = None) -> Any:
     """``like`` (a pandas DataFrame) plus the result columns, row for row, same index.
+
+    With a ``schema`` (default: ``results.schema``), one typed column per answer field.
 
     For example, inside a coroutine (or a notebook cell)::
 
@@ -218,6 +245,12 @@ def to_pandas(results: Sequence[Record], like: Any) -> Any:
         out[names[name]] = column
     if isinstance(results, Results):  # USD per row; <NA> where the price is unknown
         out[_cost_name(out.columns)] = pd.array(results.costs(len(out)), dtype="Float64")
+    if schema is None:
+        schema = getattr(results, "schema", None)
+    if schema is not None:  # one typed column per answer field, after the others
+        fields = schema.to_pandas(_values(entries))
+        for name, column in _field_names(schema, map(str, out.columns)).items():
+            out[column] = fields[name].array  # positional, and keeps the nullable dtype
     return out
 
 
@@ -236,8 +269,9 @@ def _polars_results(entries: Sequence[dict[str, Any] | None], answer: str,
     return pl.DataFrame([pl.Series(names[k], v, dtype=types[k]) for k, v in values.items()])
 
 
-def to_polars(results: Sequence[Record], like: Any) -> Any:
-    """``like`` (a Polars DataFrame or LazyFrame) plus the result columns, row for row.
+def to_polars(results: Sequence[Record], like: Any, schema: Any = None) -> Any:
+    """``like`` (a Polars DataFrame or LazyFrame) plus the result columns, row for row; with
+    a ``schema`` (default: ``results.schema``), one typed column per answer field.
 
     A LazyFrame is collected here, at the end of the run (the rows were streamed in batches).
     """
@@ -251,6 +285,12 @@ def to_polars(results: Sequence[Record], like: Any) -> Any:
 
         out = out.with_columns(pl.Series(_cost_name(out.columns), results.costs(out.height),
                                          dtype=pl.Float64))
+    if schema is None:
+        schema = getattr(results, "schema", None)
+    if schema is not None:
+        fields = schema.to_polars(_values(entries))
+        names = _field_names(schema, out.columns)
+        out = out.hstack([fields[name].alias(column) for name, column in names.items()])
     return out
 
 
@@ -354,10 +394,13 @@ def _rows_with_results(source: Source, entries: Sequence[dict[str, Any] | None]
 
 
 def write_entries(entries: Sequence[dict[str, Any] | None], source: Source,
-                  path: str | os.PathLike[str], format: str | None = None) -> int:
+                  path: str | os.PathLike[str], format: str | None = None, *,
+                  schema: Any = None) -> int:
     """Write the input's rows with their results to ``path``, in ``format`` (one of
     :data:`OUTPUT_FORMATS`; default from the extension, and the Batch output format for a
-    JSONL output of an OpenAI Batch input).
+    JSONL output of an OpenAI Batch input). With a ``schema``
+    (:class:`~pipeline.payloads.structured.OutputSchema`), the answer's fields as columns
+    too (typed in Parquet; nested values as JSON text in CSV).
 
     Written to a temporary file first and renamed, so ``path`` is never half written.
     Returns the row count.
@@ -372,11 +415,12 @@ def write_entries(entries: Sequence[dict[str, Any] | None], source: Source,
     os.close(fd)
     try:
         if kind == "jsonl":
-            count = _write_jsonl(tmp, source, entries, answer, layout)
+            count = _write_jsonl(tmp, source, entries, answer, layout, schema)
         elif kind in ("csv", "tsv"):
-            count = _write_csv(tmp, source, entries, answer, "," if kind == "csv" else "\t")
+            count = _write_csv(tmp, source, entries, answer, "," if kind == "csv" else "\t",
+                               schema)
         else:
-            count = _write_parquet(tmp, source, entries, answer)
+            count = _write_parquet(tmp, source, entries, answer, schema)
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
@@ -390,7 +434,7 @@ def write_entries(entries: Sequence[dict[str, Any] | None], source: Source,
 
 
 def _write_jsonl(tmp: str, source: Source, entries: Sequence[dict[str, Any] | None],
-                 answer: str, layout: str) -> int:
+                 answer: str, layout: str, schema: Any = None) -> int:
     count = 0
     result_keys = (answer, *RESULT_COLUMNS[1:])
     with open(tmp, "wb") as f:
@@ -410,32 +454,41 @@ def _write_jsonl(tmp: str, source: Source, entries: Sequence[dict[str, Any] | No
                         "pending" if key == "status" else None)
                 if e is None and record.error is not None:
                     line["status"], line["error"] = "failed", _error_text(record.error)
+                if schema is not None:
+                    cells = schema.columns(e.get("value") if e is not None else None)
+                    for name, column in _field_names(schema, line).items():
+                        line[column] = cells[name]
             f.write(_encoder.encode(line) + b"\n")
             count += 1
     return count
 
 
 def _write_csv(tmp: str, source: Source, entries: Sequence[dict[str, Any] | None],
-               answer: str, delimiter: str) -> int:
+               answer: str, delimiter: str, schema: Any = None) -> int:
     columns = _input_columns(source)
     names = _result_names(columns, answer)
+    fields = {} if schema is None else _field_names(schema, [*columns, *names.values()])
     count = 0
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, delimiter=delimiter)
-        writer.writerow([*columns, *names.values()])
+        writer.writerow([*columns, *names.values(), *fields.values()])
         for _, record, e in _rows_with_results(source, entries):
-            fields = _input_fields(record)
+            inputs = _input_fields(record)
             results = [e.get(k) if e is not None else None for k in names]
             if e is None:
                 results[1] = "failed" if record.error is not None else "pending"
                 results[2] = _error_text(record.error)
-            writer.writerow([_cell(fields.get(c)) for c in columns] + [_cell(v) for v in results])
+            row = [_cell(inputs.get(c)) for c in columns] + [_cell(v) for v in results]
+            if schema is not None:
+                cells = schema.columns(e.get("value") if e is not None else None)
+                row += [_cell(cells[name]) for name in fields]
+            writer.writerow(row)
             count += 1
     return count
 
 
 def _write_parquet(tmp: str, source: Source, entries: Sequence[dict[str, Any] | None],
-                   answer: str) -> int:
+                   answer: str, schema: Any = None) -> int:
     # pyarrow, not Polars: reading Parquet already needs pyarrow (the parquet and pandas
     # extras bring it), and a run must never end in an ImportError after it has paid.
     pa: Any = require("pyarrow", feature="writing Parquet")
@@ -451,8 +504,35 @@ def _write_parquet(tmp: str, source: Source, entries: Sequence[dict[str, Any] | 
         column = pa.array(values, type=types[key])
         table = table.append_column(names[key], column) if table.num_columns else \
             pa.table({names[key]: column})
+    if schema is not None:
+        cells = [schema.columns(v) for v in _values(aligned)]
+        for name, column_name in _field_names(schema, table.column_names).items():
+            kind = _arrow_type(pa, schema.column_types()[name])
+            values = [row[name] for row in cells]
+            if kind is None:  # a union, or nested values without one type: JSON text
+                kind = pa.string()
+                values = [None if v is None else json.dumps(v, ensure_ascii=False)
+                          for v in values]
+            table = table.append_column(column_name, pa.array(values, type=kind))
     pq.write_table(table, tmp)
     return int(table.num_rows)
+
+
+def _arrow_type(pa: Any, kind: Any) -> Any:
+    """The Arrow type of an answer column (:class:`~pipeline.payloads.structured.ColumnType`),
+    or ``None`` when it has none (a union of types)."""
+    scalar = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64(),
+              "boolean": pa.bool_()}
+    if kind.kind in scalar:
+        return scalar[kind.kind]
+    if kind.kind == "list" and kind.items is not None:
+        inner = _arrow_type(pa, kind.items)
+        return None if inner is None else pa.list_(inner)
+    if kind.kind == "object" and kind.fields:
+        fields = [(name, _arrow_type(pa, t)) for name, t in kind.fields.items()]
+        if all(t is not None for _, t in fields):
+            return pa.struct(fields)
+    return None
 
 
 def _input_table(pa: Any, pq: Any, source: Source) -> Any:
@@ -481,11 +561,12 @@ def _input_table(pa: Any, pq: Any, source: Source) -> Any:
 
 
 def write(results: Sequence[Record], path: str | os.PathLike[str], source: Any = None, *,
-          format: str | None = None) -> int:
+          format: str | None = None, schema: Any = None) -> int:
     """Write a run's records, lined up with ``source`` (a :class:`Source`, file or frame).
 
     ``format`` is one of :data:`OUTPUT_FORMATS` (default: from the extension; ``"batch"``
-    for a ``.jsonl`` output of a Batch input). ``format="cookbook"`` writes the OpenAI
+    for a ``.jsonl`` output of a Batch input). ``schema`` (default: ``results.schema``) adds
+    the answer's fields as columns. ``format="cookbook"`` writes the OpenAI
     cookbook's ``[request, response, metadata]`` lines, so parsers written for it work
     unchanged. Without ``source`` the JSONL output is one result per record (no input columns).
 
@@ -503,5 +584,7 @@ def write(results: Sequence[Record], path: str | os.PathLike[str], source: Any =
         source = read(source)
     layout = check_output(path, format, source)
     keep = layout in ("batch", "cookbook")
+    if schema is None:
+        schema = getattr(results, "schema", None)
     return write_entries(entries_of(results, keep_body=keep, keep_request=layout == "cookbook"),
-                         source, path, layout)
+                         source, path, layout, schema=schema)
