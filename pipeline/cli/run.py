@@ -14,6 +14,10 @@ the bodies are for) is sent as it is; a Batch input with a .jsonl output is writ
 Batch output format, and --output-format cookbook writes the OpenAI cookbook's
 [request, response, metadata] lines.
 
+--schema FILE.json (a JSON Schema of an object) asks for structured answers: each is
+decoded and checked, its fields become typed columns of the output, and an answer that does
+not fit is asked again up to --reasks times (default 2) before its row fails with the reason.
+
 Add --dry-run to see first what the run would send and cost (rows, estimated tokens, rows
 the cache answers, the time --rpm/--tpm allow, the cost range): nothing is sent. Costs use
 OpenAI's prices as published in 2025; --prices FILE.json gives yours.
@@ -36,7 +40,7 @@ from typing import Any, Literal
 from pipeline.errors import PipelineError
 from pipeline.io._sinks import OUTPUT_FORMATS
 
-__all__ = ["build_job", "configure", "execute", "main"]
+__all__ = ["build_job", "configure", "execute", "load_schema", "main"]
 
 _DEFAULT_MODELS = {"chat": "gpt-4o-mini", "embeddings": "text-embedding-3-small",
                    "completions": "gpt-3.5-turbo-instruct"}
@@ -62,6 +66,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--request-column", metavar="COLUMN",
                       help="column holding ready request bodies (JSON objects), sent as they are")
     add("--system", help="system message template (chat)")
+    add("--schema", metavar="FILE.json", default=None,
+        help="JSON Schema of the answer (an object): structured answers, one typed column "
+        "per field (chat only)")
+    add("--reasks", type=int, default=2, metavar="N",
+        help="with --schema: times an answer that does not fit is asked again (default 2)")
     add("--endpoint", choices=sorted(_PATHS), default=None,
         help="API endpoint (default: chat, or the one the input's request bodies are for)")
     add("--model", help="model (default: gpt-4o-mini; text-embedding-3-small for embeddings)")
@@ -127,6 +136,8 @@ def build_job(service: Any, args: argparse.Namespace, source: Any) -> Any:
     if endpoint == "chat":
         if args.system:
             config["system"] = args.system
+        if getattr(args, "schema", None) is not None:
+            config["schema"] = load_schema(args.schema)
         if template is not None:
             config["prompt"] = template
         if column is not None:
@@ -149,6 +160,29 @@ def build_job(service: Any, args: argparse.Namespace, source: Any) -> Any:
     return service.completions(**config)
 
 
+def load_schema(path: str) -> Any:
+    """The :class:`~pipeline.payloads.structured.OutputSchema` in a JSON Schema file; a
+    :class:`~pipeline.errors.PipelineError` with one clear line when it cannot be used."""
+    import json
+
+    from pipeline.payloads.structured import OutputSchema
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as exc:
+        raise PipelineError(f"--schema {path}: cannot read it ({exc.strerror})") from None
+    except ValueError as exc:
+        raise PipelineError(f"--schema {path}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"--schema {path}: a JSON Schema is an object, got "
+                            f"{type(data).__name__}")
+    try:
+        return OutputSchema.of(data)
+    except PipelineError as exc:
+        raise PipelineError(f"--schema {path}: {exc}") from None
+
+
 def _check_args(args: argparse.Namespace) -> None:
     for flag in ("rpm", "tpm", "burst", "timeout"):
         value = getattr(args, flag)
@@ -164,6 +198,13 @@ def _check_args(args: argparse.Namespace) -> None:
         raise PipelineError(f"--concurrency must be at least 1, got {args.concurrency}")
     if args.max_attempts < 1:
         raise PipelineError(f"--max-attempts must be at least 1, got {args.max_attempts}")
+    if getattr(args, "reasks", 2) < 0:
+        raise PipelineError(f"--reasks must be at least 0, got {args.reasks}")
+    if getattr(args, "schema", None) is not None:
+        if args.endpoint not in (None, "chat"):
+            raise PipelineError("--schema is for chat answers, not --endpoint "
+                                f"{args.endpoint}")
+        load_schema(args.schema)  # a bad schema: one line, before anything is read or sent
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise PipelineError("the output must be another file than the input")
 
@@ -203,7 +244,8 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
                                     concurrency=args.concurrency, attempts=args.max_attempts,
                                     progress=not args.no_progress, resume=not args.fresh,
                                     output_format=output_format, max_wait=args.max_wait,
-                                    timeout=args.timeout, status=status)
+                                    timeout=args.timeout, status=status,
+                                    reasks=getattr(args, "reasks", 2))
     if summary.restarted:
         print("(an earlier journal was for other input or settings: started afresh)", file=out)
     if summary.resumed:
