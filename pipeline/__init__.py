@@ -40,6 +40,7 @@ from pipeline.errors import (
     PipelineError,
     RateLimitError,
     RunStoppedError,
+    SchemaValidationError,
     ThrottledError,
 )
 from pipeline.estimate import Estimate, estimate
@@ -53,6 +54,7 @@ from pipeline.limiter import (
     TokenBucketLimiter,
 )
 from pipeline.payloads import PayloadPackage
+from pipeline.payloads.structured import OutputSchema, output_schema
 from pipeline.record import Record
 from pipeline.request import APIRequest, Response
 from pipeline.runner import Results, as_completed, default_flow, run, run_sync
@@ -74,6 +76,7 @@ __all__ = [
     "Job",
     "Lease",
     "OpenAIService",
+    "OutputSchema",
     "PayloadError",
     "PayloadPackage",
     "PipelineError",
@@ -86,6 +89,7 @@ __all__ = [
     "Results",
     "RunGuard",
     "RunStoppedError",
+    "SchemaValidationError",
     "Stage",
     "StatusTracker",
     "ThrottledError",
@@ -96,6 +100,7 @@ __all__ = [
     "estimate",
     "io",
     "map_unordered",
+    "output_schema",
     "payloads",
     "retry",
     "run",
