@@ -39,6 +39,8 @@ class Record(msgspec.Struct, kw_only=True):
         reasks: how many times a structured answer was asked again for not fitting.
         started / finished: ``time.perf_counter()`` stamps of the record's first stage and of
             its completion; ``latency`` is the last attempt's HTTP round trip.
+        batched: how many rows shared the request that answered this one (embeddings in
+            batches); 0 when it went alone or came from the cache.
 
     >>> r = Record(index=0, row={"text": "hi"})
     >>> r.ok, r.status
@@ -65,6 +67,8 @@ class Record(msgspec.Struct, kw_only=True):
     value: Any = None
     #: How many times the answer was asked again because it did not fit the schema.
     reasks: int = 0
+    #: Rows that shared the request that answered this one (0: it went alone).
+    batched: int = 0
 
     @property
     def ok(self) -> bool:

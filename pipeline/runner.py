@@ -34,6 +34,7 @@ from pipeline.stages import (
     Backoff,
     Chain,
     acquire,
+    batched,
     build,
     call,
     decode,
@@ -42,6 +43,7 @@ from pipeline.stages import (
     store,
     track,
 )
+from pipeline.stages._batch import rows_in_flight
 from pipeline.status import StatusTracker
 
 __all__ = ["Results", "as_completed", "default_flow", "register_frame_writer",
@@ -171,7 +173,8 @@ def default_flow(job: Any, *, cache: ResponseCache | None = None,
 
         build | lookup | retry(acquire | call) | store | track
 
-    (``lookup``/``store`` only with a cache). A job with a schema
+    (``lookup``/``store`` only with a cache). An embeddings job sends its rows in batches,
+    ``batched(retry(acquire | call))``, unless its ``batch_size`` is 1. A job with a schema
     (``service.chat(..., schema=...)``) decodes each answer, cached ones too, and asks again
     up to ``reasks`` times when one does not fit: ``retry(acquire | call | decode)``; an
     answer that does not fit is never stored in the cache. ``guard`` (a new one by default; also
@@ -198,8 +201,17 @@ def default_flow(job: Any, *, cache: ResponseCache | None = None,
     schema = getattr(job, "schema", None)
     if schema is not None:
         inner = inner | decode(schema)
-    stages.append(retry(inner, attempts=attempts, backoff=backoff, max_wait=max_wait,
-                        hooks=(status,), reasks=reasks))
+    send = retry(inner, attempts=attempts, backoff=backoff, max_wait=max_wait,
+                 hooks=(status,), reasks=reasks)
+    batch_size = getattr(job, "batch_size", None)
+    if job.path.strip("/") == "embeddings" and batch_size != 1:
+        # Embeddings go many rows per request (batched); the chain then holds enough rows
+        # in flight to fill `concurrency` batches (capped), and at most `concurrency`
+        # requests are in flight.
+        stages.append(batched(send, batch_size=batch_size, concurrency=concurrency))
+        concurrency = rows_in_flight(concurrency, batch_size)
+    else:
+        stages.append(send)
     if cache is not None:
         stages.append(store(cache, namespace=namespace))
     stages.append(track(status, progress=progress, total=total, initial=initial))

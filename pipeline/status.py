@@ -45,6 +45,9 @@ class StatusTracker:
         self.connection_errors = 0
         self.other_errors = 0
         self.cached = 0
+        #: Rows answered by a request they shared with other rows (embeddings in batches).
+        self.batched_rows = 0
+        self._requests = 0.0  # each answered row adds 1 / (rows that shared its request)
         self.retries = 0
         #: Structured answers asked again because they did not fit the schema.
         self.reasks = 0
@@ -129,6 +132,11 @@ class StatusTracker:
             return
         response = record.response
         if response is not None:
+            if record.batched > 1:
+                self.batched_rows += 1
+                self._requests += 1.0 / record.batched
+            else:
+                self._requests += 1.0
             self._latencies.append(response.latency)
             usage = response.usage
             if usage is not None:
@@ -144,6 +152,22 @@ class StatusTracker:
                     self.cost += cost
 
     # ---------------------------------------------------------------- reading
+    @property
+    def requests(self) -> int:
+        """Requests that answered rows (not cached): fewer than the rows they answered when
+        embeddings went in batches.
+
+        >>> from pipeline.request import Response
+        >>> tracker = StatusTracker()
+        >>> for i in range(4):
+        ...     tracker.record_started(Record(index=i))
+        ...     tracker.record_finished(Record(index=i, response=Response(status=200, body={}),
+        ...                                    batched=4))
+        >>> tracker.requests, tracker.batched_rows
+        (1, 4)
+        """
+        return round(self._requests)
+
     @property
     def finished(self) -> int:
         """Records that succeeded or failed."""
@@ -222,6 +246,7 @@ class StatusTracker:
             "rate_limit_errors": self.rate_limit_errors, "api_errors": self.api_errors,
             "connection_errors": self.connection_errors,
             "other_errors": self.other_errors, "cached": self.cached, "retries": self.retries,
+            "requests": self.requests, "batched_rows": self.batched_rows,
             "reasks": self.reasks,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "elapsed_s": round(self.elapsed, 3),
@@ -237,6 +262,9 @@ class StatusTracker:
             ("succeeded", f"{self.succeeded:,}" + (f" ({self.cached:,} cached)"
                                                   if self.cached else "")),
             ("failed", f"{self.failed:,}"),
+            *([("requests (rows per request)",
+                f"{self.requests:,} ({(self.succeeded - self.cached) / self.requests:,.1f} "
+                "rows each)")] if self.batched_rows and self.requests else []),
             ("in progress", f"{self.in_progress:,}"),
             ("retries", f"{self.retries:,}"),
             ("re-asks (answers not fitting the schema)", f"{self.reasks:,}"),

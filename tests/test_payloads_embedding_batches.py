@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.errors import ConfigError, MalformedResponseError, PayloadError
 from pipeline.payloads.embedding_batches import (
     MAX_INPUTS,
     MAX_TOKENS,
@@ -17,7 +18,6 @@ from pipeline.payloads.embedding_batches import (
     pack,
     split,
 )
-from pipeline.errors import ConfigError, MalformedResponseError, PayloadError
 from pipeline.simulator import Simulator, count_input_tokens
 
 

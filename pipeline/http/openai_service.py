@@ -3,6 +3,7 @@ simulator), with job helpers for chat, completions, embeddings, fine-tuning and 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import urllib.parse
 from collections.abc import Mapping
@@ -157,9 +158,25 @@ class OpenAIService(BaseService):
         """A legacy completions :class:`Job`: ``service.completions(model=..., prompt=...)``."""
         return self._payload_job("completions", "completion", config)
 
-    def embeddings(self, **config: Any) -> Job:
-        """An embeddings :class:`Job`: ``service.embeddings(model=..., input="{text}")``."""
-        return self._payload_job("embeddings", "embeddings", config)
+    def embeddings(self, *, batch_size: int | None = None, **config: Any) -> Job:
+        """An embeddings :class:`Job`: ``service.embeddings(model=..., input="{text}")``.
+
+        A run sends rows in batches, many rows per request: up to 2,048 inputs and 300,000
+        tokens (OpenAI's limits per request), never more tokens than the endpoint's limiter
+        grants at once, and at most ``batch_size`` rows when given; ``batch_size=1`` sends
+        one row per request. Each row still gets its own vector, cache entry and share of
+        the tokens.
+
+        >>> service = OpenAIService(api_key="sk-test")
+        >>> service.embeddings(model="text-embedding-3-small", batch_size=100).batch_size
+        100
+        """
+        if batch_size is not None and (isinstance(batch_size, bool) or
+                                       not isinstance(batch_size, int) or batch_size < 1):
+            raise ConfigError(f"batch_size must be an int >= 1 (rows per request), got "
+                              f"{batch_size!r}")
+        job = self._payload_job("embeddings", "embeddings", config)
+        return dataclasses.replace(job, batch_size=batch_size)
 
     def fine_tuning_job(self, **config: Any) -> Job:
         """A fine-tuning :class:`Job`: ``service.fine_tuning_job(model=..., training_file=...)``."""

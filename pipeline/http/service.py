@@ -118,6 +118,9 @@ class Job:
     service: BaseService
     endpoint: Endpoint
     builder: PayloadBuilder
+    #: Embeddings: rows per request at most (``None``: as many as the endpoint's limits
+    #: allow; 1: one row per request). See :meth:`OpenAIService.embeddings`.
+    batch_size: int | None = None
 
     @property
     def path(self) -> str:

@@ -237,6 +237,18 @@ class RateLimiter(ABC):
         """The interval, in seconds, that ``max_requests`` and ``max_tokens`` refer to."""
         return self._interval
 
+    def capacity(self) -> tuple[float | None, float | None]:
+        """The most one lease can ever take: ``(requests, tokens)``, ``None`` where unlimited.
+
+        More than this raises :class:`~pipeline.errors.RequestTooLarge`; a request that packs
+        many rows (embeddings in batches) is sized to fit it.
+
+        >>> from pipeline.limiter import TokenBucketLimiter
+        >>> TokenBucketLimiter(max_requests=3_000, max_tokens=1_000_000).capacity()
+        (3000.0, 1000000.0)
+        """
+        return self._capacity()
+
     # ----------------------------------------------------------------- acquiring
     def _validate(self, requests: float, tokens: float) -> tuple[float, float]:
         requests = _check_amount("requests", requests)

@@ -151,6 +151,27 @@ class Packer:
         return (len(group.inputs) + count <= self.max_inputs
                 and group.tokens + row.tokens <= self.max_tokens)
 
+    def is_open(self, head: int) -> bool:
+        """Whether an open batch starts with the row keyed ``head`` (a stream stage asks
+        this right after :meth:`add`: that row opened a batch, and will send it)."""
+        return any(g.rows[0].key == head for g in self._open.values())
+
+    def close(self, head: int) -> Batch | None:
+        """Close the open batch that starts with the row keyed ``head`` (``None``: it was
+        closed already, by a row that would have overflowed it).
+
+        >>> packer = Packer()
+        >>> packer.add(EmbeddingRow(4, {"model": "m", "input": "x"}))
+        []
+        >>> packer.is_open(4), packer.close(4), packer.close(4), packer.pending
+        (True, Batch(rows 4..4 (1), inputs=1, tokens=0), None, 0)
+        """
+        for key, group in self._open.items():
+            if group.rows[0].key == head:
+                del self._open[key]
+                return group.batch()
+        return None
+
     def flush(self) -> list[Batch]:
         """Close every open batch, in the order of their first rows."""
         groups = sorted(self._open.values(), key=lambda g: g.rows[0].key)

@@ -14,6 +14,7 @@ stage              what it does to a record
 :class:`call`      sends the request once; the response or the classified error
 :class:`decode`    a structured answer into its schema's type (``record.value``)
 :class:`retry`     runs its inner stages again for retryable errors, with backoff
+:class:`batched`   sends many rows' embeddings requests as one request, splits the answer
 :class:`store`     keeps a fresh answer in the cache
 :class:`track`     counts it in a :class:`~pipeline.status.StatusTracker`; progress bar
 =================  ==================================================================
@@ -40,6 +41,7 @@ a cache makes the second run free.
 
 from __future__ import annotations
 
+from pipeline.stages._batch import batched
 from pipeline.stages._build import build
 from pipeline.stages._cache import lookup, store
 from pipeline.stages._core import DEFAULT_CONCURRENCY, Chain, Flow, Stage
@@ -60,6 +62,7 @@ __all__ = [
     "RetryHook",
     "Stage",
     "acquire",
+    "batched",
     "build",
     "call",
     "decode",
