@@ -29,9 +29,27 @@ def test_told_limits_are_ceilings_and_the_rate_starts_there():
     assert (limiter.max_requests, limiter.max_tokens) == (6_000, 600_000)
     assert (limiter.ceiling_requests, limiter.ceiling_tokens) == (6_000, 600_000)
     snap = limiter.snapshot()
-    # Half a second of the rate: never a minute's worth in one burst.
-    assert (snap.requests_available, snap.tokens_available) == (50, 5_000)
+    # The bucket starts empty: the first requests go out at the rate, not in a burst.
+    assert (snap.requests_available, snap.tokens_available) == (0, 0)
     assert snap.mode == "at ceiling"
+
+
+def test_the_bucket_holds_half_a_second_and_starts_empty_unless_a_burst_is_asked_for():
+    async def main(limiter: AdaptiveLimiter) -> tuple[float, float | None]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await limiter.acquire()
+        waited = loop.time() - start
+        await asyncio.sleep(10)  # idle: the bucket fills up to its size, no further
+        return waited, limiter.snapshot().requests_available
+
+    waited, level = run_virtual(main(AdaptiveLimiter(max_requests=6_000)))
+    assert waited == pytest.approx(0.01)  # one request at 100/s
+    assert level == pytest.approx(50)  # half a second of the rate: never a minute's worth
+    asked = AdaptiveLimiter(max_requests=6_000, burst_requests=200)
+    assert asked.snapshot().requests_available == 200
+    waited, level = run_virtual(main(asked))
+    assert waited == 0 and level == pytest.approx(200)
 
 
 def test_a_429_cuts_the_rate_once_per_round_and_drains_the_bucket():
@@ -159,7 +177,8 @@ def test_a_429_naming_tokens_creates_a_token_rate_from_what_got_through():
 
 
 def test_an_overload_caps_requests_in_flight_and_waiters_wait_for_a_slot():
-    limiter = AdaptiveLimiter(max_requests=60_000, start_in_flight=16)
+    # A full bucket (asked for): only the in-flight cap holds requests back here.
+    limiter = AdaptiveLimiter(max_requests=60_000, burst_requests=100, start_in_flight=16)
 
     async def main() -> tuple[float, bool, bool]:
         leases = [await _lease(limiter) for _ in range(10)]

@@ -109,8 +109,10 @@ class AdaptiveLimiter(TokenBucketLimiter):
             ``interval`` is 60). ``None``: unknown; the requests rate is then discovered from
             ``start_rate`` up, the tokens rate from the first 429 that names tokens.
         interval: seconds the ceilings are counted over.
-        burst_requests, burst_tokens: fixed bucket sizes; by default half a second of the
-            *effective* rate, so the bucket shrinks with the rate after a 429.
+        burst_requests, burst_tokens: fixed bucket sizes, which start full; by default half a
+            second of the *effective* rate (the bucket shrinks with the rate after a 429),
+            starting empty: the first requests go out at the rate, not in a burst on top of
+            it (see below).
         start_rate: requests per second to start from when no ``max_requests`` is given.
         beta: the factor a 429 cuts the rate (and an overload the in-flight cap) to.
         recovery: seconds the rate takes to climb back to where the last 429 came.
@@ -123,9 +125,9 @@ class AdaptiveLimiter(TokenBucketLimiter):
 
     >>> limiter = AdaptiveLimiter(max_requests=6_000)
     >>> limiter
-    <AdaptiveLimiter requests=50/6,000 per min (ceiling 6,000, at ceiling) tokens=unlimited in_flight=0/8 waiters=0>
+    <AdaptiveLimiter requests=0/6,000 per min (ceiling 6,000, at ceiling) tokens=unlimited in_flight=0/8 waiters=0>
     >>> AdaptiveLimiter()
-    <AdaptiveLimiter requests=10/1,200 per min (ceiling unknown, slow start) tokens=unlimited in_flight=0/8 waiters=0>
+    <AdaptiveLimiter requests=0/1,200 per min (ceiling unknown, slow start) tokens=unlimited in_flight=0/8 waiters=0>
     """  # noqa: E501
 
     __slots__ = ("_beta", "_dims", "_m_ok_r", "_m_ok_t", "_m_prev_r", "_m_prev_t",
@@ -175,6 +177,16 @@ class AdaptiveLimiter(TokenBucketLimiter):
         super().__init__(rates[0], rates[1], interval=interval,
                          burst_requests=burst_requests, burst_tokens=burst_tokens)
         self._max_in_flight = float(start_in_flight)
+        # The default bucket starts empty. A burst at the start, on top of the rate, is what a
+        # fixed window that opens with the run cannot hold (a 429 at its end, then a pause and
+        # a cut), and with limits told too high it empties a provider's one-second bucket
+        # before the first answers are back, with everything then in flight refused (at
+        # 0.1 s round trips on a busy machine, 20-40 requests). Starting empty costs at most
+        # half a second once. A burst the user asked for (burst_*=) starts full.
+        if burst_requests is None:
+            self._level_r = 0.0
+        if burst_tokens is None:
+            self._level_t = 0.0
 
     # ----------------------------------------------------------------- reading the state
     @property
