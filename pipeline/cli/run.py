@@ -92,6 +92,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="share --rpm/--tpm with every process and machine using this Redis "
         "(default: PIPELINE_LIMITER_URL; needs pip install \"ratelimited-pipeline[redis]\")")
     add("--concurrency", type=int, default=64, help="requests in flight at most (default 64)")
+    add("--batch-size", type=int, default=None, metavar="N",
+        help="embeddings: rows per request at most (default: as many as fit the limits, up "
+             "to 2,048 inputs and 300,000 tokens; 1 sends one row per request)")
     add("--max-attempts", type=int, default=6,
         help="attempts per row on errors (default 6); 429 rate limits do not count")
     add("--max-wait", type=float, default=600.0, metavar="SECONDS",
@@ -127,6 +130,9 @@ def build_job(service: Any, args: argparse.Namespace, source: Any) -> Any:
     if endpoint is None:
         reversed_paths = {v: k for k, v in _PATHS.items()}
         endpoint = reversed_paths.get(source.endpoint or "", "chat")
+    if getattr(args, "batch_size", None) is not None and endpoint != "embeddings":
+        raise PipelineError("--batch-size is for embeddings (--endpoint embeddings): chat and "
+                            "completions requests answer one row each")
     config: dict[str, Any] = {"model": args.model or _DEFAULT_MODELS[endpoint]}
     if args.max_tokens is not None:
         config["max_tokens"] = args.max_tokens
@@ -152,7 +158,7 @@ def build_job(service: Any, args: argparse.Namespace, source: Any) -> Any:
             config["input"] = template
         if column is not None:
             config["input_column"] = column
-        return service.embeddings(**config)
+        return service.embeddings(batch_size=getattr(args, "batch_size", None), **config)
     if template is not None:
         config["prompt"] = template
     if column is not None:

@@ -241,7 +241,8 @@ def to_pandas(results: Sequence[Record], like: Any, schema: Any = None) -> Any:
     out = like.copy()
     for name, values in _result_values(entries, answer).items():
         # Positional: an array ignores the frame's index labels, so any index lines up.
-        column = pd.array(values, dtype="Int64") if name == "tokens" else values
+        column = pd.array(values, dtype="Int64") if name == "tokens" else \
+            _vectors(values) if name == "embedding" else values
         out[names[name]] = column
     if isinstance(results, Results):  # USD per row; <NA> where the price is unknown
         out[_cost_name(out.columns)] = pd.array(results.costs(len(out)), dtype="Float64")
@@ -258,6 +259,37 @@ def _cost_name(columns: Iterable[str]) -> str:
     return "cost_result" if "cost" in set(columns) else "cost"  # the input has one
 
 
+def _vectors(values: list[Any]) -> Any:
+    """An embedding column for pandas: one float64 numpy array per row (``None`` for a row
+    without a vector), in an object array so pandas keeps one array per cell.
+
+    >>> column = _vectors([[0.5, 1.0], None])
+    >>> column[0], column[1]
+    (array([0.5, 1. ]), None)
+    """
+    import numpy as np
+
+    column = np.empty(len(values), dtype=object)
+    for i, vector in enumerate(values):  # one by one: equal-length lists would broadcast
+        column[i] = None if vector is None else np.asarray(vector, dtype=np.float64)
+    return column
+
+
+def _vector_type(values: list[Any]) -> Any:
+    """Polars' type for an embedding column: an Array of the vectors' one length (fixed
+    dimensions, as a model gives), else a List of floats.
+
+    >>> _vector_type([[0.5, 1.0], None]), _vector_type([[0.5], [1.0, 2.0]])
+    (Array(Float64, shape=(2,)), List(Float64))
+    """
+    import polars as pl
+
+    lengths = {len(v) for v in values if isinstance(v, list)}
+    if len(lengths) == 1 and (size := lengths.pop()) > 0:
+        return pl.Array(pl.Float64, size)
+    return pl.List(pl.Float64)
+
+
 def _polars_results(entries: Sequence[dict[str, Any] | None], answer: str,
                     names: dict[str, str]) -> Any:
     import polars as pl
@@ -266,6 +298,8 @@ def _polars_results(entries: Sequence[dict[str, Any] | None], answer: str,
         "answer": pl.String, "embedding": pl.List(pl.Float64), "status": pl.String,
         "error": pl.String, "tokens": pl.Int64, "latency": pl.Float64}
     values = _result_values(entries, answer)
+    if "embedding" in values:
+        types["embedding"] = _vector_type(values["embedding"])
     return pl.DataFrame([pl.Series(names[k], v, dtype=types[k]) for k, v in values.items()])
 
 
