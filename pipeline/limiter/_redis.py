@@ -21,12 +21,14 @@ in any window of ``W`` seconds: with the defaults (burst half a second of the ra
 tenth) four processes stay within 0.9 s of the rate above ``rate * W``, inside a provider's
 bucket of one second. A single request larger than a chunk is leased on its own (then that
 request's size takes the place of ``lease`` for its process). A new bucket (a key Redis does
-not hold, or one expired after a minute unused) starts *empty*, not full: the first window of
-a run holds at most ``rate * W + N * lease``. (Started full, it let the first second reach
-1.5x the rate; and when the limits told are too high, that first burst is what the provider
-refuses: 4 processes told 2x, 3.7-4.5% of the rows drew a 429 with a full start, 1.0-1.5%
-with an empty one.) The full bound is reached only when the bucket has refilled while
-every process holds a whole chunk (after a pause, or a lull in demand).
+not hold, or one expired after a minute unused) starts *empty*, not full: a window that
+begins when it is created holds at most ``rate * W + N * lease``, one that begins ``t``
+seconds later at most ``rate * (W + t) + N * lease`` (``t`` up to the burst's seconds).
+(Started full, it let the first second reach 1.5x the rate; and when the limits told are
+too high, that first burst is what the provider refuses: 4 processes told 2x, 3.7-4.5% of
+the rows drew a 429 with a full start, 1.0-1.5% with an empty one.) The full bound is
+reached only when the bucket has refilled while every process holds a whole chunk (after a
+pause, or a lull in demand).
 
 Shared signals. ``pause(seconds)`` (a 429's ``retry-after``) writes "paused until" (server
 time) into the hash. A 429 in :meth:`settle` also cuts a shared rate factor: it becomes
