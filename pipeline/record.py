@@ -40,7 +40,8 @@ class Record(msgspec.Struct, kw_only=True):
         started / finished: ``time.perf_counter()`` stamps of the record's first stage and of
             its completion; ``latency`` is the last attempt's HTTP round trip.
         batched: how many rows shared the request that answered this one (embeddings in
-            batches); 0 when it went alone or came from the cache.
+            batches; 1 for a row a batch stage sent alone); 0 without a batch stage, or from
+            the cache.
 
     >>> r = Record(index=0, row={"text": "hi"})
     >>> r.ok, r.status
@@ -67,7 +68,7 @@ class Record(msgspec.Struct, kw_only=True):
     value: Any = None
     #: How many times the answer was asked again because it did not fit the schema.
     reasks: int = 0
-    #: Rows that shared the request that answered this one (0: it went alone).
+    #: Rows that shared the request that answered this one (0: no batch stage sent it).
     batched: int = 0
 
     @property

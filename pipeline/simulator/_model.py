@@ -95,6 +95,14 @@ class FakeModel:
                 raise RequestError("'input' must not be empty.", "input", "invalid_value")
             prompt = count_input_tokens(request.input)
             self._check_model(request.model)
+            # Each input is held to the context window on its own (OpenAI: 8,192 tokens for
+            # text-embedding-3-*): one long row in a batch makes the whole request a 400.
+            longest = max(map(count_input_tokens, _inputs_of(request.input)), default=0)
+            if longest > cfg.context_window:
+                raise RequestError(
+                    f"This model's maximum context length is {cfg.context_window} tokens, "
+                    f"however you requested {longest} tokens in one input. Please reduce "
+                    "your input.", "input", "context_length_exceeded")
             return Prepared(kind, request, prompt, None, 1, prompt)
         self._check_model(request.model)
         if request.stream:
@@ -149,8 +157,7 @@ class FakeModel:
         self._counter += 1
         self.spoiled = False
         if prepared.kind == "embedding":
-            inputs = [req.input] if isinstance(req.input, str) or (
-                req.input and isinstance(req.input[0], int)) else req.input
+            inputs = _inputs_of(req.input)
             dims = req.dimensions or self.config.embedding_dimensions
             fmt = req.encoding_format or "float"
             data = [{"object": "embedding", "index": i,
@@ -180,3 +187,10 @@ class FakeModel:
                         "created": created, "model": req.model, "choices": choices,
                         "usage": usage, "system_fingerprint": "fp_simulator"}), (
             prepared.prompt_tokens, completion)
+
+
+def _inputs_of(value: Any) -> list[Any]:
+    """An embeddings ``input`` as its inputs: a string or one list of token ids is one."""
+    if isinstance(value, str) or (value and isinstance(value[0], int)):
+        return [value]
+    return list(value)
