@@ -1,9 +1,4 @@
-"""pipeline.runner: run() and Results, in input order; as_completed(); cancellation; run_sync.
-
-The service answers in-process (pipeline.testing.InstantService) so each behaviour is pinned
-exactly, with virtual time where waiting matters; the HTTP side is covered against the
-simulator in test_pipeline_simulator.py.
-"""
+"""pipeline.runner: run() and Results in input order, as_completed(), cancellation, run_sync."""
 
 from __future__ import annotations
 

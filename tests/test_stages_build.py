@@ -1,9 +1,4 @@
-"""pipeline.stages._build: rows, ready requests and functions become requests.
-
-The service answers in-process (pipeline.testing.InstantService) so each behaviour is pinned
-exactly, with virtual time where waiting matters; the HTTP side is covered against the
-simulator in test_pipeline_simulator.py.
-"""
+"""pipeline.stages._build: rows, ready requests and functions become requests."""
 
 from __future__ import annotations
 

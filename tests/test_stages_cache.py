@@ -1,9 +1,4 @@
-"""pipeline.stages._cache: lookup and store (a rerun sends nothing; only successes are kept).
-
-The service answers in-process (pipeline.testing.InstantService) so each behaviour is pinned
-exactly, with virtual time where waiting matters; the HTTP side is covered against the
-simulator in test_pipeline_simulator.py.
-"""
+"""pipeline.stages._cache: lookup and store; a rerun sends nothing, only successes are kept."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""pipeline.stages._core and _map: Stage, Chain, Flow, composition with aiostream, bounded pulling.
-
-The service answers in-process (pipeline.testing.InstantService) so each behaviour is pinned
-exactly, with virtual time where waiting matters; the HTTP side is covered against the
-simulator in test_pipeline_simulator.py.
-"""
+"""pipeline.stages._core and _map: Stage, Chain, Flow, aiostream operators, bounded pulling."""
 
 from __future__ import annotations
 

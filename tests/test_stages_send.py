@@ -1,9 +1,4 @@
-"""pipeline.stages._send: acquire and call (limiter leases settled with what the provider counts).
-
-The service answers in-process (pipeline.testing.InstantService) so each behaviour is pinned
-exactly, with virtual time where waiting matters; the HTTP side is covered against the
-simulator in test_pipeline_simulator.py.
-"""
+"""pipeline.stages._send: acquire and call; leases settled with what the provider counts."""
 
 from __future__ import annotations
 

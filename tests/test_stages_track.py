@@ -1,9 +1,4 @@
-"""pipeline.stages._track: the progress bar and the status counts.
-
-The service answers in-process (pipeline.testing.InstantService) so each behaviour is pinned
-exactly, with virtual time where waiting matters; the HTTP side is covered against the
-simulator in test_pipeline_simulator.py.
-"""
+"""pipeline.stages._track: the progress bar and the status counts."""
 
 from __future__ import annotations
 
