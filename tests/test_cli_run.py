@@ -89,6 +89,22 @@ def test_run_embeddings_from_a_column_to_parquet(tmp_path, sim):
     assert [v is not None for v in out["embedding"].to_list()] == [True, True, False]
 
 
+def test_run_embeddings_in_batches_of_batch_size_rows(tmp_path):
+    (tmp_path / "in.csv").write_text("text\n" + "".join(f"row {i}\n" for i in range(25)))
+    with Simulator(latency=0.0, api_key=KEY, embedding_dimensions=4) as own:
+        result = pipeline_cli("run", str(tmp_path / "in.csv"), "-o", str(tmp_path / "out.jsonl"),
+                              "--endpoint", "embeddings", "--column", "text",
+                              "--batch-size", "10", "--base-url", own.base_url, "--no-progress")
+        sent = len(own.log())
+    assert result.returncode == 0, result.stderr
+    assert sent == 3  # 10 + 10 + 5 rows
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(out) == 25 and all(len(line["embedding"]) == 4 for line in out)
+    refused = pipeline_cli("run", str(tmp_path / "in.csv"), "-o", str(tmp_path / "o.csv"),
+                           "--template", "{text}", "--batch-size", "10")
+    assert refused.returncode == 2 and "--batch-size is for embeddings" in refused.stderr
+
+
 def test_run_batch_file_writes_batch_output(tmp_path, sim):
     lines = [{"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
               "body": {"model": "gpt-4o-mini", "max_tokens": 3,
