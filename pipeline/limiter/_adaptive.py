@@ -8,7 +8,8 @@ outcomes, the way TCP congestion control treats its window:
 * **Facts first.** ``x-ratelimit-limit-*`` headers set the ceiling (never above the user's);
   ``x-ratelimit-remaining-*`` lowers what is available now (the base class does that).
 * **Slow start** when a dimension's limit is unknown: begin at ``start_rate`` requests per
-  second and double every quarter second while the limiter is what holds requests back.
+  second and double every quarter second while the limiter is what holds requests back and
+  answers come back at half the rate at least (a rate is doubled only once it is used).
 * **A 429 that states the limit** ("... tokens per min (TPM): Limit 180000, Used ...", as
   OpenAI words it) is a fact like a header: the ceiling becomes that limit and the rate
   drops straight to it (the overshoot is explained; no further cut).
@@ -132,7 +133,7 @@ class AdaptiveLimiter(TokenBucketLimiter):
 
     __slots__ = ("_beta", "_dims", "_m_ok_r", "_m_ok_t", "_m_prev_r", "_m_prev_t",
                  "_m_start", "_min_rate", "_overload_cut", "_overload_peak", "_recovery",
-                 "_updated", "_user_ceiling_r", "_user_ceiling_t")
+                 "_step_answers", "_updated", "_user_ceiling_r", "_user_ceiling_t")
 
     _uses_slots = True
 
@@ -172,6 +173,7 @@ class AdaptiveLimiter(TokenBucketLimiter):
             raise ConfigError(f"start_in_flight must be an int >= 1, got {start_in_flight!r}")
         self._m_start = -_INF
         self._m_ok_r = self._m_ok_t = self._m_prev_r = self._m_prev_t = 0.0
+        self._step_answers = 0.0  # successes since the last slow-start step
         rates = [None if d.rate is None else _exact(d.rate * interval_s, told)
                  for d, told in zip(self._dims, (ceiling_r, ceiling_t), strict=True)]
         super().__init__(rates[0], rates[1], interval=interval,
@@ -280,6 +282,7 @@ class AdaptiveLimiter(TokenBucketLimiter):
         self._meter(now, charged)
         self._dims[0].admitted += 1.0
         self._dims[1].admitted += charged
+        self._step_answers += 1.0
         cap = self._max_in_flight
         if lease.slot and self._in_flight + 1 >= cap:  # the cap is what holds requests back
             if self._overload_peak == _INF:
@@ -356,14 +359,18 @@ class AdaptiveLimiter(TokenBucketLimiter):
         else:
             self._level_t = min(self._level_t, 0.0)
 
-    def _refused(self, dim: _Dimension, now: float) -> float | None:
+    def _refused(self, dim: _Dimension, now: float, lease: Lease) -> float | None:
         """A refusal on ``dim`` came back: what the provider admitted per second since the
         last one, if that span is measurable; this one starts the next span."""
         span = now - dim.empty_at
-        rate = dim.admitted / span if _MIN_SPAN <= span <= _MAX_SPAN else None
-        if span >= _MIN_SPAN:
-            # Refusals closer together than that extend the span instead of restarting it.
-            dim.empty_at, dim.admitted = now, 0.0
+        # Answers are counted when they arrive: over a span shorter than a round trip, how
+        # they queued on the way back says more than the provider's rate (a busy machine's
+        # loopback round trips reach 0.1-0.2 s).
+        shortest = max(_MIN_SPAN, now - lease.granted_at)
+        if span < shortest:
+            return None  # refusals closer together extend the span instead of restarting it
+        rate = dim.admitted / span if span <= _MAX_SPAN else None
+        dim.empty_at, dim.admitted = now, 0.0
         return rate
 
     def _stated(self, dim: _Dimension, per_minute: float, lease: Lease, now: float) -> bool:
@@ -374,20 +381,20 @@ class AdaptiveLimiter(TokenBucketLimiter):
             self._header_limits(per_minute, None, now)
         else:
             self._header_limits(None, per_minute, now)
+        if lease.granted_at < dim.last_cut + _MIN_CUT_GAP:
+            return False  # the same round as the last cut or fact: answered already
         if was is not None and dim.rate is not None and dim.rate >= was * (1 - 1e-9):
             # Told the limit we run at, and still refused: the provider counts differently
             # (or someone else spends the same key); cut as for any 429.
             return self._cut(dim, lease, now)
-        self._refused(dim, now)
-        if lease.granted_at < dim.last_cut + _MIN_CUT_GAP:
-            return False  # the same round as the last cut or fact: answered already
+        self._refused(dim, now, lease)
         dim.last_cut = now
         self._restart_curve(dim, now)
         dim.pressed = False
         return True
 
     def _cut(self, dim: _Dimension, lease: Lease, now: float) -> bool:
-        between = self._refused(dim, now)
+        between = self._refused(dim, now, lease)
         beta = self._beta
         if lease.granted_at < dim.last_cut + _MIN_CUT_GAP:
             # Granted before the last cut (or just after it, before its effect could reach
@@ -463,11 +470,18 @@ class AdaptiveLimiter(TokenBucketLimiter):
             if dim.rate >= ceiling:
                 continue
             if dim.slow_start:
-                if now - dim.last_step >= _SLOW_START_STEP:
-                    dim.last_step = now
-                    dim.rate = min(dim.rate * 2.0, ceiling)
-                    dim.peak = dim.rate
-                    changed = True
+                step = now - dim.last_step
+                if step >= _SLOW_START_STEP:
+                    # Double only a rate that was used: answers at half of it at least over
+                    # the step. A client that cannot keep up (a busy machine, round trips
+                    # growing) would otherwise double a rate on paper, then send it all at
+                    # once into a provider it has just emptied.
+                    used = self._step_answers >= 0.5 * dim.rate * min(step, 1.0)
+                    dim.last_step, self._step_answers = now, 0.0
+                    if used:
+                        dim.rate = min(dim.rate * 2.0, ceiling)
+                        dim.peak = dim.rate
+                        changed = True
                 continue
             # CUBIC: rate(t) = peak + c (t - k)^3, through the cut rate at t = 0, flat at k.
             c = self._curvature(dim)
