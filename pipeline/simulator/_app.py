@@ -389,12 +389,13 @@ class SimulatorApp:
             return
         name = "requests per min (RPM)" if unit == "requests" else "tokens per min (TPM)"
         if too_large:
-            message = (f"Request too large for {who} on {name}: Limit {limiter.limit:g}, "
+            message = (f"Request too large for {who} on {name}: Limit {_whole(limiter.limit)}, "
                        f"Requested {cost}. The input or output tokens must be reduced in order "
                        "to run successfully.")
         else:
             message = (f"Rate limit reached for {who} in organization org-simulator on {name}: "
-                       f"Limit {limiter.limit:g}, Requested {1 if unit == 'requests' else cost}. "
+                       f"Limit {_whole(limiter.limit)}, "
+                       f"Requested {1 if unit == 'requests' else cost}. "
                        f"Please try again in {wait:.3g}s.")
         conn.respond(429, error_body(message, unit, None, "rate_limit_exceeded"), headers)
 
@@ -443,3 +444,9 @@ class SimulatorApp:
             conn.respond(200, b'{"ok":true}')
         else:
             conn.respond(404, error_body(f"Unknown admin endpoint {req.method} {req.path}"))
+
+
+def _whole(value: float) -> str:
+    """A limit as OpenAI writes it in a 429 message: ``1000000``, never ``1e+06`` (a client
+    that reads the number from the message must not learn a limit of 1)."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:g}"
