@@ -112,8 +112,8 @@ class AdaptiveLimiter(TokenBucketLimiter):
         interval: seconds the ceilings are counted over.
         burst_requests, burst_tokens: fixed bucket sizes, which start full; by default half a
             second of the *effective* rate (the bucket shrinks with the rate after a 429),
-            starting empty: the first requests go out at the rate, not in a burst on top of
-            it (see below).
+            starting empty when the limit is told: the first requests go out at the rate,
+            not in a burst on top of it (see below).
         start_rate: requests per second to start from when no ``max_requests`` is given.
         beta: the factor a 429 cuts the rate (and an overload the in-flight cap) to.
         recovery: seconds the rate takes to climb back to where the last 429 came.
@@ -128,7 +128,7 @@ class AdaptiveLimiter(TokenBucketLimiter):
     >>> limiter
     <AdaptiveLimiter requests=0/6,000 per min (ceiling 6,000, at ceiling) tokens=unlimited in_flight=0/8 waiters=0>
     >>> AdaptiveLimiter()
-    <AdaptiveLimiter requests=0/1,200 per min (ceiling unknown, slow start) tokens=unlimited in_flight=0/8 waiters=0>
+    <AdaptiveLimiter requests=10/1,200 per min (ceiling unknown, slow start) tokens=unlimited in_flight=0/8 waiters=0>
     """  # noqa: E501
 
     __slots__ = ("_beta", "_dims", "_m_ok_r", "_m_ok_t", "_m_prev_r", "_m_prev_t",
@@ -184,8 +184,9 @@ class AdaptiveLimiter(TokenBucketLimiter):
         # a cut), and with limits told too high it empties a provider's one-second bucket
         # before the first answers are back, with everything then in flight refused (at
         # 0.1 s round trips on a busy machine, 20-40 requests). Starting empty costs at most
-        # half a second once. A burst the user asked for (burst_*=) starts full.
-        if burst_requests is None:
+        # half a second once. A burst the user asked for (burst_*=) starts full, and so does
+        # slow start's (half a second of ``start_rate``: a few requests).
+        if burst_requests is None and ceiling_r is not None:
             self._level_r = 0.0
         if burst_tokens is None:
             self._level_t = 0.0
@@ -476,7 +477,8 @@ class AdaptiveLimiter(TokenBucketLimiter):
                     # the step. A client that cannot keep up (a busy machine, round trips
                     # growing) would otherwise double a rate on paper, then send it all at
                     # once into a provider it has just emptied.
-                    used = self._step_answers >= 0.5 * dim.rate * min(step, 1.0)
+                    used = dim.last_step == -_INF or \
+                        self._step_answers >= 0.5 * dim.rate * step
                     dim.last_step, self._step_answers = now, 0.0
                     if used:
                         dim.rate = min(dim.rate * 2.0, ceiling)
