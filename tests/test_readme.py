@@ -30,8 +30,10 @@ def test_the_readme_python_blocks_run_as_written(tmp_path, monkeypatch):
         async def main() -> None:
             try:
                 for number, block in enumerate(BLOCKS, 1):
+                    # dont_inherit: not this module's `from __future__ import annotations`
+                    # (a notebook cell evaluates annotations at once; msgspec relies on it).
                     code = compile(block, f"README block {number}", "exec",
-                                   flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+                                   flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
                     result = eval(code, namespace)  # our own README, as a notebook would
                     if asyncio.iscoroutine(result):
                         await result
@@ -48,3 +50,8 @@ def test_the_readme_python_blocks_run_as_written(tmp_path, monkeypatch):
     assert all(r.ok for r in results)  # type: ignore[attr-defined]
     out = namespace["out"]
     assert list(out.index) == [7, 8, 9]  # type: ignore[attr-defined]
+    labels = namespace["labels"]  # the typed-columns block: every answer decoded
+    assert all(r.ok and r.value is not None for r in labels)  # type: ignore[attr-defined]
+    vectors = namespace["vectors"]  # the batched-embeddings block: one vector per row
+    assert [len(r.embedding) for r in vectors] == [8] * len(vectors)  # type: ignore[attr-defined]
+    assert vectors.status.requests < len(vectors)  # type: ignore[attr-defined]
