@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.errors import ConfigError, RateLimitError, ServerError
 from pipeline.limiter import AdaptiveLimiter, Lease, TokenBucketLimiter
-from pipeline.limiter._adaptive import _throttled_dimension
+from pipeline.limiter._adaptive import _stated_limit, _throttled_dimension
 from pipeline.testing import run_virtual
 
 
@@ -264,3 +264,117 @@ def test_bad_settings_are_refused(kwargs):
 def test_repr_tells_what_it_is_doing():
     text = repr(AdaptiveLimiter(max_requests=600))
     assert "ceiling 600" in text and "at ceiling" in text and "in_flight=0/8" in text
+
+
+def _stating(unit: str, limit: str) -> RateLimitError:
+    name = "tokens per min (TPM)" if unit == "tokens" else "requests per min (RPM)"
+    message = (f"Rate limit reached for gpt-4o-mini in organization org-x on {name}: "
+               f"Limit {limit}, Used 179990, Requested 30. Please try again in 12ms.")
+    return RateLimitError(f"429 Too Many Requests: {message}", status=429,
+                          body={"error": {"message": message, "type": unit,
+                                          "code": "rate_limit_exceeded"}})
+
+
+def test_which_limit_a_429_states():
+    assert _stated_limit(_stating("tokens", "180000")) == ("tokens", 180_000)
+    assert _stated_limit(_stating("requests", "6,000")) == ("requests", 6_000)
+    older = RateLimitError("Rate limit reached for default-gpt-3.5-turbo in organization org-x "
+                           "on requests per min. Limit: 3 / min. Please try again in 20s.",
+                           status=429)
+    assert _stated_limit(older) == ("requests", 3)
+    # A daily limit is no minute rate; Azure and proxies state no number.
+    daily = RateLimitError("Rate limit reached for gpt-4o in organization org-x on requests "
+                           "per day (RPD): Limit 200, Used 200, Requested 1.", status=429)
+    azure = RateLimitError("Requests to the ChatCompletions_Create Operation under Azure OpenAI "
+                           "API version 2024-02-01 have exceeded token rate limit of your "
+                           "current OpenAI S0 pricing tier. Please retry after 6 seconds.",
+                           status=429)
+    text = RateLimitError("429 Too Many Requests", status=429)
+    assert [_stated_limit(e) for e in (daily, azure, text)] == [None, None, None]
+
+
+def test_a_429_that_states_the_limit_sets_the_rate_to_it_and_cuts_no_further():
+    unknown = AdaptiveLimiter()  # tokens unlimited, requests in slow start
+    told_high = AdaptiveLimiter(max_requests=12_000)
+
+    async def main() -> None:
+        lease = await _lease(unknown, tokens=30)
+        await asyncio.sleep(0.01)
+        unknown.settle(lease, error=_stating("tokens", "180000"))
+        early = await told_high.lease()
+        await asyncio.sleep(0.2)
+        told_high.settle(early, error=_stating("requests", "6000"))
+        # The rest of that round (granted before the fact) changes nothing.
+        told_high.settle(await told_high.lease(), error=_stating("requests", "6000"))
+
+    run_virtual(main())
+    assert (unknown.max_tokens, unknown.ceiling_tokens) == (180_000, 180_000)
+    assert unknown.snapshot().mode == "slow start / at ceiling"  # requests were not named
+    assert (told_high.max_requests, told_high.ceiling_requests) == (6_000, 6_000)
+
+
+class _Provider:
+    """A provider's one-second bucket of ``rate`` requests/s that says nothing but 429."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.level, self.stamp = rate, rate, 0.0
+        self.refused = 0
+
+    def admit(self, now: float) -> bool:
+        self.level = min(self.rate, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.level >= 1:
+            self.level -= 1
+            return True
+        self.refused += 1
+        return False
+
+
+def _run_against(provider: _Provider, limiter: AdaptiveLimiter, seconds: float,
+                 workers: int = 32, latency: float = 0.01) -> None:
+    async def worker() -> None:
+        loop = asyncio.get_running_loop()
+        while loop.time() < seconds:
+            lease = await limiter.lease()
+            ok = provider.admit(loop.time())
+            await asyncio.sleep(latency)
+            limiter.settle(lease, error=None if ok else RateLimitError("429", status=429))
+
+    async def main() -> None:
+        await asyncio.gather(*(worker() for _ in range(workers)))
+
+    run_virtual(main())
+
+
+def test_an_unknown_limit_is_learnt_from_bare_429s_in_a_few_rounds():
+    # Nothing told, nothing stated: the first cut comes from what got through over the last
+    # second (which counts the provider's saved-up second too), the next from what the
+    # provider admitted between two refusals, which is its rate.
+    # With 50 ms round trips, what is in flight when the provider's bucket runs dry is refused
+    # whatever the limiter does next (about 30 here); each extra round costs as much again
+    # (the first estimate aimed at what got through: 47).
+    provider = _Provider(rate=100)
+    limiter = AdaptiveLimiter()
+    _run_against(provider, limiter, seconds=8, latency=0.05)
+    rate = (limiter.max_requests or 0) / 60
+    assert 60 <= rate <= 110
+    assert provider.refused <= 36
+
+
+def test_a_rate_told_too_high_is_corrected_from_what_the_provider_admits():
+    provider = _Provider(rate=100)
+    limiter = AdaptiveLimiter(max_requests=2 * 6_000)
+    _run_against(provider, limiter, seconds=8)
+    assert 60 <= (limiter.max_requests or 0) / 60 <= 110
+    # Starting empty, nothing goes out on top of the rate: the provider's second of savings
+    # lasts a second, and then one round of refusals per cut (a full start drew 10 here).
+    assert provider.refused <= 8
+
+
+def test_slow_start_doubles_only_a_rate_that_is_used():
+    # 64 requests in flight, each answered after 2 s: at most 32 answers a second. The
+    # limiter holds requests back all along, but doubling a rate nobody uses would only
+    # store up a burst.
+    limiter = AdaptiveLimiter()
+    _run_against(_Provider(rate=10_000), limiter, seconds=6, workers=64, latency=2.0)
+    assert (limiter.max_requests or 0) / 60 <= 2 * 32  # doubled on paper: 80

@@ -65,7 +65,7 @@ _MIN_CUT_GAP = 0.05  # seconds after a cut in which a grant's 429 is not a new s
 _MIN_SPAN = 0.05
 _MAX_SPAN = 4.0
 _STATED_LIMIT = re.compile(
-    r"(requests|tokens) per min(?:ute)?\b[^.]*?\blimit:? ?([0-9][0-9,]*)(?: ?/ ?min)?",
+    r"(requests|tokens) per min(?:ute)?\b[^0-9]{0,40}?\blimit:? ?([0-9][0-9,]*)",
     re.IGNORECASE)
 
 
