@@ -19,9 +19,10 @@ outcomes, the way TCP congestion control treats its window:
   the last cut is old news and starts no new cut, so a burst of 429s from one overshoot is
   one signal, not fifty.
 * **What the provider admits** is measured between two 429s: a refused request means the
-  provider's bucket was empty when it arrived, so what it admitted from the requests granted
-  between two refusals is its rate times the time between them, whatever we sent (the
-  bucket cannot have saved up more than that). Before a second refusal there is only what
+  provider's bucket was empty when it arrived, so what it admitted between two refusals
+  (the successes answered in between, over a round trip at least) is its rate times the
+  time between them, whatever we sent (the bucket cannot have saved up more than that, in
+  spans of up to a few seconds). Before a second refusal there is only what
   succeeded over the last second, which also counts whatever the provider had saved up
   (a whole second's worth for OpenAI's one-second buckets): a first cut of a limit nobody
   told us about goes to ``beta`` x 0.7 of it, and the same round's later 429s correct it
