@@ -3,10 +3,11 @@
 The matrix: provider mode x {limits told right, told 2x too high, not told} x {requests bind,
 tokens bind}. In every cell, from the simulator's own log: every row answered exactly once;
 429s (and overload refusals) at most 1% of the rows when told right, 5% when told 2x too high
-or not told; wall time at most 1.10x the fastest the provider's sustained pace allows when told right, 1.3x
-otherwise. "Pace" is the work divided by the provider's rate (the in-flight mode: rows x
-round trip / cap): a provider bucket holding more than a second, or a fixed window, lets a
-bursting client beat it, so these runs are sized to need many times what any bucket holds.
+or not told; wall time at most 1.10x the fastest the provider's sustained pace allows when
+told right, 1.3x otherwise. "Pace" is the work divided by the provider's rate (the in-flight
+mode: rows x round trip / cap): a provider bucket holding more than a second, or a fixed
+window, lets a bursting client beat it, so these runs are sized to need many times what any
+bucket holds.
 
 Each cell takes about as long as the provider's pace allows (400 rows when told right, about
 4 s; 600 when told wrong or not told, as in benchmarks/quota_control.py); the whole matrix
