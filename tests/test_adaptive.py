@@ -291,6 +291,11 @@ def test_which_limit_a_429_states():
                            status=429)
     text = RateLimitError("429 Too Many Requests", status=429)
     assert [_stated_limit(e) for e in (daily, azure, text)] == [None, None, None]
+    # A number printed as a float is not read as its first digit ("1e+06" is not 1).
+    assert _stated_limit(_stating("tokens", "1e+06")) is None
+    assert _stated_limit(_stating("tokens", "2.5")) is None
+    sentence = RateLimitError("on tokens per min (TPM): Limit 90000. Used 90000.", status=429)
+    assert _stated_limit(sentence) == ("tokens", 90_000)
 
 
 def test_a_429_that_states_the_limit_sets_the_rate_to_it_and_cuts_no_further():

@@ -66,7 +66,9 @@ _MIN_CUT_GAP = 0.05  # seconds after a cut in which a grant's 429 is not a new s
 _MIN_SPAN = 0.05
 _MAX_SPAN = 4.0
 _STATED_LIMIT = re.compile(
-    r"(requests|tokens) per min(?:ute)?\b[^0-9]{0,40}?\blimit:? ?([0-9][0-9,]*)",
+    # The number must end there: "Limit 1e+06" (a server printing floats) is not a limit of 1.
+    r"(requests|tokens) per min(?:ute)?\b[^0-9]{0,40}?\blimit:? ?([0-9][0-9,]*)"
+    r"(?![0-9]|\.[0-9]|[eE][+-]?[0-9])",
     re.IGNORECASE)
 
 
