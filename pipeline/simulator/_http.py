@@ -257,10 +257,13 @@ class Connection(asyncio.Protocol):
 class HTTPServer:
     """Serve ``handler`` on ``host:port`` (port 0: a free one) inside the running loop.
 
-    >>> async def main():  # doctest: +SKIP
+    >>> async def main():
     ...     server = HTTPServer(lambda req, conn: conn.respond(200, b"{}"))
     ...     port = await server.start("127.0.0.1", 0)
     ...     await server.stop()
+    ...     return port > 0
+    >>> asyncio.run(main())
+    True
     """
 
     def __init__(self, handler: Handler) -> None:
