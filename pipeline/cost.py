@@ -218,18 +218,18 @@ class Prices:
     def record_cost(self, record: Record, *, say: bool = True) -> float | None:
         """What this run paid for one record, in USD.
 
-        0 for a cached answer or a failure (nothing billed); usage x price for an answer;
-        ``None`` for an answer without ``usage`` or of a model without a price (with
-        ``say``, a warning once per model).
+        Usage x price for every answer billed: the one kept, answers thrown away because
+        they did not fit the schema, and a last answer that did not fit either. 0 for a
+        cached answer or an error without an answer (nothing billed); ``None`` for a billed
+        answer without ``usage`` or a model without a price (with ``say``, a warning once
+        per model).
         """
-        response = record.response
-        if response is None or record.error is not None or record.cached:
-            return 0.0
-        usage = response.usage
-        model = record_model(record)
-        if usage is None:
+        paid = record.paid_tokens()
+        if paid is None:
             return None
-        return self.cost(model, usage.prompt_tokens, usage.completion_tokens, say=say)
+        if paid == (0, 0):
+            return 0.0
+        return self.cost(record_model(record), paid[0], paid[1], say=say)
 
     def total(self, records: Iterable[Record]) -> float | None:
         """The sum of :meth:`record_cost`; ``None`` if any record's cost is unknown."""

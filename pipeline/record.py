@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from pipeline.errors import APIError, RateLimitError
+from pipeline.errors import APIError, RateLimitError, SchemaValidationError
 from pipeline.request import APIRequest, Response
 
 if TYPE_CHECKING:  # a value the limiter layer makes; records only carry it
@@ -68,8 +68,32 @@ class Record(msgspec.Struct, kw_only=True):
     value: Any = None
     #: How many times the answer was asked again because it did not fit the schema.
     reasks: int = 0
+    #: Tokens of answers paid for and thrown away (re-asked for not fitting the schema).
+    discarded_prompt_tokens: int = 0
+    discarded_completion_tokens: int = 0
     #: Rows that shared the request that answered this one (0: no batch stage sent it).
     batched: int = 0
+
+    def paid_tokens(self) -> tuple[int, int] | None:
+        """``(prompt, completion)`` tokens this record's answers were billed, thrown-away
+        answers included; ``None`` when an answer that was billed carries no ``usage``.
+
+        A cached answer and an error without an answer cost nothing; a last answer that did
+        not fit its schema was still billed.
+
+        >>> Record(index=0, discarded_prompt_tokens=10, discarded_completion_tokens=4).paid_tokens()
+        (10, 4)
+        """
+        prompt, completion = self.discarded_prompt_tokens, self.discarded_completion_tokens
+        response = self.response
+        if response is None or self.cached:
+            return prompt, completion
+        if self.error is not None and not isinstance(self.error, SchemaValidationError):
+            return prompt, completion
+        usage = response.usage
+        if usage is None:
+            return None
+        return prompt + usage.prompt_tokens, completion + usage.completion_tokens
 
     @property
     def ok(self) -> bool:

@@ -102,8 +102,9 @@ class Results(list[Record]):
 
     @property
     def cost(self) -> float | None:
-        """USD this run paid: each answer's ``usage`` x its model's price (cached answers and
-        failures cost 0). ``None`` when a model has no price (said once, in a warning).
+        """USD this run paid: every billed answer's ``usage`` x its model's price, answers
+        thrown away for not fitting a schema included (cached answers, and errors without an
+        answer, cost 0). ``None`` when a model has no price (said once, in a warning).
 
         Prices are the run's (``status.prices``), else :data:`pipeline.cost.DEFAULT_PRICES`;
         for others, ``pipeline.Prices({...}).total(results)``.

@@ -63,7 +63,7 @@ class StatusTracker:
         #: The :class:`~pipeline.cost.Prices` to cost answers with (``default_flow`` sets the
         #: defaults); ``None``: no cost row.
         self.prices: Any = None
-        #: USD paid for the answers counted so far (cached answers and failures cost 0).
+        #: USD paid for the answers counted so far, thrown-away ones included (cached: 0).
         self.cost = 0.0
         #: Models answered without a known price (or answers without usage): cost unknown.
         self.unpriced: set[str] = set()
@@ -98,27 +98,15 @@ class StatusTracker:
 
     def on_reask(self, record: Record, error: BaseException) -> None:
         """Re-ask hook (see :class:`~pipeline.stages.retry`): an answer did not fit its
-        schema and is asked again. Its tokens were paid for: they count in the tokens and
-        the cost, though the answer is thrown away."""
+        schema and is asked again. Its tokens were billed: the record keeps them
+        (``record.discarded_*_tokens``) and they are counted when the record finishes."""
         self.reasks += 1
-        response = record.response
-        if response is None or record.cached:
-            return
-        usage = response.usage
-        if usage is not None:
-            self.prompt_tokens += usage.prompt_tokens
-            self.completion_tokens += usage.completion_tokens
-        if self.prices is not None:
-            cost = self.prices.cost(record_model(record), usage.prompt_tokens,
-                                    usage.completion_tokens, say=False) \
-                if usage is not None else None
-            if cost is not None:
-                self.cost += cost
 
     def record_finished(self, record: Record) -> None:
-        """A record reached the end: count its outcome, tokens and latency."""
+        """A record reached the end: count its outcome, tokens, cost and latency."""
         self.in_progress -= 1
         self._t1 = record.finished or time.perf_counter()
+        self._count_paid(record)
         if record.error is not None:
             self.failed += 1
             name = type(record.error).__name__
@@ -138,18 +126,23 @@ class StatusTracker:
             else:
                 self._requests += 1.0
             self._latencies.append(response.latency)
-            usage = response.usage
-            if usage is not None:
-                self.prompt_tokens += usage.prompt_tokens
-                self.completion_tokens += usage.completion_tokens
-            if self.prices is not None:
-                # No warning here: the table's cost row names unpriced models.
-                cost = self.prices.record_cost(record, say=False)
-                if cost is None:
-                    self.unpriced.add(record_model(record) or "(no model)" if usage is not None
-                                      else "(answers without usage)")
-                else:
-                    self.cost += cost
+
+    def _count_paid(self, record: Record) -> None:
+        # Every answer billed for this row: kept, thrown away by a re-ask, or the last one
+        # that did not fit its schema (the same rule as Prices.record_cost).
+        paid = record.paid_tokens()
+        if paid is not None:
+            self.prompt_tokens += paid[0]
+            self.completion_tokens += paid[1]
+        if self.prices is None or paid == (0, 0):
+            return
+        # No warning here: the table's cost row names unpriced models.
+        cost = self.prices.record_cost(record, say=False)
+        if cost is None:
+            self.unpriced.add(record_model(record) or "(no model)" if paid is not None
+                              else "(answers without usage)")
+        else:
+            self.cost += cost
 
     # ---------------------------------------------------------------- reading
     @property

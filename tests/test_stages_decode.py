@@ -198,3 +198,24 @@ def test_the_default_flow_decodes_inside_the_retry_when_the_job_has_a_schema():
     inner = next(s for s in plain.stages() if isinstance(s, retry)).inner.stages()
     assert [type(s).__name__ for s in inner] == ["acquire", "call"]
     asyncio.run(service.aclose())
+
+
+@pytest.mark.timeout(120)
+async def test_answers_thrown_away_are_in_the_rows_cost_and_the_status_tokens():
+    # Every answer the simulator sends was billed, whether it fitted or not: the rows' cost
+    # and the status table's tokens count them all (the simulator's log is the bill).
+    with Simulator(invalid_json=0.5, seed=7, latency=0) as sim:
+        async with _service(sim) as service:
+            results = await pipeline.run(ROWS[:20], _job(service), reasks=1)
+        answered = [e for e in sim.log() if e.outcome in ("ok", "invalid_json")]
+    billed_prompt = sum(e.prompt_tokens for e in answered)
+    billed_completion = sum(e.completion_tokens for e in answered)
+    assert any(r.reasks for r in results) and any(not r.ok for r in results)
+    assert sum(r.discarded_prompt_tokens for r in results) > 0
+    status = results.status
+    assert (status.prompt_tokens, status.completion_tokens) == (billed_prompt, billed_completion)
+    expected = pipeline.Prices().cost("gpt-4o-mini", billed_prompt, billed_completion)
+    assert results.cost == pytest.approx(expected)
+    assert status.cost == pytest.approx(expected)
+    never_fitted = [r for r in results if not r.ok]
+    assert all(pipeline.Prices().record_cost(r) > 0 for r in never_fitted)  # billed twice

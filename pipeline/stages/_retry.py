@@ -217,6 +217,11 @@ class retry(Stage):
                 record.reasks += 1
                 for on_reask in self._reask_hooks:
                     on_reask(record, error)
+                thrown = record.response
+                usage = thrown.usage if thrown is not None and not record.cached else None
+                if usage is not None:  # billed, though thrown away: the row's cost says so
+                    record.discarded_prompt_tokens += usage.prompt_tokens
+                    record.discarded_completion_tokens += usage.completion_tokens
                 record.response = None
                 record.value = None
                 record.cached = False
