@@ -9,7 +9,7 @@ the cache already answers, the time the rate limits allow and the cost range::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from pipeline._display import html_table
@@ -31,6 +31,8 @@ class Estimate:
         rows: input rows.
         invalid: rows that cannot be built (they would fail; nothing is sent for them).
         cached: rows the response cache already answers (free).
+        resumed: rows a resume journal already answers (a rerun of ``pipeline run`` or
+            :func:`pipeline.resume.run_file` sends nothing for them).
         to_send: rows that would be sent.
         prompt_tokens: estimated prompt tokens of the rows to send (the builder's estimate).
         output_tokens: the most output tokens they may use (``max_tokens`` x ``n``): an
@@ -44,16 +46,18 @@ class Estimate:
     """
 
     __slots__ = ("cached", "cost_high", "cost_low", "invalid", "minutes", "models",
-                 "output_tokens", "prices", "prompt_tokens", "rows", "rpm", "to_send", "tpm",
-                 "unpriced")
+                 "output_tokens", "prices", "prompt_tokens", "resumed", "rows", "rpm",
+                 "to_send", "tpm", "unpriced")
 
     def __init__(self, *, rows: int, invalid: int, cached: int, prompt_tokens: int,
                  output_tokens: int, rpm: float | None, tpm: float | None,
-                 models: dict[str, tuple[int, int]], prices: Prices) -> None:
+                 models: dict[str, tuple[int, int]], prices: Prices,
+                 resumed: int = 0) -> None:
         self.rows = rows
         self.invalid = invalid
         self.cached = cached
-        self.to_send = rows - invalid - cached
+        self.resumed = resumed
+        self.to_send = rows - invalid - cached - resumed
         self.prompt_tokens = prompt_tokens
         self.output_tokens = output_tokens
         self.rpm = rpm
@@ -81,6 +85,8 @@ class Estimate:
 
     def _rows(self) -> list[tuple[str, str]]:
         parts = []
+        if self.resumed:
+            parts.append(f"{self.resumed:,} answered by the resume journal")
         if self.cached:
             parts.append(f"{self.cached:,} answered by the cache")
         if self.invalid:
@@ -157,13 +163,14 @@ def _output_bound(request: APIRequest, builder: Any) -> int:
 
 def estimate(rows: Any, job: Any, *, rpm: float | None = None, tpm: float | None = None,
              cache: Any = None, prices: Prices | Mapping[str, Any] | str | os.PathLike[str]
-             | None = None) -> Estimate:
+             | None = None, answered: Collection[int] = ()) -> Estimate:
     """Plan a run of ``rows`` through ``job`` without sending anything.
 
     Each row is built as the run would build it; the cache (a directory or a
     :class:`~pipeline.cache.ResponseCache`) is asked the way the run's lookup asks it.
     ``rpm``/``tpm`` default to the job's endpoint limits. A cache directory that does not
-    exist yet answers nothing and is not created.
+    exist yet answers nothing and is not created. ``answered``: input positions a resume
+    journal already answers (:func:`pipeline.resume.answered` reads them), left out.
 
     For example, inside a coroutine (or a notebook cell)::
 
@@ -191,11 +198,14 @@ def estimate(rows: Any, job: Any, *, rpm: float | None = None, tpm: float | None
             opened, owned = ResponseCache(cache), True
     elif cache is not None:
         raise ConfigError(f"cache must be a directory path or a ResponseCache, got {cache!r}")
-    count = invalid = cached = prompt_total = output_total = 0
+    count = invalid = cached = resumed = prompt_total = output_total = 0
     models: dict[str, tuple[int, int]] = {}
     try:
         for item in items:
             count += 1
+            if (item.index if isinstance(item, Record) else count - 1) in answered:
+                resumed += 1
+                continue
             if isinstance(item, Record):
                 if item.error is not None:
                     invalid += 1
@@ -225,6 +235,7 @@ def estimate(rows: Any, job: Any, *, rpm: float | None = None, tpm: float | None
     finally:
         if owned and opened is not None:
             opened.close()
-    return Estimate(rows=count, invalid=invalid, cached=cached, prompt_tokens=prompt_total,
+    return Estimate(rows=count, invalid=invalid, cached=cached, resumed=resumed,
+                    prompt_tokens=prompt_total,
                     output_tokens=output_total, rpm=rpm, tpm=tpm, models=models,
                     prices=table)

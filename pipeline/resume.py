@@ -38,7 +38,7 @@ from pipeline.runner import default_flow
 from pipeline.stages import DEFAULT_CONCURRENCY, DEFAULT_MAX_WAIT, DEFAULT_REASKS, Backoff, Stage
 from pipeline.status import StatusTracker
 
-__all__ = ["Journal", "RunSummary", "run_file", "write_journal"]
+__all__ = ["Journal", "RunSummary", "answered", "run_file", "write_journal"]
 
 _VERSION = 1
 _encode = msgspec.json.Encoder(enc_hook=str).encode
@@ -82,7 +82,16 @@ class Journal:
         self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (closed in close())
         return entries
 
-    def _load(self) -> tuple[dict[int, dict[str, Any]], bool]:
+    def read(self) -> dict[int, dict[str, Any]]:
+        """The entries an earlier run of the same fingerprint left, by input position, without
+        opening the journal for writing or changing it ({} when there is none or it is for
+        another run)."""
+        if not os.path.exists(self.path):
+            return {}
+        entries, _ = self._load(repair=False)
+        return entries
+
+    def _load(self, *, repair: bool = True) -> tuple[dict[int, dict[str, Any]], bool]:
         with open(self.path, "rb") as f:
             data = f.read()
         end = data.rfind(b"\n") + 1
@@ -94,7 +103,7 @@ class Journal:
         if not isinstance(header, dict) or header.get("fingerprint") != self.fingerprint:
             self.restarted = True
             return {}, True
-        if end < len(data):  # a line cut short by a kill: drop it, its row runs again
+        if repair and end < len(data):  # a line cut short by a kill: drop it, it runs again
             with open(self.path, "r+b") as f:
                 f.truncate(end)
         entries: dict[int, dict[str, Any]] = {}
@@ -196,6 +205,22 @@ def fingerprint(source: Source, job: Any, output_format: str = "") -> str:
     else:
         parts.append(str(source.length))
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def answered(source: Any, output: str | os.PathLike[str], job: Any, *,
+             journal: str | os.PathLike[str] | None = None,
+             output_format: str | None = None) -> set[int]:
+    """Input positions that a rerun of :func:`run_file` with these arguments would not send
+    again (answered in its journal); the journal is only read.
+
+    What ``pipeline run --dry-run`` leaves out of its estimate.
+    """
+    src = read(source)
+    output = os.fspath(output)
+    layout = check_output(output, output_format, src)
+    path = journal if journal is not None else f"{output}.journal"
+    entries = Journal(path, fingerprint=fingerprint(src, job, layout)).read()
+    return {i for i, e in entries.items() if e.get("status") == "succeeded"}
 
 
 async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,

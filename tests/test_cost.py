@@ -314,3 +314,23 @@ def test_cli_prices_file_costs_the_run_and_the_dry_run(sim, tmp_path):
     assert f"${paid:,.2f}" in cost_row and str(prices) in cost_row
     bad = pipeline_cli(*common[:-3], "--prices", str(tmp_path / "missing.json"), "--dry-run")
     assert bad.returncode == 2 and "missing.json" in bad.stderr
+
+
+def test_cli_dry_run_leaves_out_the_rows_the_resume_journal_answered(tmp_path):
+    # A run that answered only some rows (a 500 on about half, one attempt each): the dry run
+    # of the same command counts the answered ones as done and plans only the rest.
+    write_jsonl(tmp_path / "in.jsonl", ROWS)
+    with Simulator(faults={"500": 0.5}, seed=4, latency=0) as flaky:
+        common = ("run", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.csv"),
+                  "--template", "Classify: {text}", "--max-tokens", str(MAX_TOKENS),
+                  "--base-url", flaky.base_url, "--max-attempts", "1", "--no-progress")
+        first = pipeline_cli(*common)
+        sent = len(flaky.log())
+        answered = sum(1 for e in flaky.log() if e.outcome == "ok")
+        planned = pipeline_cli(*common, "--dry-run")
+        assert len(flaky.log()) == sent  # the dry run sent nothing
+    assert first.returncode == 1 and 0 < answered < len(ROWS), first.stderr
+    assert f"{answered:,} answered by the resume journal" in planned.stdout, planned.stdout
+    assert f"to send                      {len(ROWS) - answered:,} requests" in planned.stdout
+    fresh = pipeline_cli(*common, "--dry-run", "--fresh")
+    assert "resume journal" not in fresh.stdout

@@ -217,7 +217,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
     """Run the job the parsed arguments describe; return the exit code."""
-    from pipeline import io
+    from pipeline import io, resume
     from pipeline.cost import Prices
     from pipeline.estimate import estimate
     from pipeline.http import OpenAIService
@@ -244,7 +244,10 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
         print(f"pipeline run: {args.input} -> {args.output} ({job.path} at "
               f"{service.base_url}, model {model})", file=out)
         if args.dry_run:  # before the run's first request: nothing is sent
-            print(estimate(source, job, cache=cache, prices=status.prices), file=sys.stdout)
+            done = set() if args.fresh else resume.answered(
+                source, args.output, job, output_format=args.output_format)
+            print(estimate(source, job, cache=cache, prices=status.prices, answered=done),
+                  file=sys.stdout)
             return 0
         summary = await io.run_file(source, args.output, job, cache=cache,
                                     concurrency=args.concurrency, attempts=args.max_attempts,
