@@ -445,7 +445,10 @@ def _from_struct(cls: type[Any], name: str | None, description: str | None,
 def _from_json_schema(source: Mapping[str, Any], name: str | None, description: str | None,
                       separator: str) -> OutputSchema[Any]:
     tree = _normalize_root(copy.deepcopy(dict(source)), lenient=False)
-    validator = _Validator(tree)
+    # The answer must fit what was asked for: the strict schema sent, where every property
+    # is required and none other allowed (a file without "required" must not let a field
+    # the provider left out become a silent null).
+    validator = _Validator(_strict(tree))
 
     def decode(text: str | bytes) -> Any:
         try:
