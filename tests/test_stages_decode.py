@@ -219,3 +219,25 @@ async def test_answers_thrown_away_are_in_the_rows_cost_and_the_status_tokens():
     assert status.cost == pytest.approx(expected)
     never_fitted = [r for r in results if not r.ok]
     assert all(pipeline.Prices().record_cost(r) > 0 for r in never_fitted)  # billed twice
+
+
+@pytest.mark.timeout(120)
+async def test_a_reask_tells_the_model_what_did_not_fit():
+    # A model that answers the same question the same way (temperature 0) would fail every
+    # re-ask of the identical request: the re-ask carries the answer and why it did not fit.
+    def model(endpoint, body):
+        last = body["messages"][-1]["content"]
+        return ('{"label": "spam", "p": 0.9, "reasons": []}' if "does not fit" in last
+                else '{"label": "maybe"}')
+
+    with Simulator(latency=0, process=False, responder=model) as sim:
+        async with _service(sim) as service:
+            results = await pipeline.run(ROWS[:5], _job(service), reasks=1)
+        bodies = [e for e in sim.log() if e.outcome == "ok"]
+    assert all(r.ok and r.value == Label("spam", 0.9, []) for r in results), list(results)
+    assert all(r.reasks == 1 for r in results) and len(bodies) == 10
+    retried = results[0].request.body["messages"]
+    assert [m["role"] for m in retried] == ["user", "assistant", "user"]
+    assert retried[1]["content"] == '{"label": "maybe"}'
+    assert "`$.label`" in retried[2]["content"] or "label" in retried[2]["content"]
+    assert results[0].token_estimate > _job(service).build(ROWS[0]).token_estimate

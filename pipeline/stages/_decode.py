@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from pipeline.errors import SchemaValidationError
 from pipeline.payloads.structured import OutputSchema
+from pipeline.payloads.tokens import chat_prompt_tokens
 from pipeline.record import Record
 from pipeline.stages._core import Stage
 
@@ -54,6 +57,30 @@ class decode(Stage):
             record.error = SchemaValidationError(
                 f"decoding the answer failed: {type(exc).__name__}: {exc}")
         return record
+
+    def follow_up(self, record: Record, error: SchemaValidationError) -> None:
+        """Make the record's request the re-ask: the conversation so far, the answer that
+        did not fit, and why, so that a model answering the same way every time (at
+        temperature 0) is not asked the very same question again.
+
+        Only chat requests change; the record's cache key stays the original request's, so
+        a valid answer is kept for the question the row asked.
+        """
+        request, answer = record.request, record.text
+        body = request.body if request is not None else None
+        if request is None or not isinstance(body, dict) or answer is None or \
+                not isinstance(body.get("messages"), list):
+            return
+        why = error.message.split("; answer:", 1)[0]  # the excerpt is the answer itself
+        added = [{"role": "assistant", "content": answer},
+                 {"role": "user", "content": f"That answer does not fit the required JSON "
+                                             f"schema ({why}). Answer again with JSON that "
+                                             "fits it, and nothing else."}]
+        extra = chat_prompt_tokens({"messages": added})
+        record.request = msgspec.structs.replace(
+            request, body={**body, "messages": [*body["messages"], *added]},
+            token_estimate=request.token_estimate + extra)
+        record.token_estimate = record.request.token_estimate
 
     def __repr__(self) -> str:
         return f"decode({self.schema!r})"

@@ -188,6 +188,9 @@ class retry(Stage):
         self._steps = tuple((st.process, st.after_done) for st in self.inner.stages())
         # Run for answered (cached) records too when an inner stage works on answers.
         self.after_done = any(done for _, done in self._steps)
+        # Stages that turn a record's request into its re-ask (decode: the answer and why).
+        self._follow_ups = tuple(st.follow_up for st in self.inner.stages()
+                                 if callable(getattr(st, "follow_up", None)))
         self._reask_hooks = tuple(h.on_reask for h in self.hooks
                                   if callable(getattr(h, "on_reask", None)))
 
@@ -222,6 +225,8 @@ class retry(Stage):
                 if usage is not None:  # billed, though thrown away: the row's cost says so
                     record.discarded_prompt_tokens += usage.prompt_tokens
                     record.discarded_completion_tokens += usage.completion_tokens
+                for follow_up in self._follow_ups:
+                    follow_up(record, error)
                 record.response = None
                 record.value = None
                 record.cached = False
