@@ -189,8 +189,8 @@ class retry(Stage):
         # Run for answered (cached) records too when an inner stage works on answers.
         self.after_done = any(done for _, done in self._steps)
         # Stages that turn a record's request into its re-ask (decode: the answer and why).
-        self._follow_ups = tuple(st.follow_up for st in self.inner.stages()
-                                 if callable(getattr(st, "follow_up", None)))
+        found = (getattr(st, "follow_up", None) for st in self.inner.stages())
+        self._follow_ups: tuple[Any, ...] = tuple(f for f in found if callable(f))
         self._reask_hooks = tuple(h.on_reask for h in self.hooks
                                   if callable(getattr(h, "on_reask", None)))
 
