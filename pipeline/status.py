@@ -260,7 +260,9 @@ class StatusTracker:
                 "rows each)")] if self.batched_rows and self.requests else []),
             ("in progress", f"{self.in_progress:,}"),
             ("retries", f"{self.retries:,}"),
-            ("re-asks (answers not fitting the schema)", f"{self.reasks:,}"),
+            # Only runs that asked for structured answers can re-ask: others need no row.
+            *([("re-asks (answers not fitting the schema)", f"{self.reasks:,}")]
+              if self.reasks or "SchemaValidationError" in self.errors_by_type else []),
             ("rate-limit errors (429)", f"{self.rate_limit_errors:,}"),
             ("other API errors", f"{self.api_errors - self.connection_errors:,}"),
             ("no answer (timeouts, connections)", f"{self.connection_errors:,}"),
