@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -383,3 +384,63 @@ def test_slow_start_doubles_only_a_rate_that_is_used():
     limiter = AdaptiveLimiter()
     _run_against(_Provider(rate=10_000), limiter, seconds=6, workers=64, latency=2.0)
     assert (limiter.max_requests or 0) / 60 <= 2 * 32  # doubled on paper: 80
+
+
+class _QueueingServer:
+    """A server that answers one request at a time, ``service`` seconds each, and queues the
+    rest (a self-hosted model server past its capacity): the round trip grows with what is
+    in flight, and nothing is ever refused."""
+
+    def __init__(self, service: float) -> None:
+        self.service = service
+        self.free_at = 0.0
+
+    async def answer(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self.free_at = max(now, self.free_at) + self.service
+        await asyncio.sleep(self.free_at - now)
+
+
+def _drive(limiter: AdaptiveLimiter, seconds: float, answer: Any) -> int:
+    """100 workers send through ``limiter`` for ``seconds``; the most in flight at once."""
+    most = 0
+
+    async def worker() -> None:
+        nonlocal most
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while loop.time() - start < seconds:
+            lease = await _lease(limiter)
+            most = max(most, limiter.in_flight)
+            await answer()
+            limiter.settle(lease)
+
+    async def main() -> None:
+        await asyncio.gather(*(worker() for _ in range(100)))
+
+    run_virtual(main())
+    return most
+
+
+def test_queueing_stops_the_in_flight_cap_from_growing():
+    # No limits told: the rate slow-starts from 20/s and doubles past what a server answering
+    # 200 a second can take (at 320/s, after about a second). The requests then queue at the
+    # server; more in flight would only lengthen the queue (and a limit met at that moment
+    # would refuse the whole queue at once). The previous controller let the cap follow the
+    # queue, one more per answer, to all 100 workers in flight; this one holds it at 8.
+    server = _QueueingServer(service=0.005)
+    limiter = AdaptiveLimiter(start_in_flight=4)
+    most = _drive(limiter, 2.0, server.answer)
+    assert limiter.max_in_flight <= 10 and most <= 10
+
+
+def test_a_latency_that_is_the_servers_nature_still_lets_the_cap_grow():
+    # Every answer takes 50 ms however many are in flight (an API's own latency, no queue):
+    # the cap is what holds requests back and the round trips stay typical, so it grows.
+    async def answer() -> None:
+        await asyncio.sleep(0.05)
+
+    limiter = AdaptiveLimiter(max_requests=600_000, start_in_flight=4)
+    most = _drive(limiter, 2.0, answer)
+    assert limiter.max_in_flight >= 64 and most >= 64
