@@ -57,8 +57,11 @@ async def test_at_the_servers_limits_no_429s_and_near_the_fastest_possible_time(
     assert stats.rate_limited == 0 and results.status.rate_limit_errors == 0
     assert stats.requests == n
     # The server's limits allow nothing quicker than this (plus the last request's latency).
+    # What this pins is that nothing stalls the run (a cooldown, a cut): one 429 cooldown
+    # alone would cost a second. 200 requests/s through httpx is about half of what one core
+    # moves, so a busy machine costs a few percent (1.085x seen in a full suite run).
     fastest = (n - server_burst) / (rpm / 60)
-    assert elapsed <= 1.05 * fastest + 0.2, (elapsed, fastest)
+    assert elapsed <= 1.15 * fastest + 0.2, (elapsed, fastest)
 
 
 async def test_a_limiter_set_20_percent_too_high_still_answers_every_row():
