@@ -444,3 +444,64 @@ def test_a_latency_that_is_the_servers_nature_still_lets_the_cap_grow():
     limiter = AdaptiveLimiter(max_requests=600_000, start_in_flight=4)
     most = _drive(limiter, 2.0, answer)
     assert limiter.max_in_flight >= 64 and most >= 64
+
+
+def test_refusals_before_the_time_a_429_gave_are_not_news():
+    # A window provider (sliding or fixed) stays full until the time its 429 states, then
+    # frees room in a lump. Requests granted meanwhile, after the cut, are refused too: that
+    # is the same full window, not a sign that the cut rate is still too high. The previous
+    # controller cut again for each (three cuts in 0.15 s took a run from 70 to 9 requests/s).
+    limiter = AdaptiveLimiter(max_requests=6_000)
+    # "Retry-After: 1" for a wait of 0.8 s: the 0.8 s is not sure (a whole second rounded
+    # up), so everyone goes on at the cut rate while the refused request waits.
+    full = {"retry-after": "1"}
+
+    def refusal() -> RateLimitError:
+        return RateLimitError("429 Too Many Requests", status=429, headers=full,
+                              retry_after=0.8)
+
+    async def main() -> list[float | None]:
+        rates = []
+        first = await _lease(limiter)
+        await asyncio.sleep(0.1)
+        limiter.settle(first, error=refusal())  # at 0.1: the window is full until 0.9
+        rates.append(limiter.max_requests)
+        await asyncio.sleep(0.2)
+        during = await _lease(limiter)  # granted after the cut, before 0.9
+        await asyncio.sleep(0.01)
+        limiter.settle(during, error=refusal())
+        rates.append(limiter.max_requests)
+        await asyncio.sleep(1.0)
+        after = await _lease(limiter)  # granted after the time the provider gave
+        await asyncio.sleep(0.01)
+        limiter.settle(after, error=refusal())
+        rates.append(limiter.max_requests)
+        return rates
+
+    cut, same_window, later = run_virtual(main())
+    assert cut is not None and cut <= 0.7 * 6_000 + 1e-6
+    assert same_window is not None and same_window >= cut  # no second cut (it may have grown)
+    assert later is not None and later < same_window  # news again: cut
+
+
+@pytest.mark.parametrize(("headers", "everyone"), [
+    ({"retry-after": "2"}, 1.0),  # whole seconds, rounded up: only 1 s is sure
+    ({"retry-after": "Wed, 02 Dec 2026 13:00:02 GMT"}, 1.0),  # an HTTP date: the same
+    ({"retry-after-ms": "2000", "retry-after": "2"}, 2.0),  # exact
+    ({"retry-after": "1.5"}, 2.0),  # a fraction is exact too
+    ({}, 2.0),  # the wait came from elsewhere (x-ratelimit-reset-*): exact
+])
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_everyone_pauses_for_the_sure_part_of_a_retry_after(headers, everyone, adaptive):
+    # The refused request itself waits the whole 2 s (the retry stage does that); everyone
+    # else pauses only as long as is sure, so a rounded-up second does not idle the quota.
+    limiter = AdaptiveLimiter(max_requests=6_000) if adaptive else \
+        TokenBucketLimiter(max_requests=6_000)
+
+    async def main() -> float:
+        lease = await limiter.lease()
+        limiter.settle(lease, error=RateLimitError("429", status=429, headers=headers,
+                                                   retry_after=2.0))
+        return limiter.paused_for
+
+    assert run_virtual(main()) == pytest.approx(everyone)

