@@ -18,6 +18,11 @@ outcomes, the way TCP congestion control treats its window:
   tokens; both when it does not say). One cut per round: a 429 for a request granted before
   the last cut is old news and starts no new cut, so a burst of 429s from one overshoot is
   one signal, not fifty.
+* **A full window is not news.** A 429 for a request granted before the time the last cut's
+  429 gave (its retry-after) changes nothing: a sliding or fixed window stays full until
+  then whatever the new rate, and what it admits meanwhile is not its rate; the curve does
+  not grow until then either. Everyone pauses for the sure part of a retry-after (see
+  ``shared_pause``: a whole-second ``Retry-After`` is rounded up).
 * **What the provider admits** is measured between two 429s: a refused request means the
   provider's bucket was empty when it arrived, so what it admitted between two refusals
   (the successes answered in between, over a round trip at least) is its rate times the
