@@ -47,10 +47,10 @@ outcomes, the way TCP congestion control treats its window:
 * **Queueing stops the in-flight cap from growing.** A success adds to the cap only when its
   round trip (grant to answer) is at most twice the typical round trip of the last ten
   seconds (the lowest of the half-second medians, as BBR keeps its lowest round trip over
-  ten seconds) plus 5 ms. A server that queues rather
-  than refuses (a self-hosted vLLM, or any server past its capacity) shows itself as round
-  trips that grow with what is in flight; more in flight there buys no throughput, only
-  requests that a limit found at that moment refuses all together. Measured on the
+  ten seconds) plus 5 ms. A server that queues rather than refuses (a self-hosted vLLM, or
+  any server past its capacity) shows itself as round trips that grow with what is in
+  flight; more in flight there buys no throughput, only requests that a limit found at that
+  moment refuses all together. Measured on the
   simulator not told its token limit: a rate doubled past what the server could answer
   (320 to 640 requests/s) let the cap follow the queue from 11 to 55 in 0.2 s, and the 48
   then in flight were refused as one round (35-45 429s a run of 600 rows; about 10 with
@@ -317,13 +317,14 @@ class AdaptiveLimiter(TokenBucketLimiter):
 
     def _on_success(self, lease: Lease, tokens: float | None, now: float) -> None:
         charged = lease.tokens if tokens is None else tokens
-        self._meter(now, charged, now - lease.granted_at)
+        rtt = now - lease.granted_at
+        self._meter(now, charged, rtt)
         self._dims[0].admitted += 1.0
         self._dims[1].admitted += charged
         self._step_answers += 1.0
         cap = self._max_in_flight
-        if lease.slot and self._in_flight + 1 >= cap and \
-                not self._queueing(now - lease.granted_at):  # the cap holds requests back
+        # The cap is what holds requests back, and more in flight would not only queue.
+        if lease.slot and self._in_flight + 1 >= cap and not self._queueing(rtt):
             if self._overload_peak == _INF:
                 # Slow start: one more per success doubles the cap every round trip.
                 self._max_in_flight = cap + 1.0
@@ -347,6 +348,7 @@ class AdaptiveLimiter(TokenBucketLimiter):
         if stated is not None:
             dimension = stated[0]
         changed = False
+        wait = error.retry_after or 0.0
         for dim in self._dims:
             if dimension is not None and dim.name != dimension:
                 continue
@@ -365,8 +367,8 @@ class AdaptiveLimiter(TokenBucketLimiter):
                 changed = self._stated(dim, stated[1], lease, now) or changed
             else:
                 changed = self._cut(dim, lease, now) or changed
-            if dim.last_cut == now and (error.retry_after or 0.0) > _MIN_CUT_GAP:
-                dim.quiet_until = now + (error.retry_after or 0.0)
+            if dim.last_cut == now and wait > _MIN_CUT_GAP:
+                dim.quiet_until = now + wait
         if changed:
             self._apply(now)
             # The provider just said its bucket is empty: so is ours. Otherwise what ours
