@@ -67,68 +67,110 @@ class UnknownPriceWarning(UserWarning):
 
 
 class ModelPrice:
-    """USD per 1M input and output tokens of one model.
+    """USD per 1M input and output tokens of one model (and, optionally, of cached input).
+
+    Both ``input`` and ``output`` are required: a price with one of them missing would cost
+    that side at a silent 0. An embedding model's output price is ``0``. ``cached_input``
+    prices the prompt tokens the server says it read from its prompt cache
+    (``usage.prompt_tokens_details.cached_tokens``); without it they cost ``input``.
 
     >>> ModelPrice(0.15, 0.60)
     ModelPrice(input=0.15, output=0.6)
+    >>> ModelPrice(0.15, 0.60, cached_input=0.075).cost(1_000_000, 0, cached_tokens=500_000)
+    0.1125
     """
 
-    __slots__ = ("input", "output")
+    __slots__ = ("cached_input", "input", "output")
 
-    def __init__(self, input: float, output: float = 0.0) -> None:
-        for name, value in (("input", input), ("output", output)):
+    def __init__(self, input: float, output: float, *,
+                 cached_input: float | None = None) -> None:
+        for name, value in (("input", input), ("output", output),
+                            ("cached_input", 0.0 if cached_input is None else cached_input)):
             if isinstance(value, bool) or not isinstance(value, int | float) or \
                     not value >= 0 or value == math.inf:
                 raise ConfigError(f"a price must be a number >= 0 (USD per 1M tokens), "
                                   f"got {name}={value!r}")
         self.input = float(input)
         self.output = float(output)
+        self.cached_input = None if cached_input is None else float(cached_input)
 
     @classmethod
-    def of(cls, value: Any) -> ModelPrice:
-        """From shorthand: a number (input only), ``(input, output)`` or a dict."""
+    def of(cls, value: Any, model: str | None = None) -> ModelPrice:
+        """From shorthand: ``(input, output)`` or ``{"input": ..., "output": ...}``
+        (``"cached_input"`` optional). ``model`` names the model in the error.
+
+        >>> ModelPrice.of({"input": 5}, "my-model")
+        Traceback (most recent call last):
+        ...
+        pipeline.errors.ConfigError: the price of 'my-model' has no output price: ...
+        """
         if isinstance(value, ModelPrice):
             return value
         if isinstance(value, Mapping):
-            unknown = set(value) - {"input", "output"}
-            if unknown or "input" not in value:
-                raise ConfigError(f"a price is {{'input': USD, 'output': USD}} per 1M tokens, "
-                                  f"got {dict(value)!r}")
-            return cls(value["input"], value.get("output", 0.0))
-        if isinstance(value, list | tuple) and len(value) in (1, 2):
+            unknown = set(value) - {"input", "output", "cached_input"}
+            if unknown:
+                raise _refused(model, f"unknown keys {sorted(map(str, unknown))}", value)
+            missing = [k for k in ("input", "output") if k not in value]
+            if missing:
+                raise _refused(model, f"no {' and no '.join(missing)} price", value)
+            return cls(value["input"], value["output"], cached_input=value.get("cached_input"))
+        if isinstance(value, list | tuple) and len(value) == 2:
             return cls(*value)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return cls(value)
-        raise ConfigError(f"a price is a number, (input, output) or {{'input': ..., "
-                          f"'output': ...}} in USD per 1M tokens; got {value!r}")
+            raise _refused(model, "no output price (a bare number would price output at 0)",
+                           value)
+        raise _refused(model, "the wrong shape", value)
 
-    def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
-        """USD for these tokens."""
-        return (prompt_tokens * self.input + completion_tokens * self.output) / _MILLION
+    def cost(self, prompt_tokens: float, completion_tokens: float,
+             cached_tokens: float = 0) -> float:
+        """USD for these tokens (``cached_tokens``: how many of the prompt tokens were read
+        from the server's prompt cache)."""
+        prompt = prompt_tokens * self.input
+        if self.cached_input is not None and cached_tokens:
+            cached = min(cached_tokens, prompt_tokens)
+            prompt += cached * (self.cached_input - self.input)
+        return (prompt + completion_tokens * self.output) / _MILLION
+
+    def as_dict(self) -> dict[str, float]:
+        """``{"input": ..., "output": ...}`` (and ``"cached_input"`` when given)."""
+        out = {"input": self.input, "output": self.output}
+        if self.cached_input is not None:
+            out["cached_input"] = self.cached_input
+        return out
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ModelPrice) and (self.input, self.output) == \
-            (other.input, other.output)
+        return isinstance(other, ModelPrice) and (self.input, self.output, self.cached_input) \
+            == (other.input, other.output, other.cached_input)
 
     def __hash__(self) -> int:
-        return hash((self.input, self.output))
+        return hash((self.input, self.output, self.cached_input))
 
     def __repr__(self) -> str:
-        return f"ModelPrice(input={self.input:g}, output={self.output:g})"
+        cached = "" if self.cached_input is None else f", cached_input={self.cached_input:g}"
+        return f"ModelPrice(input={self.input:g}, output={self.output:g}{cached})"
+
+
+def _refused(model: str | None, what: str, value: Any) -> ConfigError:
+    whose = f"the price of {model!r}" if model else "a price"
+    return ConfigError(f"{whose} has {what}: give {{'input': USD, 'output': USD}} per 1M "
+                       f"tokens (0 for an embedding model's output; 'cached_input' optional), "
+                       f"got {value!r}")
 
 
 class Prices:
     """USD per 1M tokens per model: the dated defaults, with your prices over them.
 
     Args:
-        table: ``{model: price}``, a price being a number (input only, e.g. embeddings),
-            ``(input, output)`` or ``{"input": ..., "output": ...}``.
+        table: ``{model: price}``, a price being ``(input, output)`` or
+            ``{"input": ..., "output": ...}`` (``"cached_input"`` optional). Both input and
+            output are required (``0`` for an embedding model's output): a bare number is a
+            :class:`~pipeline.errors.ConfigError` naming the model, never an output at 0.
         defaults: start from :data:`DEFAULT_PRICES` (``False``: only ``table``).
         source: where the prices come from, for the tables that show them.
 
     >>> Prices({"gpt-4o-mini": (0.1, 0.4)})["gpt-4o-mini"]
     ModelPrice(input=0.1, output=0.4)
-    >>> Prices({"local": 0}, defaults=False).price("gpt-4o") is None
+    >>> Prices({"local": (0, 0)}, defaults=False).price("gpt-4o") is None
     True
     """
 
@@ -144,7 +186,7 @@ class Prices:
         for model, price in (table or {}).items():
             if not isinstance(model, str) or not model:
                 raise ConfigError(f"a model name must be a non-empty string, got {model!r}")
-            base[model] = ModelPrice.of(price)
+            base[model] = ModelPrice.of(price, model)
         self._table = base
         self._said: set[str] = set()
         if source is None:
@@ -155,7 +197,7 @@ class Prices:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, defaults: bool = True) -> Prices:
         """Prices from a JSON file ``{"model": {"input": USD, "output": USD}, ...}``
-        (USD per 1M tokens; ``[input, output]`` or a number work too)."""
+        (USD per 1M tokens; ``"cached_input"`` optional; ``[input, output]`` works too)."""
         try:
             with open(path, encoding="utf-8") as f:
                 table = json.load(f)
@@ -205,15 +247,17 @@ class Prices:
         return len(self._table)
 
     def cost(self, model: str | None, prompt_tokens: float,
-             completion_tokens: float = 0, *, say: bool = True) -> float | None:
+             completion_tokens: float = 0, *, cached_tokens: float = 0,
+             say: bool = True) -> float | None:
         """USD for these tokens of ``model``; ``None`` if unpriced (with ``say``, a warning
-        once per model)."""
+        once per model). ``cached_tokens`` of the prompt cost the model's ``cached_input``
+        price when it has one."""
         found = self.price(model)
         if found is None:
             if say:
                 self._say_unknown(model)
             return None
-        return found.cost(prompt_tokens, completion_tokens)
+        return found.cost(prompt_tokens, completion_tokens, cached_tokens)
 
     def record_cost(self, record: Record, *, say: bool = True) -> float | None:
         """What this run paid for one record, in USD.
@@ -229,7 +273,8 @@ class Prices:
             return None
         if paid == (0, 0):
             return 0.0
-        return self.cost(record_model(record), paid[0], paid[1], say=say)
+        return self.cost(record_model(record), paid[0], paid[1],
+                         cached_tokens=_cached_tokens(record), say=say)
 
     def total(self, records: Iterable[Record]) -> float | None:
         """The sum of :meth:`record_cost`; ``None`` if any record's cost is unknown."""
@@ -254,7 +299,7 @@ class Prices:
 
     def as_dict(self) -> dict[str, dict[str, float]]:
         """The table as plain JSON-able values (what :meth:`from_file` reads)."""
-        return {m: {"input": p.input, "output": p.output} for m, p in self._table.items()}
+        return {m: p.as_dict() for m, p in self._table.items()}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Prices) and self._table == other._table
@@ -277,6 +322,19 @@ def record_model(record: Record) -> str | None:
         if isinstance(model, str) and model:
             return model
     return None
+
+
+def _cached_tokens(record: Record) -> int:
+    # The kept answer's prompt tokens read from the server's prompt cache (OpenAI's
+    # usage.prompt_tokens_details.cached_tokens); 0 when it does not say.
+    response = record.response
+    if response is None or record.cached or not isinstance(response.body, dict):
+        return 0
+    usage = response.body.get("usage")
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) and not isinstance(cached, bool) and \
+        cached > 0 else 0
 
 
 def usd(amount: float) -> str:

@@ -73,7 +73,7 @@ def test_default_prices_are_the_dated_openai_table():
 
 def test_prices_from_a_dict_override_the_defaults_and_keep_the_rest():
     prices = Prices({"gpt-4o-mini": (1.0, 2.0), "local-model": {"input": 0.5, "output": 1},
-                     "my-embedder": 0.25})
+                     "my-embedder": {"input": 0.25, "output": 0}})
     assert prices["gpt-4o-mini"] == ModelPrice(1.0, 2.0)
     assert prices["local-model"] == ModelPrice(0.5, 1.0)
     assert prices["my-embedder"] == ModelPrice(0.25, 0.0)
@@ -100,6 +100,51 @@ def test_prices_from_a_json_file(tmp_path):
 def test_bad_prices_are_refused_with_a_config_error(table):
     with pytest.raises(ConfigError):
         Prices(table)
+
+
+@pytest.mark.parametrize("price, missing", [(5, "no output price"),
+                                            ({"input": 5}, "no output price"),
+                                            ({"output": 5}, "no input price"),
+                                            ((5,), "wrong shape"), ({}, "no input and no output")])
+def test_a_price_without_input_or_output_names_the_model_and_what_is_missing(price, missing):
+    # A bare number used to price output at 0: a silent 0 the README promises never to give.
+    with pytest.raises(ConfigError, match=missing) as caught:
+        Prices({"gpt-4o-mini": price})
+    assert "'gpt-4o-mini'" in str(caught.value)
+
+
+def test_a_cached_input_price_is_optional_and_prices_the_cached_prompt_tokens(tmp_path):
+    from pipeline.record import Record
+    from pipeline.request import APIRequest, Response
+
+    prices = Prices({"m": {"input": 2, "output": 8, "cached_input": 0.5}}, defaults=False)
+    assert prices["m"] == ModelPrice(2, 8, cached_input=0.5)
+    assert prices.cost("m", 1_000_000, 0, cached_tokens=400_000) == pytest.approx(1.4)
+    assert Prices({"m": (2, 8)}).cost("m", 1_000_000, 0, cached_tokens=400_000) == 2.0
+    (tmp_path / "p.json").write_text(json.dumps(prices.as_dict()))  # a round trip
+    assert Prices.from_file(tmp_path / "p.json", defaults=False) == prices
+    usage = {"prompt_tokens": 1000, "completion_tokens": 10, "total_tokens": 1010,
+             "prompt_tokens_details": {"cached_tokens": 600}}
+    record = Record(index=0, request=APIRequest(path="chat/completions", body={"model": "m"}),
+                    response=Response(status=200, body={"usage": usage}))
+    assert prices.record_cost(record) == pytest.approx((400 * 2 + 600 * 0.5 + 10 * 8) / 1e6)
+
+
+def test_a_prices_file_with_a_bare_number_stops_the_cli_in_one_line(tmp_path, sim):
+    (tmp_path / "in.csv").write_text("text\nhello\n")
+    (tmp_path / "prices.json").write_text(json.dumps({"gpt-4o-mini": 5}))
+    env = dict(os.environ, OPENAI_API_KEY=KEY)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", str(tmp_path / "in.csv"),
+         "-o", str(tmp_path / "out.csv"), "--template", "Classify: {text}",
+         "--model", "gpt-4o-mini", "--base-url", sim.base_url, "--prices",
+         str(tmp_path / "prices.json"), "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert "error:" in lines[-1] and "'gpt-4o-mini'" in lines[-1] and "output" in lines[-1]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_a_bad_prices_file_is_a_config_error(tmp_path):
