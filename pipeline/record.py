@@ -37,6 +37,9 @@ class Record(msgspec.Struct, kw_only=True):
         cached: whether the response came from the cache (nothing was sent).
         value: the decoded structured answer (a job with ``schema=``), else ``None``.
         reasks: how many times a structured answer was asked again for not fitting.
+        earlier_errors: the errors of earlier attempts that were tried again (retries and
+            re-asks), oldest first; ``None`` when the first attempt was the last. A track
+            stage counts them, wherever the retry stage ran.
         started / finished: ``time.perf_counter()`` stamps of the record's first stage and of
             its completion; ``latency`` is the last attempt's HTTP round trip.
         batched: how many rows shared the request that answered this one (embeddings in
@@ -68,6 +71,8 @@ class Record(msgspec.Struct, kw_only=True):
     value: Any = None
     #: How many times the answer was asked again because it did not fit the schema.
     reasks: int = 0
+    #: Errors of earlier attempts that were tried again, oldest first (None: none).
+    earlier_errors: list[Any] | None = None
     #: Tokens of answers paid for and thrown away (re-asked for not fitting the schema).
     discarded_prompt_tokens: int = 0
     discarded_completion_tokens: int = 0

@@ -9,13 +9,14 @@ StatusTracker: 1 started, 0 in progress, 1 succeeded, 0 failed
 from __future__ import annotations
 
 import time
+import weakref
 from array import array
 from typing import Any
 
 from pipeline._checks import percentile
 from pipeline._display import html_table
 from pipeline.cost import record_model, usd
-from pipeline.errors import APIError, RateLimitError, TransportError
+from pipeline.errors import APIError, RateLimitError, SchemaValidationError, TransportError
 from pipeline.record import Record
 
 __all__ = ["StatusTracker"]
@@ -28,7 +29,13 @@ class StatusTracker:
     ``rate_limit_errors``, ``api_errors``, ``other_errors``) plus ``cached``, ``retries``,
     ``prompt_tokens``, ``completion_tokens`` and latency percentiles. A rate-limit error or an
     API error is counted per *attempt* (as they happen, retried or not); ``failed`` counts
-    records that finally failed.
+    records that finally failed. An answer that did not fit the job's schema is not an API
+    error: ``reasks`` counts those asked again, ``schema_errors`` the last ones (their rows
+    failed).
+
+    Retries and re-asks are counted whether the tracker hears of them as they happen (a
+    retry stage's ``hooks``) or only from the finished record (``record.earlier_errors``,
+    which a track stage passes on); each one once.
 
     In a notebook the tracker renders as an HTML table; ``print(tracker)`` gives a text one.
     """
@@ -51,6 +58,9 @@ class StatusTracker:
         self.retries = 0
         #: Structured answers asked again because they did not fit the schema.
         self.reasks = 0
+        #: Answers that did not fit the schema and were not asked again: their rows failed
+        #: with :class:`~pipeline.errors.SchemaValidationError` (not API errors).
+        self.schema_errors = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.errors_by_type: dict[str, int] = {}
@@ -70,6 +80,11 @@ class StatusTracker:
         self._latencies = array("d")  # 8 bytes a request, even for a million rows
         self._t0: float | None = None
         self._t1: float | None = None
+        # Errors heard through the retry hooks, by id, until their record finishes: the
+        # record carries them too (earlier_errors), and each is counted once. Weak: a
+        # record dropped before it finishes (a filter) leaves nothing behind.
+        self._heard: weakref.WeakValueDictionary[int, BaseException] = \
+            weakref.WeakValueDictionary()
 
     # ---------------------------------------------------------------- updates from stages
     def record_started(self, record: Record) -> None:
@@ -83,6 +98,8 @@ class StatusTracker:
         """One attempt failed (it may still be retried)."""
         if isinstance(error, RateLimitError):
             self.rate_limit_errors += 1
+        elif isinstance(error, SchemaValidationError):
+            self.schema_errors += 1
         elif isinstance(error, APIError):
             self.api_errors += 1
             if isinstance(error, TransportError):
@@ -92,20 +109,44 @@ class StatusTracker:
 
     def on_retry(self, record: Record, error: BaseException, attempt: int,
                  delay: float) -> None:
-        """Retry hook (see :class:`~pipeline.stages.retry`): count the error and the retry."""
+        """Retry hook (see :class:`~pipeline.stages.retry`): count the error and the retry
+        now (the progress bar shows it while the row waits)."""
         self.record_attempt_error(error)
         self.retries += 1
+        self._hear(error)
 
     def on_reask(self, record: Record, error: BaseException) -> None:
         """Re-ask hook (see :class:`~pipeline.stages.retry`): an answer did not fit its
         schema and is asked again. Its tokens were billed: the record keeps them
         (``record.discarded_*_tokens``) and they are counted when the record finishes."""
         self.reasks += 1
+        self._hear(error)
+
+    def _hear(self, error: BaseException) -> None:
+        try:
+            self._heard[id(error)] = error
+        except TypeError:  # an object without weak references: counted again at the end
+            pass
+
+    def _count_earlier_attempts(self, record: Record) -> None:
+        # The retries and re-asks of this record that no hook told this tracker of.
+        heard = self._heard
+        for error in record.earlier_errors or ():
+            if heard.get(id(error)) is error:
+                del heard[id(error)]
+            elif isinstance(error, SchemaValidationError):
+                self.reasks += 1
+            else:
+                self.record_attempt_error(error)
+                self.retries += 1
 
     def record_finished(self, record: Record) -> None:
-        """A record reached the end: count its outcome, tokens, cost and latency."""
+        """A record reached the end: count its outcome, tokens, cost and latency, and the
+        retries and re-asks it went through that no retry hook told of."""
         self.in_progress -= 1
         self._t1 = record.finished or time.perf_counter()
+        if record.earlier_errors:
+            self._count_earlier_attempts(record)
         self._count_paid(record)
         if record.error is not None:
             self.failed += 1
@@ -240,7 +281,7 @@ class StatusTracker:
             "connection_errors": self.connection_errors,
             "other_errors": self.other_errors, "cached": self.cached, "retries": self.retries,
             "requests": self.requests, "batched_rows": self.batched_rows,
-            "reasks": self.reasks,
+            "reasks": self.reasks, "schema_errors": self.schema_errors,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "elapsed_s": round(self.elapsed, 3),
             "cost_usd": None if self.prices is None or self.unpriced else self.cost,
@@ -261,8 +302,9 @@ class StatusTracker:
             ("in progress", f"{self.in_progress:,}"),
             ("retries", f"{self.retries:,}"),
             # Only runs that asked for structured answers can re-ask: others need no row.
-            *([("re-asks (answers not fitting the schema)", f"{self.reasks:,}")]
-              if self.reasks or "SchemaValidationError" in self.errors_by_type else []),
+            *([("re-asks (answers not fitting the schema)", f"{self.reasks:,}"),
+               ("answers not fitting the schema (failed)", f"{self.schema_errors:,}")]
+              if self.reasks or self.schema_errors else []),
             ("rate-limit errors (429)", f"{self.rate_limit_errors:,}"),
             ("other API errors", f"{self.api_errors - self.connection_errors:,}"),
             ("no answer (timeouts, connections)", f"{self.connection_errors:,}"),

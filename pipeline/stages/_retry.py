@@ -218,6 +218,7 @@ class retry(Stage):
                     return record
                 reasks += 1
                 record.reasks += 1
+                _remember(record, error)
                 for on_reask in self._reask_hooks:
                     on_reask(record, error)
                 thrown = record.response
@@ -253,6 +254,7 @@ class retry(Stage):
                 if now - start + delay > self.max_elapsed:
                     return record
                 count = attempt
+            _remember(record, error)  # a track stage counts it, with or without hooks
             for hook in self.hooks:
                 hook.on_retry(record, error, count, delay)
             if delay > 0:
@@ -271,6 +273,13 @@ class retry(Stage):
                            for s in self.inner.stages())
         reasks = f", reasks={self.reasks}" if self.reasks != DEFAULT_REASKS else ""
         return f"retry({inner}, attempts={self.attempts}, backoff={self.backoff!r}{reasks})"
+
+
+def _remember(record: Record, error: BaseException) -> None:
+    if record.earlier_errors is None:
+        record.earlier_errors = [error]
+    else:
+        record.earlier_errors.append(error)
 
 
 def _gave_up(error: RateLimitError, waited: float, throttles: int) -> ThrottledError:
