@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from pipeline._display import html_table
-from pipeline.cache import ResponseCache, cache_key
+from pipeline.cache import ResponseCache
 from pipeline.cost import Prices, usd
 from pipeline.errors import ConfigError
 from pipeline.payloads.tokens import output_tokens_bound
@@ -219,8 +219,8 @@ def estimate(rows: Any, job: Any, *, rpm: float | None = None, tpm: float | None
             if not isinstance(request, APIRequest):
                 invalid += 1
                 continue
-            if opened is not None and \
-                    opened.get(cache_key(request, base_url=namespace)) is not None:
+            if opened is not None and opened.get(opened.key(
+                    request, base_url=namespace, secrets=job.service.secrets())) is not None:
                 cached += 1
                 continue
             output = _output_bound(request, builder)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from aiostream.core import Stream
 
-from pipeline.cache import ResponseCache
+from pipeline.cache import CacheScope, ResponseCache
 from pipeline.cost import DEFAULT_PRICES, Prices
 from pipeline.errors import ConfigError, RunStoppedError
 from pipeline.guard import RunGuard
@@ -154,12 +154,15 @@ class Results(list[Record]):
         return self.status._repr_html_()
 
 
-def _open_cache(cache: str | os.PathLike[str] | ResponseCache | None
-                ) -> tuple[ResponseCache | None, bool]:
+def _open_cache(cache: str | os.PathLike[str] | ResponseCache | None,
+                scope: CacheScope | None = None) -> tuple[ResponseCache | None, bool]:
+    if isinstance(cache, ResponseCache) and scope is not None and scope != cache.scope:
+        raise ConfigError(f"cache_scope={scope!r} but the cache given is scoped "
+                          f"{cache.scope!r}: give ResponseCache(..., scope={scope!r})")
     if cache is None or isinstance(cache, ResponseCache):
         return cache, False
     if isinstance(cache, str | os.PathLike):
-        return ResponseCache(cache), True
+        return ResponseCache(cache, scope=scope), True
     raise ConfigError(f"cache must be a directory path or a ResponseCache, got {cache!r}")
 
 
@@ -196,7 +199,7 @@ def default_flow(job: Any, *, cache: ResponseCache | None = None,
     namespace = job.service.base_url
     stages: list[Any] = [build(job.builder)]
     if cache is not None:
-        stages.append(lookup(cache, namespace=namespace))
+        stages.append(lookup(cache, namespace=namespace, secrets=job.service.secrets()))
     inner = acquire(limiter, guard=guard) | call(job.service, job.endpoint, timeout=timeout,
                                                  guard=guard)
     schema = getattr(job, "schema", None)
@@ -214,7 +217,7 @@ def default_flow(job: Any, *, cache: ResponseCache | None = None,
     else:
         stages.append(send)
     if cache is not None:
-        stages.append(store(cache, namespace=namespace))
+        stages.append(store(cache, namespace=namespace, secrets=job.service.secrets()))
     stages.append(track(status, progress=progress, total=total, initial=initial))
     return Chain(*stages, concurrency=concurrency)
 
@@ -277,7 +280,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
               attempts: int = 6, backoff: Backoff | None = None,
               status: StatusTracker | None = None, max_wait: float = DEFAULT_MAX_WAIT,
               timeout: float | None = None, prices: Any = None,
-              reasks: int = DEFAULT_REASKS) -> Results:
+              reasks: int = DEFAULT_REASKS, cache_scope: CacheScope | None = None) -> Results:
     """Send every row through the default pipeline; return the records in input order.
 
     Args:
@@ -286,6 +289,9 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
         job: what to send where, e.g. ``service.chat(model=..., prompt="...{text}...")``.
         cache: a directory (or :class:`ResponseCache`) of earlier answers: a rerun sends only
             what is not there yet. Without it, running twice sends everything twice.
+        cache_scope: ``"key"`` for a cache directory shared between API keys: each key is
+            served only the answers it paid for (recorded in the directory; see
+            :class:`~pipeline.cache.ResponseCache`). By default answers are shared.
         concurrency: requests in flight at most.
         progress: show a progress bar.
         attempts: attempts per row for retryable errors (429 rate limits do not count:
@@ -313,7 +319,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
     """
     rows = rows_of(rows)
     status = status if status is not None else StatusTracker()
-    opened_cache, owned = _open_cache(cache)
+    opened_cache, owned = _open_cache(cache, cache_scope)
     collected: list[Record] = []
     guard = RunGuard()
     try:

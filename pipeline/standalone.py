@@ -23,7 +23,7 @@ import os
 import pathlib
 from typing import Any
 
-from pipeline.cache import ResponseCache, cache_key
+from pipeline.cache import ResponseCache
 from pipeline.errors import InputError
 from pipeline.http import BaseService, Endpoint
 from pipeline.record import Record
@@ -84,7 +84,7 @@ async def cached_call(service: BaseService, endpoint: Endpoint | str, request: A
     owned = not isinstance(cache, ResponseCache)
     store = ResponseCache(cache) if not isinstance(cache, ResponseCache) else cache
     try:
-        key = cache_key(request, base_url=service.base_url)
+        key = store.key(request, base_url=service.base_url, secrets=service.secrets())
         found = store.get(key)
         if found is not None:
             return found

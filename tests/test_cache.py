@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import subprocess
 import sys
 
@@ -11,8 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.cache import cache_key
-from pipeline.request import APIRequest, FilePart
+from pipeline.cache import (
+    CacheDamagedError,
+    ResponseCache,
+    cache_key,
+    key_fingerprint,
+    remove_cache_files,
+    set_scope,
+)
+from pipeline.errors import CacheError, ConfigError
+from pipeline.request import APIRequest, FilePart, Response
 
 SECRET = "sk-proj-SECRETSECRET0123456789"
 
@@ -114,3 +123,85 @@ def test_cache_key_with_base_url_never_contains_its_secret():
     assert key_a == key_b  # the secret is not part of the key
     assert key_a != cache_key(BASE, base_url="https://elsewhere/v1")
     assert cache_key(BASE, base_url="https://h/v1/") == cache_key(BASE, base_url="https://h/v1")
+
+
+# -- the cache itself: faults never fail a row, damage is named with what to do -------------
+
+def _response(**headers):
+    return Response(status=200, body={"ok": True}, headers=headers)
+
+
+def test_a_write_that_fails_is_counted_said_once_and_never_raises(tmp_path, caplog):
+    cache = ResponseCache(tmp_path, flush_every=1)
+    cache._cache.set = lambda *a, **k: False  # FanoutCache.set's way of saying "timed out"
+    with caplog.at_level(logging.WARNING, logger="pipeline.cache"):
+        for i in range(3):
+            cache.put(f"k{i}", _response())
+        cache.close()
+    assert cache.failed_writes == 3 and cache.writes == 0
+    assert len(caplog.records) == 1 and "going on without caching" in caplog.text
+    assert "failed_writes=3" in repr(cache)
+
+
+def test_a_read_that_fails_is_a_miss(tmp_path, caplog):
+    import sqlite3
+
+    with ResponseCache(tmp_path) as cache:
+        def broken(*a, **k):
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+        cache._cache.get = broken
+        with caplog.at_level(logging.WARNING, logger="pipeline.cache"):
+            assert cache.get("a") is None and cache.get("b") is None
+        assert cache.misses == 2 and cache.failed_reads == 2
+        assert len(caplog.records) == 1 and "cannot be read" in caplog.text
+
+
+def test_only_the_headers_a_reader_needs_are_stored(tmp_path):
+    with ResponseCache(tmp_path) as cache:
+        cache.put("k", _response(**{"x-request-id": "req_1", "x-api-key": SECRET,
+                                    "set-cookie": f"s={SECRET}", "authorization": SECRET,
+                                    "openai-processing-ms": "12", "content-type": "x"}))
+    with ResponseCache(tmp_path) as cache:
+        assert cache.get("k").headers == {"x-request-id": "req_1", "openai-processing-ms": "12",
+                                          "content-type": "x"}
+    assert not any(SECRET.encode() in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+
+
+def test_a_damaged_cache_says_how_to_remove_it(tmp_path):
+    (tmp_path / "cache.db").write_bytes(b"not sqlite at all " * 200)
+    with pytest.raises(CacheDamagedError) as caught:
+        ResponseCache(tmp_path)
+    assert isinstance(caught.value, CacheError)
+    assert str(caught.value) == (
+        f"the response cache at {tmp_path} is damaged (file is not a database): remove it "
+        f"with `pipeline cache clear {tmp_path}` (it holds only answers already paid for; "
+        "they will be asked again)")
+    remove_cache_files(tmp_path)
+    with ResponseCache(tmp_path) as cache:  # a fresh, empty cache
+        assert len(cache) == 0
+
+
+def test_the_key_scope_is_recorded_and_not_silently_dropped(tmp_path):
+    with ResponseCache(tmp_path) as cache:
+        assert cache.scope == "shared" and cache.scope_for([SECRET]) is None
+    with ResponseCache(tmp_path, scope="key") as cache:
+        assert cache.scope == "key"
+        assert cache.key(BASE, secrets=[SECRET]) != cache.key(BASE, secrets=["sk-other-key"])
+        assert cache.key(BASE, secrets=[SECRET]) != cache_key(BASE)
+    assert ResponseCache(tmp_path).scope == "key"  # later opens keep it
+    with pytest.raises(ConfigError, match="scoped by API key"):
+        ResponseCache(tmp_path, scope="shared")
+    with pytest.raises(ConfigError, match="cache scope must be one of"):
+        ResponseCache(tmp_path, scope="team")  # type: ignore[arg-type]
+    set_scope(tmp_path, "shared")
+    assert ResponseCache(tmp_path).scope == "shared"
+    assert not any(SECRET.encode() in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+
+
+def test_key_fingerprint_is_a_keyed_hash_not_the_key():
+    fingerprint = key_fingerprint([SECRET])
+    assert SECRET not in fingerprint and len(fingerprint) == 32
+    assert fingerprint != hashlib.sha256(SECRET.encode()).hexdigest()[:32]  # not a plain hash
+    assert fingerprint == key_fingerprint([SECRET])  # stable: the same key hits again
+    assert cache_key(BASE, scope=fingerprint) != cache_key(BASE)

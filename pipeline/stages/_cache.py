@@ -1,9 +1,14 @@
-"""The cache stages: answer from the response cache (``lookup``), keep new answers (``store``)."""
+"""The cache stages: answer from the response cache (``lookup``), keep new answers (``store``).
+
+Neither fails a row because of the cache: a read that fails is a miss, a write that fails is
+said once and the answer goes on as a success (see :class:`~pipeline.cache.ResponseCache`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pipeline.cache import ResponseCache, cache_key
-from pipeline.errors import PipelineError
 from pipeline.record import Record
 from pipeline.stages._core import Stage
 
@@ -13,19 +18,26 @@ __all__ = ["lookup", "store"]
 class lookup(Stage):
     """Answer from the response cache when the request was answered before.
 
-    ``namespace`` (e.g. the service's base URL) keeps answers of different servers apart.
+    ``namespace`` (e.g. the service's base URL) keeps answers of different servers apart;
+    ``secrets`` (the service's ``secrets()``) keep different API keys' answers apart when the
+    cache is scoped by key (only their fingerprint is kept, here and in the key)::
+
+        lookup(cache, namespace=service.base_url, secrets=service.secrets())
     """
 
-    def __init__(self, cache: ResponseCache, *, namespace: str | None = None) -> None:
+    def __init__(self, cache: ResponseCache, *, namespace: str | None = None,
+                 secrets: Iterable[str] = ()) -> None:
         self.cache = cache
         self.namespace = namespace
+        self.scope = cache.scope_for(secrets)
 
     async def process(self, record: Record) -> Record:
         if record.request is None:
             return record
         key = record.cache_key
         if key is None:
-            key = record.cache_key = cache_key(record.request, base_url=self.namespace)
+            key = record.cache_key = cache_key(record.request, base_url=self.namespace,
+                                                 scope=self.scope)
         response = self.cache.get(key)
         if response is not None:
             record.response = response
@@ -37,13 +49,19 @@ class lookup(Stage):
 
 
 class store(Stage):
-    """Keep successful, fresh responses in the cache (buffered; flushed at the end)."""
+    """Keep successful, fresh responses in the cache (buffered; flushed at the end).
+
+    ``namespace`` and ``secrets`` as for :class:`lookup` (give both stages the same). A write
+    that fails never fails the row: the cache says so once and stops caching.
+    """
 
     after_done = True
 
-    def __init__(self, cache: ResponseCache, *, namespace: str | None = None) -> None:
+    def __init__(self, cache: ResponseCache, *, namespace: str | None = None,
+                 secrets: Iterable[str] = ()) -> None:
         self.cache = cache
         self.namespace = namespace
+        self.scope = cache.scope_for(secrets)
 
     async def process(self, record: Record) -> Record:
         if record.response is None or record.error is not None or record.cached or \
@@ -51,11 +69,9 @@ class store(Stage):
             return record
         key = record.cache_key
         if key is None:
-            key = record.cache_key = cache_key(record.request, base_url=self.namespace)
-        try:
-            self.cache.put(key, record.response)
-        except PipelineError as exc:  # the answer is still good; say the cache failed
-            record.error = exc
+            key = record.cache_key = cache_key(record.request, base_url=self.namespace,
+                                                 scope=self.scope)
+        self.cache.put(key, record.response)  # never raises
         return record
 
     def finish(self) -> None:
@@ -63,3 +79,4 @@ class store(Stage):
 
     def __repr__(self) -> str:
         return f"store({self.cache!r})"
+
