@@ -16,7 +16,8 @@ instances of this tree::
     └── APIError                             one HTTP call failed (``retryable`` says what to do)
         ├── TransportError                   nothing usable came back           [retryable]
         │   ├── APITimeoutError
-        │   └── APIConnectionError
+        │   └── APIConnectionError           refused, reset, or the host unknown
+        │       └── TLSCertificateError      an untrusted server certificate  [not retryable]
         ├── MalformedResponseError           a body that is not the JSON promised [retryable]
         │   └── SchemaValidationError        an answer that does not fit the requested schema
         └── APIStatusError                   the server answered with an error status
@@ -33,6 +34,8 @@ instances of this tree::
             └── NotFoundError                404
 
 ``retryable`` is a class attribute, so ``isinstance`` checks and ``err.retryable`` agree.
+:class:`InsecureConnectionWarning` (a ``UserWarning``) is the one warning category: an API key
+about to travel unencrypted.
 Messages never contain API keys: the service redacts them before an error is built.
 """
 
@@ -56,6 +59,7 @@ __all__ = [
     "ConflictError",
     "ContextLengthExceededError",
     "InputError",
+    "InsecureConnectionWarning",
     "LimiterError",
     "MalformedResponseError",
     "NotFoundError",
@@ -70,6 +74,7 @@ __all__ = [
     "SchemaFailure",
     "SchemaValidationError",
     "ServerError",
+    "TLSCertificateError",
     "TemplateKeyError",
     "ThrottledError",
     "TransportError",
@@ -209,6 +214,19 @@ class APITimeoutError(TransportError):
 
 class APIConnectionError(TransportError):
     """The connection failed or was reset before a complete response arrived."""
+
+
+class TLSCertificateError(APIConnectionError):
+    """The server's TLS certificate failed verification (self-signed, unknown CA, expired, or
+    for another host name). Sending again meets the same certificate, so it is not retried;
+    the message says how to trust a private CA (``SSL_CERT_FILE``)."""
+
+    retryable = False
+
+
+class InsecureConnectionWarning(UserWarning):
+    """An API key is about to be sent unencrypted (``http://``) to a host that is not this
+    machine, where anyone on the network path can read it."""
 
 
 class MalformedResponseError(APIError):

@@ -255,11 +255,12 @@ async def test_transport_choices():
         OpenAIService(KEY, "http://127.0.0.1:9/v1", transport=object())  # type: ignore[arg-type]
 
 
-async def test_with_proxy_variables_httpx_builds_its_own_transport(monkeypatch):
+async def test_with_proxy_variables_the_proxied_transport_keeps_the_limits(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     service = OpenAIService(KEY, "http://127.0.0.1:9/v1", max_connections=8)
-    async with service:
-        pool = service.client._transport._pool
+    async with service:  # (routing itself: tests/test_transports.py)
+        router = service.client._transport
+        pool = router.transport_for(httpx.URL("https://api.example.test/v1"))._pool
         assert (pool._max_connections, pool._max_keepalive_connections) == (8, 8)
 
 

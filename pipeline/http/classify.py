@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import email.utils
 import math
+import socket
+import ssl
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from datetime import UTC
 from typing import Any
@@ -40,6 +43,7 @@ from pipeline.errors import (
     RateLimitError,
     RequestTimeoutError,
     ServerError,
+    TLSCertificateError,
 )
 from pipeline.redaction import redact_headers, redact_json, redact_text
 from pipeline.request import Response
@@ -253,6 +257,86 @@ def _aiohttp_kind(exc: BaseException) -> type[APIError] | None:
     return APIError
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what lies under it: causes, contexts, members of exception groups (anyio
+    reports a refused connection as ``OSError`` over the ``ConnectionRefusedError``)."""
+    found: list[BaseException] = []
+    todo = [exc]
+    while todo and len(found) < 32:
+        current = todo.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        # aiohttp's connector errors also hold the OS or ssl error as an attribute.
+        for nested in (current.__cause__, current.__context__,
+                       getattr(current, "os_error", None),
+                       getattr(current, "certificate_error", None)):
+            if isinstance(nested, BaseException):
+                todo.append(nested)
+    return found
+
+
+def _where(url: str | httpx.URL | None, exc: BaseException) -> tuple[str, str]:
+    """(host, "host:port") of the request that failed, from ``url`` or the exception."""
+    if url is None and isinstance(exc, httpx.RequestError):
+        try:
+            url = exc.request.url
+        except RuntimeError:  # an httpx error built by hand has no request
+            url = None
+    if url is None:
+        return "the server", "the server"
+    parts = urllib.parse.urlsplit(str(url))
+    host = parts.hostname or "the server"
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        port = None
+    shown = f"[{host}]" if ":" in host else host
+    return host, f"{shown}:{port}" if port else shown
+
+
+_TRUST_ADVICE = (
+    "If the server's certificate comes from a private or self-signed CA, set SSL_CERT_FILE "
+    "to a PEM file holding that CA (or fix the certificate on the server); not retried"
+)
+
+
+def _connect_failure(
+    exc: BaseException, url: str | httpx.URL | None
+) -> tuple[type[APIError], str] | None:
+    """The class and words for a failure to connect that has a plain name: an untrusted
+    certificate, a refused connection, a host name that does not resolve, a failed TLS
+    handshake. httpx and aiohttp wrap these differently; the OS and ssl errors under their
+    wrappers are the same, so both transports get the same class and message."""
+    causes = _causes(exc)
+    host, host_port = _where(url, exc)
+    # aiohttp's ClientConnectorCertificateError is an ssl.CertificateError too, without the
+    # reason; the ssl error under it has it.
+    certificate = [c for c in causes if isinstance(c, ssl.SSLCertVerificationError)]
+    if certificate:
+        reasons = [getattr(c, "verify_message", None) or getattr(c, "reason", None)
+                   for c in certificate]
+        reason = next((r for r in reasons if r), "verification failed")
+        return TLSCertificateError, (
+            f"the TLS certificate of {host_port} is not trusted ({reason}). {_TRUST_ADVICE}"
+        )
+    for cause in causes:
+        if isinstance(cause, ConnectionRefusedError):
+            return APIConnectionError, f"connection refused by {host_port}"
+        if isinstance(cause, socket.gaierror):
+            detail = cause.strerror or str(cause)
+            return APIConnectionError, f"cannot resolve {host} ({detail})"
+    for cause in causes:
+        if isinstance(cause, ssl.SSLError) and not isinstance(
+            cause, ssl.SSLZeroReturnError | ssl.SSLEOFError  # a dropped connection
+        ):
+            reason = cause.reason or str(cause)
+            return APIConnectionError, f"TLS handshake with {host_port} failed ({reason})"
+    return None
+
+
 def classify_exception(
     exc: BaseException,
     *,
@@ -263,19 +347,37 @@ def classify_exception(
     """The :class:`~pipeline.errors.APIError` for an exception raised while sending a request.
 
     Timeouts become :class:`APITimeoutError`; refused, reset or broken connections (httpx's,
-    aiohttp's or plain ``OSError``) :class:`APIConnectionError` (both retryable); a body that
-    cannot be decoded :class:`MalformedResponseError`; anything else a plain, non-retryable
-    :class:`APIError`. An ``APIError`` is returned as it is.
+    aiohttp's or plain ``OSError``) :class:`APIConnectionError` (both retryable); a server
+    certificate that fails verification :class:`TLSCertificateError` (not retryable); a body
+    that cannot be decoded :class:`MalformedResponseError`; anything else a plain,
+    non-retryable :class:`APIError`. An ``APIError`` is returned as it is.
+
+    Failures to connect are named for what they are, the same with either transport:
+    ``connection refused by HOST:PORT``, ``cannot resolve HOST``, ``the TLS certificate of
+    HOST:PORT is not trusted (...)`` with what to do about it.
 
     >>> type(classify_exception(httpx.ReadTimeout("slow"))).__name__
     'APITimeoutError'
+    >>> refused = httpx.ConnectError("All connection attempts failed")
+    >>> refused.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    >>> print(classify_exception(refused, method="POST", url="http://127.0.0.1:9/v1/x"))
+    POST http://127.0.0.1:9/v1/x: connection refused by 127.0.0.1:9
     """
     if isinstance(exc, APIError):
         return exc
+    named = _connect_failure(exc, url)
+    if named is not None:
+        kind, words = named
+        if method and url is not None:
+            words = f"{method} {url}: {words}"
+        return kind(redact_text(words, secrets))
     cls: type[APIError] | None = None
+    shown: BaseException = exc
     cause: BaseException | None = exc
     while cause is not None and cls is None:
         cls = _aiohttp_kind(cause)
+        if cls is not None:
+            shown = cause  # httpx-aiohttp's wrapper names it wrongly; say what aiohttp saw
         cause = cause.__cause__
     if cls is None:
         if isinstance(exc, httpx.TimeoutException | TimeoutError):
@@ -288,8 +390,8 @@ def classify_exception(
             cls = APIConnectionError
         else:
             cls = APIError
-    detail = str(exc)
-    text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    detail = str(shown)
+    text = f"{type(shown).__name__}: {detail}" if detail else type(shown).__name__
     if method and url is not None:
         text = f"{method} {url}: {text}"
     return cls(redact_text(text, secrets))

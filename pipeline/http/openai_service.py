@@ -6,11 +6,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import urllib.parse
+import warnings
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Unpack
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InsecureConnectionWarning
 from pipeline.http.service import (
     DEFAULT_OPENAI_BASE_URL,
     BaseService,
@@ -18,13 +19,31 @@ from pipeline.http.service import (
     PayloadBuilder,
     ServiceOptions,
 )
-from pipeline.redaction import Secret
+from pipeline.http.transports import is_loopback
+from pipeline.redaction import Secret, redact_url
 from pipeline.request import APIRequest
 
 __all__ = ["OpenAIService"]
 
 
 _AZURE_RESOURCE_PATHS = ("files", "fine_tuning", "batches", "models")
+
+
+def _refuse_credentials_in(base_url: str | None) -> None:
+    """A base URL with ``user:password@`` would send Basic auth instead of the key: refuse it,
+    without repeating the password."""
+    if not isinstance(base_url, str):
+        return
+    parts = urllib.parse.urlsplit(base_url.strip())
+    if parts.username is None and parts.password is None:
+        return
+    secrets = (parts.password,) if parts.password else ()
+    raise ConfigError(
+        f"base_url must not carry a user name or password ({redact_url(base_url, secrets)!r}): "
+        "httpx would send them as Basic auth in place of the API key. Give the key as "
+        "api_key= (or OPENAI_API_KEY) and the URL without them; for a server that wants "
+        "Basic auth use JSONService(base_url, auth=(user, password))"
+    )
 
 
 class OpenAIService(BaseService):
@@ -38,6 +57,13 @@ class OpenAIService(BaseService):
     ``{resource}/openai/deployments/{deployment}/{path}?api-version=...`` where the
     deployment defaults to the request's ``model``, and files and fine-tuning go to
     ``{resource}/openai/{path}``. Other arguments are :class:`BaseService`'s.
+
+    The key travels only as that header. A ``base_url`` carrying ``user:password@`` is a
+    :class:`~pipeline.errors.ConfigError` (httpx would send those as Basic auth in place of
+    the key); a server that wants Basic auth is a
+    :class:`~pipeline.http.service.JSONService` with ``auth=(user, password)``. A key sent
+    over ``http://`` to a host other than this machine gives one
+    :class:`~pipeline.errors.InsecureConnectionWarning` per service, naming the host.
 
     >>> OpenAIService(api_key="k" * 20, base_url="https://r.openai.azure.com",
     ...               azure_deployment="gpt4o", azure_api_version="2024-10-21")
@@ -88,12 +114,24 @@ class OpenAIService(BaseService):
                 )
         else:
             api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        _refuse_credentials_in(base)
         super().__init__(base if base is not None else DEFAULT_OPENAI_BASE_URL,
                          headers=headers, **options)
         if not api_key and urllib.parse.urlsplit(self.base_url).hostname == "api.openai.com":
             raise ConfigError("no OpenAI API key: set the OPENAI_API_KEY environment variable "
                               "(or pass api_key= in Python)")
         self._api_key = Secret(api_key) if api_key else None
+        parts = urllib.parse.urlsplit(self.base_url)
+        if self._api_key is not None and parts.scheme == "http" and not is_loopback(
+            parts.hostname
+        ):
+            warnings.warn(
+                f"the API key goes unencrypted over http:// to {parts.hostname}: anyone on "
+                "the network path can read it. Use an https:// base URL (http:// is safe "
+                "only to this machine)",
+                InsecureConnectionWarning,
+                stacklevel=2,
+            )
         self._organization = organization
         self._project = project
         self._azure_api_version = azure_api_version if azure else None

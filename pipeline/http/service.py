@@ -145,20 +145,6 @@ class Job:
         return f"Job({self.endpoint.path!r}, service={self.service!r}, builder={self.builder!r})"
 
 
-def _proxy_from_environment() -> bool:
-    return any(
-        os.environ.get(name)
-        for name in (
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-        )
-    )
-
-
 def _check_base_url(base_url: str) -> str:
     if not isinstance(base_url, str):
         raise ConfigError(f"base_url must be a string, got {base_url!r}")
@@ -220,10 +206,10 @@ class BaseService(abc.ABC):
             ``max_requests``, ``max_tokens``, ``interval``, ``limiter``, ``config``, ``method``).
         timeout: seconds or an ``httpx.Timeout``; default connect 10 s, read 600 s.
         transport: ``"httpx"`` (default: httpx's own transport, as
-            :class:`~pipeline.http.transports.ShardedTransport`; plain httpx when proxy
-            environment variables are set), ``"aiohttp"`` (faster; ``pip install
-            'ratelimited-pipeline[fast]'``) or any ``httpx.AsyncBaseTransport``
-            (``httpx.MockTransport``).
+            :class:`~pipeline.http.transports.ShardedTransport`), ``"aiohttp"`` (faster;
+            ``pip install 'ratelimited-pipeline[fast]'``) or any ``httpx.AsyncBaseTransport``
+            (``httpx.MockTransport``). Both named transports honour ``HTTP(S)_PROXY``,
+            ``ALL_PROXY`` and ``NO_PROXY`` alike (:class:`~pipeline.http.transports.ProxyRules`).
         max_connections: connections kept open to the host; size it to the concurrency.
         headers: extra headers sent with every request.
         adaptive: endpoints' limiters adapt to the provider, ``rpm``/``tpm`` acting as
@@ -374,11 +360,9 @@ class BaseService(abc.ABC):
             "auth": self.client_auth(),
             "follow_redirects": False,
         }
-        if self._transport == "httpx" and _proxy_from_environment():
-            # httpx applies HTTP(S)_PROXY/NO_PROXY only to the transports it builds itself.
-            kwargs["limits"] = self._limits
-        else:
-            kwargs["transport"] = make_transport(self._transport, limits=self._limits)
+        # Proxies from the environment are the transport's to apply (ProxyRules), the same
+        # for httpx and aiohttp: an AsyncClient given a transport reads none itself.
+        kwargs["transport"] = make_transport(self._transport, limits=self._limits)
         client = httpx.AsyncClient(**kwargs)
         # API calls need no cookies, and httpx parses every response into its cookie jar
         # (about 50 us each). There is no public switch, hence the private attribute.
