@@ -9,13 +9,17 @@ import logging
 import os
 import threading
 
+import pytest
+
 from pipeline.cache import ResponseCache
 from pipeline.errors import (
     BadRequestError,
+    ConfigError,
 )
 from pipeline.http import OpenAIService
 from pipeline.runner import run
 from pipeline.simulator import Simulator
+from pipeline.stages import lookup, store
 from pipeline.testing import InstantService
 
 ROWS = [{"text": f"row {i}"} for i in range(20)]
@@ -185,3 +189,13 @@ class _EchoServer:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join()
+
+
+def test_a_key_scoped_cache_needs_the_services_secrets_in_a_hand_built_flow(tmp_path):
+    with ResponseCache(tmp_path, scope="key") as cache:
+        for stage in (lookup, store):
+            with pytest.raises(ConfigError, match="scoped by API key"):
+                stage(cache)
+            assert stage(cache, secrets=[KEY_A]).scope != stage(cache, secrets=[KEY_B]).scope
+    with ResponseCache(tmp_path / "shared") as cache:
+        assert lookup(cache).scope is None and lookup(cache, secrets=[KEY_A]).scope is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pipeline.cache import ResponseCache, cache_key
+from pipeline.errors import ConfigError
 from pipeline.record import Record
 from pipeline.stages._core import Stage
 
@@ -20,16 +21,17 @@ class lookup(Stage):
 
     ``namespace`` (e.g. the service's base URL) keeps answers of different servers apart;
     ``secrets`` (the service's ``secrets()``) keep different API keys' answers apart when the
-    cache is scoped by key (only their fingerprint is kept, here and in the key)::
+    cache is scoped by key (only their fingerprint is kept, here and in the key; leaving them
+    out for such a cache is a :class:`~pipeline.errors.ConfigError`)::
 
         lookup(cache, namespace=service.base_url, secrets=service.secrets())
     """
 
     def __init__(self, cache: ResponseCache, *, namespace: str | None = None,
-                 secrets: Iterable[str] = ()) -> None:
+                 secrets: Iterable[str] | None = None) -> None:
         self.cache = cache
         self.namespace = namespace
-        self.scope = cache.scope_for(secrets)
+        self.scope = _scope(cache, secrets)
 
     async def process(self, record: Record) -> Record:
         if record.request is None:
@@ -58,10 +60,10 @@ class store(Stage):
     after_done = True
 
     def __init__(self, cache: ResponseCache, *, namespace: str | None = None,
-                 secrets: Iterable[str] = ()) -> None:
+                 secrets: Iterable[str] | None = None) -> None:
         self.cache = cache
         self.namespace = namespace
-        self.scope = cache.scope_for(secrets)
+        self.scope = _scope(cache, secrets)
 
     async def process(self, record: Record) -> Record:
         if record.response is None or record.error is not None or record.cached or \
@@ -80,3 +82,14 @@ class store(Stage):
     def __repr__(self) -> str:
         return f"store({self.cache!r})"
 
+
+
+def _scope(cache: ResponseCache, secrets: Iterable[str] | None) -> str | None:
+    if secrets is None:
+        if cache.scope == "key":
+            # Without them every key would share one scope: the very leak the scope closes.
+            raise ConfigError(f"the response cache at {cache.directory} is scoped by API key: "
+                              "give the stage the service's secrets "
+                              "(secrets=service.secrets())")
+        return None
+    return cache.scope_for(secrets)
