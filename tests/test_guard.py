@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -86,3 +87,73 @@ def test_nothing_listening_at_the_base_url_stops_the_run_with_one_message(tmp_pa
     assert proc.returncode != 0
     assert proc.stderr.count("stopped after") == 1, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _outage(start: int, end: float | None):
+    """A fail(request, n) for InstantService: every call from the ``start``-th on is refused
+    until the loop's clock reaches ``end`` (None: never again)."""
+    calls = [0]
+
+    def fail(request, n):
+        calls[0] += 1
+        now = asyncio.get_running_loop().time()
+        if calls[0] > start and (end is None or now < end):
+            return APIConnectionError("ConnectError: connection refused")
+        return None
+
+    return fail
+
+
+def test_a_server_that_stops_answering_is_probed_and_the_rows_wait_for_it():
+    # Down from the 50th request until 30 s (virtual time): the rows wait, one probe at a time
+    # (after 0.5 s, 1, 2, 4, 8, 8...), then every row is answered.
+    service = InstantService(latency=0.01, fail=_outage(50, 30.0))
+    results = run_virtual(run(ROWS, _job(service), concurrency=8))
+    assert results.stopped is None and not results.failed
+    refused = service.calls - len(ROWS)
+    assert refused <= 8 + 5 + 10, refused  # in flight, the breaker's 5, and the probes
+
+
+def test_a_server_silent_for_a_minute_stops_the_run_and_names_it():
+    service = InstantService(latency=0.01, fail=_outage(50, None),
+                             base_url="http://127.0.0.1:9/v1")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        results = await run(ROWS, _job(service), concurrency=8)
+        return results, loop.time() - start
+
+    results, elapsed = run_virtual(main())
+    assert 60 <= elapsed <= 75  # DEFAULT_STOP_AFTER, and a probe's wait at most
+    assert "the server at 127.0.0.1:9 stopped answering at " in str(results.stopped)
+    assert service.calls - 50 <= 8 + 5 + 12  # in flight, the breaker's 5, the probes
+    unsent = [r for r in results if isinstance(r.error, RunStoppedError)]
+    assert unsent and all(r.attempts == 0 for r in unsent)
+    assert len(results.succeeded) == 50
+
+
+def test_the_breaker_opens_after_a_success_and_closes_on_any_answer():
+    guard = RunGuard(breaker_after=2)
+    guard.observe(APIConnectionError("refused"))  # before any success: fail fast's business
+    assert not guard.holding
+    guard.observe(None)
+    guard.observe(APIConnectionError("refused"))
+    guard.observe(ServerError("500", status=500))  # the server answered: not silent
+    guard.observe(APIConnectionError("refused"))
+    assert not guard.holding
+    guard.observe(APIConnectionError("refused"))
+    assert guard.holding and guard.stopped is None
+    guard.observe(ServerError("503", status=503))
+    assert not guard.holding
+
+
+def test_requests_in_flight_when_the_guard_stops_are_counted_in_its_reason():
+    wrong_key = AuthenticationError("401 Unauthorized: Incorrect API key", status=401)
+    service = InstantService(latency=0.01, fail=lambda request, n: wrong_key)
+    results = run_virtual(run(ROWS, _job(service), concurrency=8))
+    assert service.calls > 5  # 8 in flight at once: all of them land
+    assert f"stopped after {service.calls} requests failed" in str(results.stopped)
+    sent = [r for r in results if r.attempts]
+    assert len(sent) == service.calls and all(
+        isinstance(r.error, AuthenticationError) for r in sent)

@@ -39,6 +39,7 @@ from pipeline.errors import (
     APIError,
     ConfigError,
     RateLimitError,
+    RunStoppedError,
     SchemaValidationError,
     ThrottledError,
 )
@@ -191,6 +192,11 @@ class retry(Stage):
         # Stages that turn a record's request into its re-ask (decode: the answer and why).
         found = (getattr(st, "follow_up", None) for st in self.inner.stages())
         self._follow_ups: tuple[Any, ...] = tuple(f for f in found if callable(f))
+        # Run guards of the inner stages (acquire, call): once one has stopped the run, a
+        # failed row is not tried again (it would only be refused, and counted as a retry).
+        guards = {id(g): g for g in (getattr(st, "guard", None) for st in self.inner.stages())
+                  if g is not None and hasattr(g, "stopped")}
+        self._guards: tuple[Any, ...] = tuple(guards.values())
         self._reask_hooks = tuple(h.on_reask for h in self.hooks
                                   if callable(getattr(h, "on_reask", None)))
 
@@ -202,6 +208,7 @@ class retry(Stage):
         throttles = 0
         throttled_since = 0.0
         reasks = 0
+        last_error: APIError | None = None
         while True:
             # The inner stages run here directly (not through a nested Chain coroutine):
             # this is every request's hot path.
@@ -209,6 +216,11 @@ class retry(Stage):
                 if after_done or (record.response is None and record.error is None):
                     record = await step(record)
             error = record.error
+            if isinstance(error, RunStoppedError) and last_error is not None:
+                # The run stopped before this attempt: the row was sent before, and its own
+                # error says what happened to it (RunStoppedError is for rows never sent).
+                record.error = last_error
+                return record
             if error is None or not (isinstance(error, APIError) and error.retryable):
                 return record
             if isinstance(error, SchemaValidationError):
@@ -231,6 +243,7 @@ class retry(Stage):
                 record.response = None
                 record.value = None
                 record.cached = False
+                last_error = error
                 record.error = None
                 continue
             now = asyncio.get_running_loop().time()  # the loop's clock: virtual in tests
@@ -254,12 +267,18 @@ class retry(Stage):
                 if now - start + delay > self.max_elapsed:
                     return record
                 count = attempt
+            if self._stopped():
+                return record  # the run stopped: no next attempt, the row keeps its error
             _remember(record, error)  # a track stage counts it, with or without hooks
             for hook in self.hooks:
                 hook.on_retry(record, error, count, delay)
             if delay > 0:
                 await asyncio.sleep(delay)
+            last_error = error
             record.error = None  # the next attempt starts clean
+
+    def _stopped(self) -> bool:
+        return any(guard.stopped is not None for guard in self._guards)
 
     def finish(self) -> None:
         self.inner.finish()

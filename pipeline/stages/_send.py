@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline._checks import percentile
 from pipeline.errors import APIError, APITimeoutError, ConfigError, PipelineError
@@ -28,7 +29,8 @@ class acquire(Stage):
     is a :class:`~pipeline.limiter.Lease` on ``record.reservation``, settled by :class:`call`
     with the outcome (real usage, ``x-ratelimit-*`` headers, a 429), which is how the limiter
     learns. An adaptive limiter also holds an in-flight slot until then. With a stopped
-    ``guard`` (:class:`~pipeline.guard.RunGuard`) the record fails at once, without waiting.
+    ``guard`` (:class:`~pipeline.guard.RunGuard`) the record fails at once, without waiting;
+    while the guard's breaker is open, the record waits before taking any capacity.
     """
 
     def __init__(self, limiter: Any, *, guard: RunGuard | None = None) -> None:
@@ -41,9 +43,13 @@ class acquire(Stage):
 
     async def process(self, record: Record) -> Record:
         guard = self.guard
-        if guard is not None and guard.stopped is not None:
-            record.error = guard.stopped  # the run stopped: do not wait for capacity
-            return record
+        if guard is not None and guard.holding:
+            # The run stopped (fail at once, without waiting for capacity), or the server is
+            # not answering: wait here, before taking capacity, until it does.
+            stopped = await guard.admit()
+            if stopped is not None:
+                record.error = stopped
+                return record
         try:
             if self._lease is not None:
                 record.reservation = await self._lease(1, record.token_estimate)
@@ -77,7 +83,8 @@ class call(Stage):
 
     ``guard`` (a :class:`~pipeline.guard.RunGuard`) sees every attempt's outcome; once it has
     stopped the run, records reaching this stage fail with its
-    :class:`~pipeline.errors.RunStoppedError` and nothing more is sent.
+    :class:`~pipeline.errors.RunStoppedError` and nothing more is sent. While its breaker is
+    open (the server stopped answering), records wait here and one at a time probes.
     """
 
     def __init__(self, service: Any, endpoint: Any = None, *,
@@ -90,6 +97,8 @@ class call(Stage):
         if timeout is not None and (not isinstance(timeout, int | float) or not timeout > 0):
             raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.service = service
+        if guard is not None and guard.server is None:
+            guard.server = _host(getattr(service, "base_url", None))
         if isinstance(endpoint, str):
             endpoint = service.endpoint(endpoint)
         self.endpoint = endpoint
@@ -118,11 +127,13 @@ class call(Stage):
             return record
         lease, record.reservation = record.reservation, None
         guard = self.guard
-        if guard is not None and guard.stopped is not None:
-            record.error = guard.stopped
-            if lease is not None:
-                lease.limiter.settle(lease, error=guard.stopped)
-            return record
+        if guard is not None and guard.holding:
+            stopped = await guard.admit()  # granted before the breaker opened: wait too
+            if stopped is not None:
+                record.error = stopped
+                if lease is not None:
+                    lease.limiter.settle(lease, error=stopped)
+                return record
         record.attempts += 1
         limit = self.attempt_timeout(request)
         try:
@@ -174,6 +185,20 @@ class call(Stage):
     def __repr__(self) -> str:
         target = getattr(self.endpoint, "path", self.endpoint)
         return f"call({type(self.service).__name__}, {target!r})"
+
+
+def _host(base_url: object) -> str | None:
+    """``host:port`` of a base URL, for messages (never a user name or password in it)."""
+    if not isinstance(base_url, str) or not base_url:
+        return None
+    parts = urlsplit(base_url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname:
+        return None
+    return parts.hostname if port is None else f"{parts.hostname}:{port}"
 
 
 class LatencyWindow:
