@@ -20,6 +20,8 @@ instances of this tree::
         │       └── TLSCertificateError      an untrusted server certificate  [not retryable]
         ├── MalformedResponseError           a body that is not the JSON promised [retryable]
         │   └── SchemaValidationError        an answer that does not fit the requested schema
+        ├── BatchError                       a Batch API request got no answer
+        │   └── BatchExpiredError            its batch expired or was cancelled [retryable]
         └── APIStatusError                   the server answered with an error status
             ├── RateLimitError               429 rate_limit_exceeded            [retryable]
             │   └── ThrottledError           still throttled after max_wait seconds
@@ -54,6 +56,8 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchError",
+    "BatchExpiredError",
     "CacheError",
     "ConfigError",
     "ConflictError",
@@ -331,3 +335,15 @@ class PermissionDeniedError(APIStatusError):
 
 class NotFoundError(APIStatusError):
     """404: unknown path, model or object."""
+
+
+class BatchError(APIError):
+    """A request sent through the Batch API got no answer: its batch failed validation (the
+    provider's reasons are in the message), or the line itself was refused."""
+
+
+class BatchExpiredError(BatchError):
+    """The batch expired or was cancelled before it answered this request; sending it again
+    (in a new batch, or online) can succeed."""
+
+    retryable = True

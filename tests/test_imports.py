@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("pipeline.stages",),
     ("pipeline.runner",),
     ("pipeline.io", "pipeline.resume", "pipeline.estimate", "pipeline.standalone",
-     "pipeline.ray_data"),
+     "pipeline.ray_data", "pipeline.batch_api"),
     ("pipeline.bench", "pipeline.testing", "pipeline.cli", "pipeline.__main__"),
 ]
 ALLOWED_UPWARD = {("pipeline.io", "pipeline.resume")}

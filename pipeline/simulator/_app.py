@@ -25,7 +25,9 @@ Admin endpoints under ``/_sim/`` (``GET log``, ``GET stats``, ``POST reset[?limi
 Routes (each also without the ``/v1`` prefix): ``POST /v1/chat/completions``,
 ``POST /v1/completions``, ``POST /v1/embeddings``, ``POST /v1/files``, ``GET /v1/files``,
 ``GET /v1/files/{id}``, ``GET /v1/files/{id}/content``, ``POST /v1/fine_tuning/jobs``,
-``GET /v1/fine_tuning/jobs/{id}``, ``GET /v1/models``, ``GET /v1/models/{id}``.
+``GET /v1/fine_tuning/jobs/{id}``, ``GET /v1/models``, ``GET /v1/models/{id}``,
+``POST /v1/batches``, ``GET /v1/batches``, ``GET /v1/batches/{id}``,
+``POST /v1/batches/{id}/cancel`` (see :mod:`pipeline.simulator._batches`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 
 import msgspec
 
+from pipeline.simulator._batches import BatchStore
 from pipeline.simulator._config import FAULT_KINDS, SimulatorConfig
 from pipeline.simulator._files import FileStore
 from pipeline.simulator._http import Connection, HTTPRequest
@@ -59,9 +62,13 @@ _MODEL_ROUTES = {"chat": "chat", "completions": "completion", "embeddings": "emb
 _ROUTES = {("POST", "/chat/completions"): "chat", ("POST", "/completions"): "completions",
            ("POST", "/embeddings"): "embeddings", ("POST", "/files"): "upload",
            ("GET", "/files"): "files", ("POST", "/fine_tuning/jobs"): "create_job",
-           ("GET", "/models"): "models"}
+           ("GET", "/models"): "models", ("POST", "/batches"): "create_batch",
+           ("GET", "/batches"): "batches"}
 _ID_ROUTES = (("GET", "/files/", "file"), ("GET", "/fine_tuning/jobs/", "job"),
-              ("GET", "/models/", "model"))
+              ("GET", "/models/", "model"), ("GET", "/batches/", "batch"),
+              ("POST", "/batches/", "cancel_batch"))
+_BATCH_KINDS = {"/v1/chat/completions": "chat", "/v1/completions": "completion",
+                "/v1/embeddings": "embedding"}
 _MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo-instruct", "text-embedding-3-small",
            "text-embedding-3-large")
 
@@ -76,6 +83,10 @@ def _route(method: str, path: str) -> tuple[str, str]:
             rest = path[len(prefix):]
             if name == "file" and rest.endswith("/content"):
                 name, rest = "file_content", rest[: -len("/content")]
+            if name == "cancel_batch":
+                if not rest.endswith("/cancel"):
+                    continue
+                rest = rest[: -len("/cancel")]
             if "/" not in rest and method == verb:
                 return name, rest
     raise RequestError(f"Invalid URL ({method} /v1{path})", None, None, 404)
@@ -126,6 +137,9 @@ class SimulatorApp:
         self.config = config
         self.log = RequestLog(config.log_limit)
         self.files = FileStore(config.fine_tune_seconds)
+        self.batches = BatchStore(self.files, self._batch_line, seconds=config.batch_seconds,
+                                  expire_after=config.batch_expire_after,
+                                  queue_tokens=config.batch_queue_tokens)
         self.model = FakeModel(config, responder)
         self.rng = random.Random(config.seed)
         self.started = time.monotonic()
@@ -419,11 +433,33 @@ class SimulatorApp:
             obj = files.create_job(decode_body(req.body, FineTuningJobRequest))
         elif route == "job":
             obj = files.get_job(arg)
+        elif route == "create_batch":
+            obj = self.batches.create(req.body)
+        elif route == "batch":
+            obj = self.batches.get(arg)
+        elif route == "cancel_batch":
+            obj = self.batches.cancel(arg)
+        elif route == "batches":
+            query = dict(p.partition("=")[::2] for p in req.query.split("&") if p)
+            try:
+                limit = int(query.get("limit", 20))
+            except ValueError:
+                raise RequestError("Invalid 'limit': an integer.", "limit") from None
+            obj = self.batches.list(query.get("after") or None, limit)
         elif route == "models":
             obj = {"object": "list", "data": [_model_object(m) for m in _MODELS]}
         else:
             obj = _model_object(arg)
         return _encode(obj)
+
+    def _batch_line(self, endpoint: str, body: bytes) -> tuple[int, bytes, int]:
+        """Answer one line of a batch as the online endpoint would, outside the limits."""
+        try:
+            prepared = self.model.prepare(_BATCH_KINDS[endpoint], body)
+        except RequestError as exc:
+            return exc.status, error_body(exc.message, exc.type, exc.param, exc.code), 0
+        answer, usage = self.model.answer(prepared, body)
+        return 200, answer, usage[0]
 
     # -- admin ------------------------------------------------------------------------------
     def _admin(self, req: HTTPRequest, conn: Connection) -> None:

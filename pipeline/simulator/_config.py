@@ -269,6 +269,11 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     error_format: ErrorFormat = "openai"
     model_limits: ModelLimits = msgspec.field(default_factory=dict)
     invalid_json: float = 0.0
+    #: The Batch API: seconds a batch takes, the fraction of its lines answered before it
+    #: expires (``None``: it completes), the enqueued-token limit per model (``None``: none).
+    batch_seconds: float = 2.0
+    batch_expire_after: float | None = None
+    batch_queue_tokens: int | None = None
 
     def __post_init__(self) -> None:
         # msgspec checks these types when decoding JSON, not when the Struct is built in code.
@@ -315,6 +320,12 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
                 self.invalid_json, int | float) or not 0.0 <= self.invalid_json <= 1.0:
             raise ConfigError(f"invalid_json is a probability in [0, 1], got "
                               f"{self.invalid_json!r}")
+
+        if not (math.isfinite(self.batch_seconds) and self.batch_seconds >= 0):
+            raise ConfigError(f"batch_seconds must be >= 0, got {self.batch_seconds!r}")
+        if self.batch_expire_after is not None and not 0 <= self.batch_expire_after <= 1:
+            raise ConfigError(f"batch_expire_after is a fraction in [0, 1], got "
+                              f"{self.batch_expire_after!r}")
 
     def to_json(self) -> bytes:
         """The config as JSON (API keys included: only ever sent to a child process)."""

@@ -120,6 +120,16 @@ class FileStore:
         self.file_tokens[file_id] = tokens
         return obj
 
+    def add(self, filename: str, data: bytes, purpose: str) -> str:
+        """Keep a file the server made itself (a batch's output); return its id."""
+        file_id = self._next_id("file")
+        self.files[file_id] = {"id": file_id, "object": "file", "bytes": len(data),
+                               "created_at": int(time.time()), "filename": filename,
+                               "purpose": purpose, "status": "processed"}
+        self.contents[file_id] = data
+        self.file_tokens[file_id] = 0
+        return file_id
+
     def get_file(self, file_id: str) -> dict[str, Any]:
         """Handle ``GET /files/{id}``."""
         try:

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -98,6 +98,11 @@ class Simulator:
             field, or with a field of the wrong type. Each answer draws anew, so asking the
             same request again may succeed. Logged as outcome ``"invalid_json"`` (a fault);
             a ``responder`` is never spoiled.
+        batch_seconds: how long a batch of the Batch API (``/v1/batches``) takes from
+            creation to ``completed``; its lines are answered by the same model, outside the
+            rate limits. ``batch_expire_after``: the fraction of its lines a batch answers
+            before it expires (``None``: it completes). ``batch_queue_tokens``: the model's
+            enqueued-token limit (a batch over it fails with ``token_limit_exceeded``).
 
     >>> with Simulator(rpm=600, policy="window", window=2.0, error_format="azure") as sim:
     ...     sim.config.policy, sim.config.window
@@ -142,6 +147,9 @@ class Simulator:
         error_format: ErrorFormat = "openai",
         models: Sequence[str] = (),
         invalid_json: float = 0.0,
+        batch_seconds: float = 2.0,
+        batch_expire_after: float | None = None,
+        batch_queue_tokens: int | None = None,
     ) -> None:
         keys = (api_key,) if isinstance(api_key, str) else tuple(api_key or ())
         per_model = {str(model): dict(limits) for model, limits in (model_limits or {}).items()}
@@ -154,7 +162,8 @@ class Simulator:
             log_limit=log_limit, policy=policy, window=float(window), model_limits=per_model,
             max_in_flight=max_in_flight, overload_status=overload_status, headers=headers,
             retry_after=retry_after, error_format=error_format, models=tuple(models),
-            invalid_json=invalid_json)
+            invalid_json=invalid_json, batch_seconds=batch_seconds,
+            batch_expire_after=batch_expire_after, batch_queue_tokens=batch_queue_tokens)
         if process and responder is not None:
             raise ConfigError("a responder runs in this process: it needs process=False")
         self.responder = responder
@@ -328,6 +337,17 @@ class Simulator:
             return msgspec.json.decode(self._admin("GET", "log"), type=list[LogEntry])
         assert self._app is not None, "start the simulator first"
         return self._app.log.entries()
+
+    def batches(self) -> list[dict[str, Any]]:
+        """Every batch of the Batch API as it stands now (thread mode), oldest first."""
+        app = self._app
+        assert app is not None, "start the simulator first"
+        return self._in_loop(lambda: [app.batches.get(b) for b in sorted(app.batches.batches)])
+
+    def batch_lines_answered(self) -> int:
+        """Batch lines answered (billed) so far (thread mode)."""
+        assert self._app is not None, "start the simulator first"
+        return self._app.batches.lines_answered
 
     def stats(self) -> Stats:
         """Counters since start or the last :meth:`reset` (see :class:`Stats`)."""
