@@ -16,7 +16,12 @@ from pipeline._display import html_table
 from pipeline.cache import ResponseCache
 from pipeline.cost import Prices, usd
 from pipeline.errors import ConfigError
-from pipeline.payloads.tokens import output_tokens_bound
+from pipeline.payloads.tokens import (
+    SCHEMA_OVERHEAD_TOKENS,
+    output_tokens_bound,
+    resolve_tokenizer,
+    response_format_tokens,
+)
 from pipeline.record import Record
 from pipeline.request import APIRequest
 from pipeline.runner import rows_of
@@ -35,6 +40,9 @@ class Estimate:
             :func:`pipeline.resume.run_file` sends nothing for them).
         to_send: rows that would be sent.
         prompt_tokens: estimated prompt tokens of the rows to send (the builder's estimate).
+        schema_tokens: the part of ``prompt_tokens`` that is the answer schema
+            (``response_format``), counted as OpenAI is reported to count it: the schema as
+            compact JSON without ``required``/``additionalProperties``, plus a few tokens.
         output_tokens: the most output tokens they may use (``max_tokens`` x ``n``): an
             upper bound, not a forecast.
         rpm, tpm: the limits the time is computed from (``None``: not known).
@@ -47,18 +55,19 @@ class Estimate:
 
     __slots__ = ("cached", "cost_high", "cost_low", "invalid", "minutes", "models",
                  "output_tokens", "prices", "prompt_tokens", "resumed", "rows", "rpm",
-                 "to_send", "tpm", "unpriced")
+                 "schema_tokens", "to_send", "tpm", "unpriced")
 
     def __init__(self, *, rows: int, invalid: int, cached: int, prompt_tokens: int,
                  output_tokens: int, rpm: float | None, tpm: float | None,
                  models: dict[str, tuple[int, int]], prices: Prices,
-                 resumed: int = 0) -> None:
+                 resumed: int = 0, schema_tokens: int = 0) -> None:
         self.rows = rows
         self.invalid = invalid
         self.cached = cached
         self.resumed = resumed
         self.to_send = rows - invalid - cached - resumed
         self.prompt_tokens = prompt_tokens
+        self.schema_tokens = schema_tokens
         self.output_tokens = output_tokens
         self.rpm = rpm
         self.tpm = tpm
@@ -108,6 +117,10 @@ class Estimate:
             ("rows", rows_text),
             ("to send", f"{self.to_send:,} requests"),
             ("prompt tokens (estimated)", f"{self.prompt_tokens:,}"),
+            *([("  of which answer schemas",
+                f"{self.schema_tokens:,} (assumed: compact JSON of each schema, no "
+                f"required/additionalProperties, + {SCHEMA_OVERHEAD_TOKENS} tokens; OpenAI "
+                "does not document it)")] if self.schema_tokens else []),
             ("output tokens (upper bound)", f"{self.output_tokens:,} (max_tokens per answer)"),
             ("time the quota allows", time_text),
             ("cost (USD)", cost_text),
@@ -198,7 +211,9 @@ def estimate(rows: Any, job: Any, *, rpm: float | None = None, tpm: float | None
             opened, owned = ResponseCache(cache), True
     elif cache is not None:
         raise ConfigError(f"cache must be a directory path or a ResponseCache, got {cache!r}")
-    count = invalid = cached = resumed = prompt_total = output_total = 0
+    count = invalid = cached = resumed = prompt_total = output_total = schema_total = 0
+    config = getattr(builder, "config", None)
+    tokenizer = resolve_tokenizer(config.get("tokenizer") if isinstance(config, dict) else None)
     models: dict[str, tuple[int, int]] = {}
     try:
         for item in items:
@@ -228,6 +243,8 @@ def estimate(rows: Any, job: Any, *, rpm: float | None = None, tpm: float | None
             prompt_total += prompt
             output_total += output
             body = request.body or {}
+            if body.get("response_format") is not None:
+                schema_total += response_format_tokens(body["response_format"], tokenizer)
             model = body.get("model") if isinstance(body.get("model"), str) else None
             key = model or "(no model)"
             seen = models.get(key, (0, 0))
@@ -236,6 +253,6 @@ def estimate(rows: Any, job: Any, *, rpm: float | None = None, tpm: float | None
         if owned and opened is not None:
             opened.close()
     return Estimate(rows=count, invalid=invalid, cached=cached, resumed=resumed,
-                    prompt_tokens=prompt_total,
+                    prompt_tokens=prompt_total, schema_tokens=schema_total,
                     output_tokens=output_total, rpm=rpm, tpm=tpm, models=models,
                     prices=table)

@@ -31,6 +31,7 @@ from pipeline.simulator._tokens import (
     answer_length,
     count_chat_tokens,
     count_input_tokens,
+    count_schema_tokens,
     count_text_tokens,
     default_answer,
     fake_embedding,
@@ -79,7 +80,8 @@ class FakeModel:
         request: Any
         if kind == "chat":
             request = decode_body(body, ChatRequest)
-            prompt = count_chat_tokens(request.messages)
+            prompt = count_chat_tokens(request.messages) + \
+                count_schema_tokens(request.response_format)
             asked = request.max_completion_tokens or request.max_tokens
             max_tokens = asked or cfg.default_max_tokens
         elif kind == "completion":

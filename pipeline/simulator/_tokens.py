@@ -7,6 +7,9 @@ The token rule (the same everywhere in the simulator, so a client can predict ``
   (every ``text`` part of a list content; each image/audio/file part counts 85) plus the tokens
   of its ``name``; then 3 more tokens that prime the reply (the layout ``pipeline.payloads.tokens``
   also assumes);
+- a ``response_format`` JSON schema (what OpenAI is reported to count; it does not document
+  it): the text of the schema as compact JSON without ``required``, ``additionalProperties``
+  and ``$schema``, plus 9 tokens (``json_object`` and ``text`` add nothing);
 - a completion prompt or an embedding input: a string counts as text, a list of strings is the
   sum, a list of token ids counts one per id, a list of such lists is the sum;
 - the answer: ``completion_tokens = ceil(len(answer) / 4)`` per choice, summed over ``n``.
@@ -21,17 +24,22 @@ from __future__ import annotations
 import array
 import base64
 import hashlib
+import json
 import math
 import struct
 from typing import Any
 
-__all__ = ["count_chat_tokens", "count_input_tokens", "count_text_tokens", "default_answer",
-           "fake_embedding"]
+__all__ = ["count_chat_tokens", "count_input_tokens", "count_schema_tokens", "count_text_tokens",
+           "default_answer", "fake_embedding"]
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD = 4
 REPLY_PRIMING = 3
 NON_TEXT_PART_TOKENS = 85
+SCHEMA_OVERHEAD = 9
+_HIDDEN_SCHEMA_KEYS = frozenset({"required", "additionalProperties", "$schema"})
+_SCHEMA_MAPS = frozenset({"properties", "$defs", "definitions", "patternProperties",
+                          "dependentSchemas"})
 
 # 256 three-letter words: one byte of hash picks one word, and a word plus its space is 4 chars.
 _SYLLABLES_A = "bcdfghlmnprstvwz"
@@ -82,6 +90,39 @@ def count_chat_tokens(messages: list[Any]) -> int:
         if name:
             total += count_text_tokens(name)
     return total
+
+
+def _shown(node: Any, names: bool = False) -> Any:
+    # The schema as the model is shown it: keywords that only steer the decoder left out.
+    if isinstance(node, dict):
+        if names:
+            return {k: _shown(v) for k, v in node.items()}
+        return {k: _shown(v, k in _SCHEMA_MAPS) for k, v in node.items()
+                if k not in _HIDDEN_SCHEMA_KEYS}
+    if isinstance(node, list):
+        return [_shown(v) for v in node]
+    return node
+
+
+def count_schema_tokens(response_format: Any) -> int:
+    """Prompt tokens a ``response_format`` adds (0 unless it holds a ``json_schema``).
+
+    >>> count_schema_tokens({"type": "json_schema", "json_schema": {"name": "x", "schema": {
+    ...     "type": "object", "properties": {"label": {"type": "string"}},
+    ...     "required": ["label"], "additionalProperties": False}}})
+    24
+    >>> count_schema_tokens({"type": "json_object"})
+    0
+    """
+    if not isinstance(response_format, dict):
+        return 0
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, dict):
+        return 0
+    schema = spec.get("schema")
+    text = json.dumps(_shown(schema), separators=(",", ":"), ensure_ascii=False) \
+        if schema is not None else ""
+    return SCHEMA_OVERHEAD + count_text_tokens(text)
 
 
 def count_input_tokens(value: Any) -> int:
