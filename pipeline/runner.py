@@ -17,15 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar
 
 from aiostream.core import Stream
 
 from pipeline.cache import CacheScope, ResponseCache
 from pipeline.cost import DEFAULT_PRICES, Prices
-from pipeline.errors import ConfigError, RunStoppedError
+from pipeline.errors import ConfigError, RunStoppedError, TemplateKeyError
 from pipeline.guard import RunGuard
+from pipeline.payloads.templates import did_you_mean
 from pipeline.record import Record
 from pipeline.stages import (
     DEFAULT_CONCURRENCY,
@@ -46,7 +55,7 @@ from pipeline.stages import (
 from pipeline.stages._batch import rows_in_flight
 from pipeline.status import StatusTracker
 
-__all__ = ["Results", "as_completed", "default_flow", "register_frame_writer",
+__all__ = ["Results", "as_completed", "check_rows", "default_flow", "register_frame_writer",
            "register_rows_adapter", "rows_of", "run", "run_sync"]
 
 T = TypeVar("T")
@@ -241,6 +250,45 @@ def rows_of(rows: Any) -> Any:
     return rows
 
 
+def check_rows(rows: Any, job: Any) -> None:
+    """Raise :class:`~pipeline.errors.TemplateKeyError` when the job's template (or input
+    column) needs a column the rows lack, before anything is sent: a misspelt ``{column}``
+    is one clear error, not every row failing alone.
+
+    Inputs whose columns are known (frames and files, through :mod:`pipeline.io`: their
+    ``check(builder)``) are checked against them. A list (any sequence) of mappings is
+    checked at its first row: a column that row lacks, and no other row has, is refused
+    (rows that differ still fail one by one). Iterators are not read ahead; their rows fail
+    one by one, each naming the column.
+
+    >>> from pipeline.payloads import chat
+    >>> check_rows([{"text": "hi", "id": 1}], chat(model="m", prompt="Q: {txet}"))
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.TemplateKeyError: prompt 'Q: {txet}' needs column 'txet', which no row \
+has (did you mean 'text'?); the first row has 'text', 'id'
+    """
+    builder = getattr(job, "builder", job)
+    check = getattr(rows, "check", None)
+    if callable(check):
+        check(builder)
+        return
+    if not isinstance(rows, Sequence) or isinstance(rows, str | bytes) or not rows:
+        return
+    first = rows[0]
+    needs = getattr(builder, "required_columns", None)
+    if not isinstance(first, Mapping) or not isinstance(needs, dict):
+        return
+    for column, what in needs.items():
+        if column in first or any(isinstance(r, Mapping) and column in r for r in rows):
+            continue
+        keys = [str(k) for k in first]
+        shown = ", ".join(map(repr, keys[:20])) + (" ..." if len(keys) > 20 else "")
+        raise TemplateKeyError(
+            f"{what} needs column {column!r}, which no row has{did_you_mean(column, keys)}; "
+            f"the first row has {shown or 'no columns'}", field=column)
+
+
 def _source(rows: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterable[Any]:
     """The rows as an async iterable. A plain async generator, not ``stream.iterate``: that
     costs about 4 µs an item, as much as the rest of the machinery's source side."""
@@ -270,6 +318,7 @@ def as_completed(rows: Iterable[Any] | AsyncIterable[Any], job: Any,
     owner closes it).
     """
     rows = rows_of(rows)
+    check_rows(rows, job)
     options.setdefault("total", _total(rows))
     return default_flow(job, **options)(_source(rows))
 
@@ -310,6 +359,9 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
             again (default 2; counted in ``status.reasks``); then the row fails with a
             :class:`~pipeline.errors.SchemaValidationError`.
 
+    A template column that a frame or file lacks, or that no row of a list has, raises
+    :class:`~pipeline.errors.TemplateKeyError` before anything is sent (:func:`check_rows`).
+
     The run stops early, with one clear reason in ``results.stopped``, when the account is
     out of quota or when its first requests all fail the same way (401, 403, 404, nothing
     listening at the base URL): rows not sent by then fail with ``RunStoppedError``.
@@ -318,6 +370,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
     once, cancels those in flight, and keeps every completed response in the cache.
     """
     rows = rows_of(rows)
+    check_rows(rows, job)  # a misspelt {column}: once, before anything is sent
     status = status if status is not None else StatusTracker()
     opened_cache, owned = _open_cache(cache, cache_scope)
     collected: list[Record] = []

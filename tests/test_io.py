@@ -425,8 +425,9 @@ async def test_parquet_is_written_with_pyarrow_alone(tmp_path, service, monkeypa
     assert [r["id"] for r in table] == [0, 1, 2]
     assert [r["answer"] for r in table] == ["Q: t0", "Q: t1", "Q: t2"]
     assert table[1]["extra"] == '[1, "mixed"]'  # a column of mixed types is kept as text
-    assert io.write(results, tmp_path / "bare.parquet") == 3  # no input: the results alone
-    assert pq.read_table(tmp_path / "bare.parquet").column_names == list(io.RESULT_COLUMNS)
+    assert io.write(results, tmp_path / "bare.parquet") == 3  # no source: the records' rows
+    assert pq.read_table(tmp_path / "bare.parquet").column_names == [
+        "id", "text", "extra", *io.RESULT_COLUMNS]
 
 
 async def test_write_in_the_cookbook_format(tmp_path, service):

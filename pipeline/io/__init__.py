@@ -13,13 +13,15 @@ Batch output format for a Batch input; ``format="cookbook"`` for the OpenAI cook
 ``[request, response, metadata]`` lines). ``results`` of :func:`pipeline.run` is already a
 list in input order.
 
-Bad input: a None/NaN prompt, a row without a column the template needs, an unreadable JSONL
-line or a body that is not JSON fails that row (its ``error`` says why) and the others run.
-Before anything is sent: a missing file, an unknown format, bytes the encoding cannot decode
+Bad input: a None/NaN prompt, a row without a column the template needs, a value that is not
+valid text (a lone surrogate, ``"x\\ud800"``), an unreadable JSONL line or a body that is not
+JSON fails that row (its ``error`` says why) and the others run. Before anything is sent: a
+missing file, an unknown format, bytes the encoding cannot decode, two columns with one name
 or request bodies for mixed endpoints raise :class:`~pipeline.errors.InputError`; a template
-column a file's header or a frame lacks raises :class:`~pipeline.errors.TemplateKeyError`
-(with a did-you-mean); a format whose package is not installed raises
-:class:`~pipeline._extras.MissingExtraError` (:func:`run_file` checks the output up front).
+column a file's header or a frame lacks (``pipeline.run`` too: a frame, or a list of rows none
+of which has it) raises :class:`~pipeline.errors.TemplateKeyError` (with a did-you-mean); a
+format whose package is not installed raises :class:`~pipeline._extras.MissingExtraError`
+(:func:`run_file` checks the output up front).
 
 >>> import pandas as pd
 >>> from pipeline import OpenAIService, io
@@ -55,6 +57,7 @@ from pipeline.io._sinks import (
     entry,
     to_pandas,
     to_polars,
+    valid_text,
     write,
 )
 from pipeline.io._sources import FORMATS, BatchRequest, Source, check_columns, format_of, read
@@ -116,13 +119,23 @@ def _input_rows(results: Results) -> list[dict[str, Any]]:
 
 def _pandas_frame(results: Results, like: Any) -> Any:
     pd = require("pandas", feature="Results.to_pandas()", extra="pandas")
-    return to_pandas(results, pd.DataFrame(_input_rows(results)) if like is None else like)
+    if like is None:
+        rows = _input_rows(results)
+        try:
+            like = pd.DataFrame(rows)
+        except UnicodeEncodeError:  # a row that failed for a lone surrogate: escaped
+            like = pd.DataFrame(valid_text(rows))
+    return to_pandas(results, like)
 
 
 def _polars_frame(results: Results, like: Any) -> Any:
     pl = require("polars", feature="Results.to_polars()", extra="polars")
     if like is None:
-        like = pl.DataFrame(_input_rows(results), strict=False)
+        rows = _input_rows(results)
+        try:
+            like = pl.DataFrame(rows, strict=False)
+        except UnicodeEncodeError:  # Polars holds only valid text
+            like = pl.DataFrame(valid_text(rows), strict=False)
     return to_polars(results, like)
 
 

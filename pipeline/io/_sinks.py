@@ -38,6 +38,7 @@ from pipeline._extras import require
 from pipeline.errors import APIError, InputError
 from pipeline.io._sources import FORMATS, BatchRequest, Source, format_of, read
 from pipeline.record import Record
+from pipeline.request import APIRequest
 from pipeline.runner import Results
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "entry",
     "to_pandas",
     "to_polars",
+    "valid_text",
     "write",
     "write_entries",
 ]
@@ -388,6 +390,8 @@ def _row_fields(row: Any) -> dict[str, Any]:
         if row.metadata is not None:
             fields["metadata"] = row.metadata
         return fields
+    if isinstance(row, APIRequest):
+        return {"request": row.body}
     if row is None:
         return {}
     to_dict = getattr(row, "to_dict", None)
@@ -410,6 +414,27 @@ def _input_columns(source: Source) -> list[str]:
             for key in _row_fields(record.row):
                 seen.setdefault(str(key), None)
     return list(seen)
+
+
+def valid_text(value: Any) -> Any:
+    """``value`` with every lone surrogate in its text (in lists and dicts too) written as
+    its escape, ``\\ud800``: what files, Arrow and Polars hold in place of text that UTF-8
+    cannot encode. Such a row failed with a ``PayloadError`` and was never sent.
+
+    >>> valid_text({"text": "x\\ud800", "n": [1, "ok"]})
+    {'text': 'x\\\\ud800', 'n': [1, 'ok']}
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {valid_text(k): valid_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [valid_text(v) for v in value]
+    return value
 
 
 def _cell(value: Any) -> Any:
@@ -492,7 +517,11 @@ def _write_jsonl(tmp: str, source: Source, entries: Sequence[dict[str, Any] | No
                     cells = schema.columns(e.get("value") if e is not None else None)
                     for name, column in _field_names(schema, line).items():
                         line[column] = cells[name]
-            f.write(_encoder.encode(line) + b"\n")
+            try:
+                encoded = _encoder.encode(line)
+            except UnicodeEncodeError:  # a row that failed for a lone surrogate
+                encoded = _encoder.encode(valid_text(line))
+            f.write(encoded + b"\n")
             count += 1
     return count
 
@@ -503,8 +532,10 @@ def _write_csv(tmp: str, source: Source, entries: Sequence[dict[str, Any] | None
     names = _result_names(columns, answer)
     fields = {} if schema is None else _field_names(schema, [*columns, *names.values()])
     count = 0
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, delimiter=delimiter)
+    # Lines end in \n, as pandas' to_csv writes them (the csv module's default is \r\n);
+    # a lone surrogate in a row's input (that row failed, unsent) is written as \ud800.
+    with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
+        writer = csv.writer(f, delimiter=delimiter, lineterminator="\n")
         writer.writerow([*columns, *names.values(), *fields.values()])
         for _, record, e in _rows_with_results(source, entries):
             inputs = _input_fields(record)
@@ -588,9 +619,11 @@ def _input_table(pa: Any, pq: Any, source: Source) -> Any:
         try:
             columns[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-            # Mixed types in one column: kept as text (JSON for nested values).
-            columns[name] = pa.array([None if v is None else str(_cell(v)) for v in values],
-                                     type=pa.string())
+            # Mixed types in one column, or text with a lone surrogate: kept as text (JSON
+            # for nested values, the surrogate escaped).
+            columns[name] = pa.array(
+                [None if v is None else valid_text(str(_cell(v))) for v in values],
+                type=pa.string())
     return pa.table(columns)
 
 
@@ -602,23 +635,29 @@ def write(results: Sequence[Record], path: str | os.PathLike[str], source: Any =
     for a ``.jsonl`` output of a Batch input). ``schema`` (default: ``results.schema``) adds
     the answer's fields as columns. ``format="cookbook"`` writes the OpenAI
     cookbook's ``[request, response, metadata]`` lines, so parsers written for it work
-    unchanged. Without ``source`` the JSONL output is one result per record (no input columns).
+    unchanged. Without ``source`` the input columns come from the records' own rows, one
+    output row per record in input order: a dict row's keys are columns (in the order first
+    seen), a string row is an ``input`` column, a ready request a ``request`` column (its
+    body as JSON).
 
     For example, inside a coroutine (or a notebook cell)::
 
         write(await pipeline.run(read("rows.csv"), job), "answers.parquet", "rows.csv")
         write(results, "out.jsonl", "requests.jsonl", format="cookbook")
     """
+    own_rows = source is None
     if source is None:
+        # The records' own rows are the input: one output row per record, in index order.
         records = sorted(results, key=lambda r: r.index)
-        source = Source("iterable", lambda: iter([r.row for r in records]),
-                        length=len(results)) if format == "cookbook" else \
-            Source("iterable", lambda: iter([None] * len(results)), length=len(results))
+        source = Source("iterable", lambda: iter([r.row for r in records]), length=len(records))
     elif not isinstance(source, Source):
         source = read(source)
     layout = check_output(path, format, source)
     keep = layout in ("batch", "cookbook")
+    entries = entries_of(results, keep_body=keep, keep_request=layout == "cookbook")
+    if own_rows:  # renumbered by position, so the records of part of a run are written whole
+        for position, e in enumerate(entries):
+            e["i"] = position
     if schema is None:
         schema = getattr(results, "schema", None)
-    return write_entries(entries_of(results, keep_body=keep, keep_request=layout == "cookbook"),
-                         source, path, layout, schema=schema)
+    return write_entries(entries, source, path, layout, schema=schema)

@@ -139,6 +139,12 @@ class Source:
     def __iter__(self) -> Iterator[Record]:
         return self.records()
 
+    def check(self, builder: Any) -> None:
+        """Raise :class:`~pipeline.errors.TemplateKeyError` when ``builder`` needs a column
+        this input lacks (:func:`check_columns`); :func:`pipeline.run` calls it before
+        sending anything."""
+        check_columns(self, builder)
+
     def __repr__(self) -> str:
         where = f" {self.path!r}" if self.path else ""
         size = f", {self._length:,} rows" if self._length is not None else ""
@@ -171,6 +177,30 @@ def _polars_rows(frame: Any, lazy: bool) -> Callable[[], Iterator[dict[str, Any]
             if callable(stop):
                 stop()
     return rows
+
+
+def _unique_columns(columns: list[str], where: str) -> list[str]:
+    """``columns``, or an :class:`InputError` when two of them have one name (as text): a row
+    holds one value per name, so one column would silently vanish from what is sent and from
+    the output.
+
+    >>> _unique_columns(["id", "text", "text"], "'in.csv'")
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.InputError: 'in.csv' has 2 columns named 'text' (columns 2 and 3): give \
+each column its own name; a row holds one value per name, so one of them would be lost
+    """
+    if len(set(columns)) == len(columns):
+        return columns
+    positions: dict[str, list[int]] = {}
+    for number, name in enumerate(columns, 1):
+        positions.setdefault(name, []).append(number)
+    name, numbers = next((n, p) for n, p in positions.items() if len(p) > 1)
+    hint = " (an empty name: a trailing delimiter in the header?)" if name == "" else ""
+    shown = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+    raise InputError(f"{where} has {len(numbers)} columns named {name!r}{hint} (columns "
+                     f"{shown}): give each column its own name; a row holds one value per "
+                     "name, so one of them would be lost")
 
 
 # ------------------------------------------------------------------------------ files
@@ -235,6 +265,7 @@ def _csv_rows(path: str, delimiter: str, encoding: str | None = None
         raise _undecodable(path, codec) from None
     if not header:
         raise InputError(f"{path!r} is empty: a CSV file needs a header line")
+    _unique_columns(header, repr(path))
 
     def rows() -> Iterator[Any]:
         with open(path, newline="", encoding=codec) as f:
@@ -260,7 +291,7 @@ def _parquet_source(path: str) -> Source:
         meta = pq.ParquetFile(path)
     except Exception as exc:  # not a Parquet file, truncated...
         raise InputError(f"cannot read Parquet file {path!r}: {exc}") from None
-    columns = list(meta.schema_arrow.names)
+    columns = _unique_columns(list(meta.schema_arrow.names), repr(path))
     length = meta.metadata.num_rows
 
     def rows() -> Iterator[Any]:
@@ -538,9 +569,11 @@ def read(data: Any, *, format: str | None = None, endpoint: str | None = None,
     ``messages`` chat, ``prompt`` completions, ``input`` embeddings; bodies for several
     endpoints, or one that says none, are refused). ``encoding`` is that of a CSV, TSV or JSONL
     file (default UTF-8). A missing file, an unknown format, a file the encoding cannot decode,
+    two columns with one name (CSV, TSV, Parquet, a pandas frame; Polars refuses them itself),
     a missing request column or bodies for mixed endpoints raise
-    :class:`~pipeline.errors.InputError` before anything is sent; a Parquet file without
-    pyarrow installed raises :class:`~pipeline._extras.MissingExtraError`.
+    :class:`~pipeline.errors.InputError` before anything is sent. A JSONL object that repeats
+    a key keeps its last value, as ``json.loads``, pandas and Polars read it. A Parquet file
+    without pyarrow installed raises :class:`~pipeline._extras.MissingExtraError`.
 
     >>> import pandas as pd
     >>> source = read(pd.DataFrame({"text": ["a", "b"]}, index=[10, 20]))
@@ -572,8 +605,9 @@ def _read(data: Any, format: str | None, endpoint: str | None, encoding: str | N
     module = type(data).__module__.split(".")[0]
     name = type(data).__name__
     if module == "pandas" and name == "DataFrame":
+        columns = _unique_columns([str(c) for c in data.columns], "the pandas frame")
         return Source("pandas", _pandas_rows(data), data=data, length=len(data),
-                      columns=[str(c) for c in data.columns])
+                      columns=columns)
     if module == "polars" and name == "DataFrame":
         return Source("polars", _polars_rows(data, lazy=False), data=data, length=data.height,
                       columns=list(data.columns))

@@ -18,7 +18,10 @@ prompt when there is no template) or ``None`` (everything comes from the builder
 
 Templates are :meth:`str.format` strings over column names: ``"Summarize: {text}"``; write
 ``{{`` and ``}}`` for literal braces. Attribute and index lookups (``{a.b}``, ``{a[0]}``) are
-refused. ``build(row, **overrides)`` overrides body fields for one call; an override of ``None``
+refused. A value that is not text goes in as :mod:`pipeline.payloads.templates` says: lists
+and dicts as compact JSON (``["a","é"]``), bytes as UTF-8 text, numpy scalars as their Python
+value, datetimes in ISO 8601; a missing one (``None``, NaN, ``pd.NA``) fails the row.
+``build(row, **overrides)`` overrides body fields for one call; an override of ``None``
 removes a field the builder set.
 
 Every problem is a :class:`~pipeline.errors.PayloadError` whose ``field`` names the culprit: an

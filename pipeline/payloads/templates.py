@@ -2,19 +2,41 @@
 
 A row is a mapping (a dict, a Polars row), an object with ``to_dict()`` (a pandas Series) or
 ``_asdict()`` (a named tuple), a plain string, or ``None``. Missing values (``None``, NaN,
-``pd.NA``) where text is needed are a :class:`~pipeline.errors.PayloadError` naming the column.
+``NaT``, ``pd.NA``) where text is needed are a :class:`~pipeline.errors.PayloadError` naming
+the column: never the text ``"nan"`` or ``"None"`` in a prompt.
+
+What a ``{column}`` becomes in the text, by the value's type:
+
+==================================  =========================================================
+str                                 itself
+int, float, bool, Decimal           ``str(value)`` (``3``, ``0.5``, ``True``)
+list, tuple, dict (numpy arrays,    compact JSON, non-ASCII kept: ``["a","é"]``,
+Polars lists and structs)           ``{"k":1}``; nested values as below
+bytes                               the bytes as UTF-8 text; bytes that are not UTF-8 are a
+                                    ``PayloadError`` for that row
+numpy scalars                       their Python value (a float32 as its short form: ``0.1``)
+datetime, date, time, pd.Timestamp  ISO 8601: ``2024-05-01T12:30:00``
+numpy datetime64                    ISO 8601: ``2024-05-01T12:30:00``
+None, NaN, NaT, pd.NA               a ``PayloadError`` naming the column
+anything else                       ``str(value)``
+==================================  =========================================================
+
+A column used with a format spec or a conversion (``{score:.2f}``, ``{when:%Y}``, ``{x!r}``)
+gets its value as it is, formatted as :meth:`str.format` does (everywhere in that template).
 """
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import json
 import string
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
 from pipeline.errors import PayloadError, TemplateKeyError
 
-__all__ = ["Row", "Template", "did_you_mean"]
+__all__ = ["Row", "Template", "did_you_mean", "invalid_text"]
 
 #: A row: a mapping, an object with ``to_dict()``/``_asdict()``, a string, or ``None``.
 Row: TypeAlias = Any
@@ -89,13 +111,19 @@ def _key_error(key: str, values: Mapping[str, Any], what: str) -> TemplateKeyErr
 class Template:
     """A :meth:`str.format` template over a row's columns, checked when it is made.
 
+    Values that are not text go in as the module docs say: lists and dicts as compact JSON,
+    bytes as UTF-8 text, datetimes in ISO 8601, a missing value is an error naming the column.
+
     >>> Template("Translate to {lang}: {text}").fill({"lang": "French", "text": "Hi", "n": 1})
     'Translate to French: Hi'
+    >>> Template("Tags: {tags}; seen {when}").fill(
+    ...     {"tags": ["café", 2], "when": datetime.date(2024, 5, 1)})
+    'Tags: ["café",2]; seen 2024-05-01'
     >>> Template("{{literal}} {x}").fields
     ('x',)
     """
 
-    __slots__ = ("_static", "_what", "fields", "text")
+    __slots__ = ("_formatted", "_static", "_what", "fields", "text")
     #: What the template is called in messages: ``prompt 'Classify: {text}'``.
     _what: str
 
@@ -105,15 +133,18 @@ class Template:
         self.text = text
         self._what = f"{name} {text!r}" if len(text) <= 60 else f"{name} {text[:57]!r}..."
         fields: list[str] = []
+        formatted: set[str] = set()  # fields with a format spec or conversion: values as they are
         try:
             parsed = list(string.Formatter().parse(text))
         except ValueError as exc:
             raise PayloadError(
                 f"{name}: {exc} (write {{{{ and }}}} for literal braces)", field=name
             ) from None
-        for _, field, spec, _ in parsed:
+        for _, field, spec, conversion in parsed:
             if field is None:
                 continue
+            if spec or conversion:
+                formatted.add(field)
             if field == "" or field.isdigit():
                 raise PayloadError(
                     f"{name} has a positional field {{{field}}}; name a column", field=name
@@ -127,6 +158,7 @@ class Template:
             if field not in fields:
                 fields.append(field)
         self.fields: tuple[str, ...] = tuple(fields)
+        self._formatted = frozenset(formatted)
         self._static = text.format() if not fields else text
 
     def fill(self, values: Mapping[str, Any]) -> str:
@@ -139,8 +171,11 @@ class Template:
                 value = values[key]
             except KeyError:
                 raise _key_error(key, values, self._what) from None
-            if type(value) is not str and _is_missing(value):
-                _column(values, key, self._what)  # raises, naming the column
+            if type(value) is not str:
+                if _is_missing(value):
+                    _column(values, key, self._what)  # raises, naming the column
+                if key not in self._formatted:
+                    value = _as_text(value, key, self._what)
             found[key] = value
         return self._format(found)
 
@@ -172,6 +207,92 @@ class Template:
 
     def __hash__(self) -> int:
         return hash(self.text)
+
+
+def _as_text(value: Any, key: str, what: str) -> Any:
+    """A template value that is not a ``str``, as it goes into the text (the module docs'
+    table). Numbers and other values ``str.format`` shows well are returned as they are."""
+    kind = type(value)
+    if kind is int or kind is float or kind is bool:
+        return value
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PayloadError(
+                f"{what}: column {key!r} holds bytes that are not UTF-8 text (byte "
+                f"0x{exc.object[exc.start]:02x} at position {exc.start}); decode them "
+                f"to str first", field=key) from None
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()  # datetime and pd.Timestamp are dates too
+    if kind.__module__ == "numpy":
+        return _as_text(_numpy_value(value), key, what)
+    if isinstance(value, list | tuple | dict):
+        try:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                              default=_json_default)
+        except (ValueError, TypeError) as exc:  # a list that holds itself
+            raise PayloadError(f"{what}: column {key!r} cannot be written as JSON: {exc}",
+                               field=key) from None
+    return value
+
+
+def _numpy_value(value: Any) -> Any:
+    """A numpy scalar or array as Python values (arrays as lists); datetime64 as ISO text."""
+    name = type(value).__name__
+    if name == "datetime64":
+        return str(value)  # ISO 8601 at the value's own precision
+    if name in ("float16", "float32"):
+        return float(str(value))  # float32(0.1) is 0.1, not 0.10000000149011612
+    tolist = getattr(value, "tolist", None)
+    return tolist() if callable(tolist) else value
+
+
+def _json_default(value: Any) -> Any:
+    """What ``json.dumps`` cannot write itself inside a list or dict cell."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if type(value).__module__ == "numpy":
+        return _numpy_value(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def invalid_text(value: Any, where: str = "") -> tuple[str, int, str] | None:
+    """Where the first text in ``value`` (a str, or one inside lists and dicts) that UTF-8
+    cannot encode is: ``(where, character position, the character)``, else ``None``.
+
+    Only a lone surrogate (``"\\ud800"``, from ``surrogateescape`` decoding, a UTF-7 or
+    ``unicode_escape`` file, or a JSON escape some parsers accept) is such text.
+
+    >>> invalid_text({"a": "ok", "b": ["fine", "x\\ud800"]})
+    ("['b'][1]", 1, '\\ud800')
+    >>> invalid_text("ok") is None
+    True
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return where, exc.start, value[exc.start]
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = invalid_text(key, f"{where} (a key)") or invalid_text(item,
+                                                                          f"{where}[{key!r}]")
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = invalid_text(item, f"{where}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def _render(template: Template, values: Mapping[str, Any] | None, text: str | None) -> str:
