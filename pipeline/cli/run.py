@@ -261,7 +261,8 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
         print(f"resumed: {summary.resumed:,} rows were answered by an earlier run "
               "(nothing sent for them)", file=out)
     print(summary.status.summary(), file=out)
-    print(f"wrote {summary.rows:,} rows to {summary.output}", file=out)
+    rows = "1 row" if summary.rows == 1 else f"{summary.rows:,} rows"
+    print(f"wrote {rows} to {summary.output}", file=out)
     if summary.failed:
         where = "field" if output_format in ("jsonl", "batch", "cookbook") else "column"
         print(f"{summary.failed:,} of {summary.rows:,} rows failed (see the error {where}).",
