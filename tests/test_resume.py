@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import json
@@ -176,3 +177,83 @@ def test_kill_9_then_rerun_sends_no_answered_row_twice(tmp_path):
     rows = read_csv(output)
     assert [r["id"] for r in rows] == [f"r{i}" for i in range(n)]
     assert {r["status"] for r in rows} == {"succeeded"}
+
+
+# ------------------------------------------------------------------------------ the fingerprint
+async def test_a_template_changed_after_its_hundredth_character_is_another_job(tmp_path, sim):
+    # The fingerprint once held each option cut at 60 characters: this rerun then "resumed"
+    # the French answers.
+    write_rows(tmp_path / "in.csv", 12)
+    head = "You are a careful translator of short product reviews. Keep the tone; keep names. "
+    assert len(head) > 60
+    templates = [head + "Translate this review into " + lang + ": {text}"
+                 for lang in ("French", "German")]
+    assert templates[0][:100] == templates[1][:100] and len(templates[0]) > 100
+    for template in templates:
+        async with OpenAIService(api_key="sk-test-resume", base_url=sim.base_url) as service:
+            job = service.chat(model="gpt-4o-mini", prompt=template, max_tokens=200)
+            summary = await io.run_file(tmp_path / "in.csv", tmp_path / "out.csv", job,
+                                        concurrency=4)
+    assert summary.restarted and summary.resumed == 0
+    assert sim.stats().requests == 24  # the second run sent every row again
+    answers = [r["answer"] for r in read_csv(tmp_path / "out.csv")]
+    assert all("into German" in a for a in answers), answers[:2]
+
+
+def test_the_fingerprint_covers_every_option_whole_and_no_secret():
+    from pipeline.resume import fingerprint
+
+    source = io.read([{"text": "a"}])
+    long_system = "s" * 200
+    with_key = OpenAIService(api_key="sk-secret-0123456789", base_url="http://127.0.0.1:9/v1")
+    base = with_key.chat(model="gpt-4o-mini", prompt="{text}", system=long_system,
+                         temperature=0)
+    same = with_key.chat(model="gpt-4o-mini", prompt="{text}", system=long_system,
+                         temperature=0, tokenizer=lambda text: 1)  # estimates only
+    others = [
+        with_key.chat(model="gpt-4o-mini", prompt="{text}", system=long_system + "!",
+                      temperature=0),
+        with_key.chat(model="gpt-4o", prompt="{text}", system=long_system, temperature=0),
+        with_key.chat(model="gpt-4o-mini", prompt="{text}", system=long_system,
+                      temperature=0.5),
+        with_key.chat(model="gpt-4o-mini", prompt="{text}", system=long_system,
+                      temperature=0, schema={"type": "object",
+                                             "properties": {"x": {"type": "string"}}}),
+        OpenAIService(api_key="k", base_url="http://127.0.0.1:8/v1").chat(
+            model="gpt-4o-mini", prompt="{text}", system=long_system, temperature=0),
+    ]
+    first = fingerprint(source, base)
+    assert fingerprint(source, same) == first
+    prints = {fingerprint(source, job) for job in others}
+    assert first not in prints and len(prints) == len(others)
+    assert len(first) == 64 and "secret" not in first  # a sha256 hex digest, nothing more
+
+
+# ------------------------------------------------------------------------------ cancelling
+async def test_cancelling_run_file_keeps_what_is_journaled_and_frees_the_journal(tmp_path):
+    write_rows(tmp_path / "in.csv", 60)
+    journal = tmp_path / "out.csv.journal"
+    with Simulator(latency=0.2, seed=2) as slow:
+        async with OpenAIService(api_key="sk-test-resume", base_url=slow.base_url) as service:
+            job = service.chat(model="gpt-4o-mini", prompt=TEMPLATE, max_tokens=5)
+            task = asyncio.ensure_future(io.run_file(tmp_path / "in.csv",
+                                                     tmp_path / "out.csv", job, concurrency=4))
+            for _ in range(400):  # poll the journal (bounded), no timing
+                if journal.exists() and journal.read_text().count("succeeded") >= 8:
+                    break
+                await asyncio.sleep(0.02)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            kept = [json.loads(x) for x in journal.read_text().splitlines()[1:] if x]
+            assert len(kept) >= 8 and not (tmp_path / "out.csv").exists()
+            first = {e.body_hash for e in slow.log() if e.status == 200}
+            # The lock went with the run: the same call again resumes.
+            summary = await io.run_file(tmp_path / "in.csv", tmp_path / "out.csv", job,
+                                        concurrency=8)
+        assert summary.resumed == len(kept) and summary.succeeded == 60
+        answered = [e.body_hash for e in slow.log() if e.status == 200]
+    journaled = {body_hash(f"row number {e['i']}") for e in kept}
+    lost = first - journaled  # answers in flight when cancelled: at most `concurrency`
+    assert len(lost) <= 4
+    assert len(answered) - 60 == len(lost)  # only those were paid twice

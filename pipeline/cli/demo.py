@@ -3,16 +3,17 @@
 Starts the OpenAI-compatible simulator on 127.0.0.1 with provider-like limits (rpm and tpm),
 latency and a few injected server errors, then classifies the sentiment of 300 bundled product
 reviews through the default pipeline (rate limiter, retries, cache, progress bar), prints the
-status table and writes the results file (./pipeline-demo-results.csv unless you say -o; the
-first line printed says where). No API key, no network, about ten seconds.
+status table and writes the results file (pipeline-demo-results.csv in a folder of the
+system's temporary directory unless you say -o, so a checkout or a project folder gets no stray
+file; the first line printed says where). No API key, no network, about ten seconds.
 
 Some reviews in the sample repeat an earlier one word for word: those are answered from the
 response cache without another request (the "cached" count), as in a real run.
 
 Example:
 
-    pipeline demo                      # writes ./pipeline-demo-results.csv
-    pipeline demo -o /tmp/demo.parquet --rpm 3000
+    pipeline demo                      # writes <tmp>/pipeline-demo/pipeline-demo-results.csv
+    pipeline demo -o demo.parquet --rpm 3000
 
 Then try the same on your own data: pipeline run --help
 """
@@ -29,7 +30,7 @@ from collections import Counter
 from importlib import resources
 from typing import Any
 
-__all__ = ["DATASET", "configure", "main", "sample_path"]
+__all__ = ["DATASET", "configure", "default_output_dir", "main", "sample_path"]
 
 #: The bundled sample: 300 short product reviews (id, product, stars, review).
 DATASET = "reviews.csv"
@@ -44,8 +45,9 @@ _NEGATIVE = ("broken", "disappoint", "cheap", "return", "never", "wrong", "overp
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``pipeline demo`` options to ``parser``."""
     add = parser.add_argument
-    add("-o", "--output", default="pipeline-demo-results.csv",
-        help="results file (.csv, .parquet or .jsonl; default ./pipeline-demo-results.csv)")
+    add("-o", "--output", default=None,
+        help="results file (.csv, .parquet or .jsonl; default: pipeline-demo-results.csv in "
+             f"{default_output_dir()})")
     add("--rpm", type=float, default=6000, help="the simulated key's requests per minute")
     add("--tpm", type=float, default=1_000_000, help="the simulated key's tokens per minute")
     add("--latency", type=float, default=0.25, help="median seconds per answer (default 0.25)")
@@ -53,6 +55,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="fraction of requests the server fails with a 500 (default 0.03; retried)")
     add("--concurrency", type=int, default=32, help="requests in flight at most (default 32)")
     add("--no-progress", action="store_true", help="no progress bar")
+
+
+def default_output_dir() -> str:
+    """Where ``pipeline demo`` writes its results unless told: a folder of the system's
+    temporary directory (the working directory may be a checkout or a project).
+
+    >>> os.path.basename(default_output_dir())
+    'pipeline-demo'
+    """
+    return os.path.join(tempfile.gettempdir(), "pipeline-demo")
 
 
 def sample_path() -> str:
@@ -99,7 +111,7 @@ async def _demo(args: argparse.Namespace) -> int:
             summary = await io.run_file(
                 sample_path(), args.output, job, cache=os.path.join(tmp, "cache"),
                 journal=os.path.join(tmp, "journal"), concurrency=args.concurrency,
-                progress=not args.no_progress, resume=False)
+                progress=not args.no_progress, resume=False, overwrite=True)
         server = sim.stats()
     print(summary.status.summary(), file=out)
     print(f"the server saw {server.requests:,} requests ({server.faults} injected errors, "
@@ -120,6 +132,9 @@ def main(args: argparse.Namespace) -> int:
     """Entry point of ``pipeline demo``."""
     from pipeline.errors import PipelineError
 
+    if args.output is None:
+        os.makedirs(default_output_dir(), exist_ok=True)
+        args.output = os.path.join(default_output_dir(), "pipeline-demo-results.csv")
     args.output = os.path.abspath(args.output)
     try:
         return asyncio.run(_demo(args))

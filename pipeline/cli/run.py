@@ -32,9 +32,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pipeline.errors import PipelineError
@@ -106,6 +109,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="response cache directory (default: OUTPUT.cache next to the output)")
     add("--no-cache", action="store_true", help="keep no response cache")
     add("--fresh", action="store_true", help="ignore an earlier run's journal (start over)")
+    add("--overwrite", action="store_true",
+        help="replace an existing output that has no journal of this tool beside it "
+        "(without it, such a file is never overwritten)")
+    add("--wait-for-lock", action="store_true",
+        help="when another run is writing the same output, wait for it to end, then resume "
+        "from its journal (default: stop at once, exit 2)")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--dry-run", action="store_true",
         help="send nothing: print the rows, estimated tokens, rows the cache answers, the "
@@ -232,12 +241,17 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
     cache = None if args.no_cache else (args.cache or f"{args.output}.cache")
     status = StatusTracker()
     status.prices = Prices.from_file(args.prices) if args.prices else None
+    # A dry run sends nothing, so it needs no key (a placeholder stands in for a missing one).
+    dry_key = "dry-run-no-key" if args.dry_run and not os.environ.get("OPENAI_API_KEY") \
+        else None
     service = OpenAIService(base_url=args.base_url, rpm=args.rpm, tpm=args.tpm,
                             adaptive=not args.no_adaptive, burst=args.burst,
-                            limiter=args.shared_limit, transport=_transport(args.transport))
-    if not os.environ.get("OPENAI_API_KEY"):
+                            limiter=args.shared_limit, transport=_transport(args.transport),
+                            api_key=dry_key)
+    if not os.environ.get("OPENAI_API_KEY") and not args.dry_run:
         print("note: OPENAI_API_KEY is not set: requests go out without a key (fine for a "
               "local server; a hosted API will answer 401 and the run will stop)", file=out)
+    control = resume.RunControl()
     async with service:
         job = build_job(service, args, source)
         model = "from the file" if source.ready_requests else job.builder.config.get("model")
@@ -249,20 +263,31 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
             print(estimate(source, job, cache=cache, prices=status.prices, answered=done),
                   file=sys.stdout)
             return 0
-        summary = await io.run_file(source, args.output, job, cache=cache,
-                                    concurrency=args.concurrency, attempts=args.max_attempts,
-                                    progress=not args.no_progress, resume=not args.fresh,
-                                    output_format=output_format, max_wait=args.max_wait,
-                                    timeout=args.timeout, status=status,
-                                    reasks=getattr(args, "reasks", 2))
+        with _ctrl_c_stops(control, out):
+            try:
+                summary = await io.run_file(
+                    source, args.output, job, cache=cache, concurrency=args.concurrency,
+                    attempts=args.max_attempts, progress=not args.no_progress,
+                    resume=not args.fresh, output_format=output_format,
+                    max_wait=args.max_wait, timeout=args.timeout, status=status,
+                    reasks=getattr(args, "reasks", 2), overwrite=args.overwrite,
+                    wait=args.wait_for_lock, control=control)
+            except resume.JournalBusyError:
+                if control.stopping:  # Ctrl-C while waiting for another run's lock
+                    raise KeyboardInterrupt from None
+                raise
     if summary.restarted:
-        print("(an earlier journal was for other input or settings: started afresh)", file=out)
+        print("(an earlier journal was for other input or settings: started afresh, and its "
+              "output is replaced)", file=out)
     if summary.resumed:
         print(f"resumed: {summary.resumed:,} rows were answered by an earlier run "
               "(nothing sent for them)", file=out)
     print(summary.status.summary(), file=out)
     rows = "1 row" if summary.rows == 1 else f"{summary.rows:,} rows"
     print(f"wrote {rows} to {summary.output}", file=out)
+    if summary.interrupted:
+        print(interrupted_message(summary.journal), file=out)
+        return 130
     if summary.failed:
         where = "field" if output_format in ("jsonl", "batch", "cookbook") else "column"
         print(f"{summary.failed:,} of {summary.rows:,} rows failed (see the error {where}).",
@@ -293,8 +318,8 @@ def failure_advice(status: Any) -> str:
     stopped = status.stopped
     for name, count in sorted(status.errors_by_type.items(), key=lambda kv: -kv[1]):
         if name == "RunStoppedError" and stopped:
-            lines.append(f"  {count:,} rows were not sent: the run stopped early (see "
-                         "\"stopped\" above)")
+            lines.append(f"  {count:,} {'row was' if count == 1 else 'rows were'} not sent: "
+                         "the run stopped early (see \"stopped\" above)")
             continue
         message = status.first_errors.get(name, "")
         lines.append(f"  {name} ({count:,} rows): {message}")
@@ -308,6 +333,33 @@ def failure_advice(status: Any) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _ctrl_c_stops(control: Any, out: Any) -> Iterator[None]:
+    """While the run sends: a first Ctrl-C stops sending and waits for the requests in flight
+    (their answers are paid for: they are journaled and written); a second abandons them."""
+    loop = asyncio.get_running_loop()
+
+    def on_ctrl_c() -> None:
+        if not control.stopping:
+            control.stop("interrupted (Ctrl-C)")
+            print(f"\nCtrl-C: nothing more is sent; waiting up to {control.grace:.0f} s "
+                  f"for the {control.in_flight:,} requests in flight, to keep their answers "
+                  "(Ctrl-C again abandons them)", file=out, flush=True)
+        else:
+            control.abandon()
+            print("abandoning the requests in flight", file=out, flush=True)
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_ctrl_c)
+    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+        yield  # Ctrl-C then ends the run at once, as KeyboardInterrupt
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``pipeline run``."""
     try:
@@ -315,7 +367,10 @@ def main(args: argparse.Namespace) -> int:
     except PipelineError as exc:
         print(f"pipeline run: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except OSError as exc:  # a disk error outside the run's own checks: one line, not a trace
+        print(f"pipeline run: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print(interrupted_message(f"{args.output}.journal"), file=sys.stderr)
         return 130
 
