@@ -16,6 +16,7 @@ from pipeline._display import html_table
 from pipeline.cache import ResponseCache
 from pipeline.cost import Prices, usd
 from pipeline.errors import ConfigError
+from pipeline.payloads.templates import invalid_text
 from pipeline.payloads.tokens import (
     SCHEMA_OVERHEAD_TOKENS,
     output_tokens_bound,
@@ -231,8 +232,8 @@ def estimate(rows: Any, job: Any, *, rpm: float | None = None, tpm: float | None
             except Exception:
                 invalid += 1
                 continue
-            if not isinstance(request, APIRequest):
-                invalid += 1
+            if not isinstance(request, APIRequest) or invalid_text(request.body):
+                invalid += 1  # a lone surrogate fails its row in a run: nothing sent
                 continue
             if opened is not None and opened.get(opened.key(
                     request, base_url=namespace, secrets=job.service.secrets())) is not None:

@@ -324,3 +324,19 @@ def test_cli_writes_tsv_with_newlines_and_says_1_row(sim, tmp_path):
     assert "wrote 1 row to" in output and "1 rows" not in output
     assert b"\r" not in (tmp_path / "out.tsv").read_bytes()
     assert sent(sim) == 1
+
+
+def test_cli_runs_a_file_with_a_lone_surrogate_and_its_dry_run_counts_it(sim, tmp_path):
+    (tmp_path / "in.csv").write_bytes(b"id,text\n1,hello\n2,x+2AA-\n3,bye\n")  # UTF-7
+    args = ["run", str(tmp_path / "in.csv"), "-o", str(tmp_path / "out.csv"), "--encoding",
+            "utf-7", "--template", "Q: {text}", "--model", "gpt-4o-mini", "--base-url",
+            sim.base_url, "--no-progress"]
+    dry = pipeline_cli(*args, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "1 cannot be built" in dry.stdout and "Traceback" not in dry.stderr
+    result = pipeline_cli(*args)
+    assert result.returncode == 1, result.stderr  # a row failed: said, and written
+    written = read_csv(tmp_path / "out.csv")
+    assert [r["status"] for r in written] == ["succeeded", "failed", "succeeded"]
+    assert "column 'text' is not valid text" in written[1]["error"]
+    assert sent(sim) == 2
