@@ -167,17 +167,27 @@ class Prices:
             :class:`~pipeline.errors.ConfigError` naming the model, never an output at 0.
         defaults: start from :data:`DEFAULT_PRICES` (``False``: only ``table``).
         source: where the prices come from, for the tables that show them.
+        batch_share: what an answer of the provider's Batch API costs, as a share of the
+            online price (OpenAI and Anthropic: half, ``0.5``); a record answered in a batch
+            (``record.batch_id``) is costed at it.
 
     >>> Prices({"gpt-4o-mini": (0.1, 0.4)})["gpt-4o-mini"]
     ModelPrice(input=0.1, output=0.4)
     >>> Prices({"local": (0, 0)}, defaults=False).price("gpt-4o") is None
     True
+    >>> Prices().cost("gpt-4o-mini", 1_000_000, batch=True)
+    0.075
     """
 
-    __slots__ = ("_said", "_table", "source")
+    __slots__ = ("_said", "_table", "batch_share", "source")
 
     def __init__(self, table: Mapping[str, Any] | None = None, *, defaults: bool = True,
-                 source: str | None = None) -> None:
+                 source: str | None = None, batch_share: float = 0.5) -> None:
+        if isinstance(batch_share, bool) or not isinstance(batch_share, int | float) or \
+                not 0 <= batch_share <= 1:
+            raise ConfigError(f"batch_share is a share of the online price in [0, 1], got "
+                              f"{batch_share!r}")
+        self.batch_share = float(batch_share)
         if table is not None and not isinstance(table, Mapping):
             raise ConfigError(f"prices must be a mapping of model to price, got {table!r}")
         base: dict[str, ModelPrice] = {}
@@ -248,16 +258,17 @@ class Prices:
 
     def cost(self, model: str | None, prompt_tokens: float,
              completion_tokens: float = 0, *, cached_tokens: float = 0,
-             say: bool = True) -> float | None:
+             say: bool = True, batch: bool = False) -> float | None:
         """USD for these tokens of ``model``; ``None`` if unpriced (with ``say``, a warning
         once per model). ``cached_tokens`` of the prompt cost the model's ``cached_input``
-        price when it has one."""
+        price when it has one; ``batch``: answered by the Batch API (:attr:`batch_share`)."""
         found = self.price(model)
         if found is None:
             if say:
                 self._say_unknown(model)
             return None
-        return found.cost(prompt_tokens, completion_tokens, cached_tokens)
+        usd = found.cost(prompt_tokens, completion_tokens, cached_tokens)
+        return usd * self.batch_share if batch else usd
 
     def record_cost(self, record: Record, *, say: bool = True) -> float | None:
         """What this run paid for one record, in USD.
@@ -274,7 +285,8 @@ class Prices:
         if paid == (0, 0):
             return 0.0
         return self.cost(record_model(record), paid[0], paid[1],
-                         cached_tokens=_cached_tokens(record), say=say)
+                         cached_tokens=_cached_tokens(record), say=say,
+                         batch=getattr(record, "batch_id", None) is not None)
 
     def total(self, records: Iterable[Record]) -> float | None:
         """The sum of :meth:`record_cost`; ``None`` if any record's cost is unknown."""
@@ -302,7 +314,8 @@ class Prices:
         return {m: p.as_dict() for m, p in self._table.items()}
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Prices) and self._table == other._table
+        return isinstance(other, Prices) and self._table == other._table and \
+            self.batch_share == other.batch_share
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -51,12 +51,14 @@ class Estimate:
             (how an OpenAI-style limit counts a request); ``None`` without limits.
         cost_low, cost_high: USD for the prompts alone, and for the prompts plus every answer
             at its ``max_tokens``; ``None`` when a model has no price.
+        batch_low, batch_high: the same through the provider's Batch API
+            (:attr:`Prices.batch_share <pipeline.cost.Prices.batch_share>` of it).
         models: the models of the rows to send; ``unpriced``: those without a price.
     """
 
-    __slots__ = ("cached", "cost_high", "cost_low", "invalid", "minutes", "models",
-                 "output_tokens", "prices", "prompt_tokens", "resumed", "rows", "rpm",
-                 "schema_tokens", "to_send", "tpm", "unpriced")
+    __slots__ = ("batch_high", "batch_low", "cached", "cost_high", "cost_low", "invalid",
+                 "minutes", "models", "output_tokens", "prices", "prompt_tokens", "resumed",
+                 "rows", "rpm", "schema_tokens", "to_send", "tpm", "unpriced")
 
     def __init__(self, *, rows: int, invalid: int, cached: int, prompt_tokens: int,
                  output_tokens: int, rpm: float | None, tpm: float | None,
@@ -88,6 +90,9 @@ class Estimate:
                 low += price.cost(prompt, 0)
                 high += price.cost(prompt, output)
             self.cost_low, self.cost_high = low, high
+        share = prices.batch_share
+        self.batch_low = None if self.cost_low is None else self.cost_low * share
+        self.batch_high = None if self.cost_high is None else self.cost_high * share
 
     def as_dict(self) -> dict[str, Any]:
         """The figures as a plain dict."""
@@ -125,6 +130,9 @@ class Estimate:
             ("output tokens (upper bound)", f"{self.output_tokens:,} (max_tokens per answer)"),
             ("time the quota allows", time_text),
             ("cost (USD)", cost_text),
+            *([("  through the Batch API", f"{usd(self.batch_low)} to {usd(self.batch_high)} "
+                f"({self.prices.batch_share:g} of the online price; answers within 24 h)")]
+              if self.batch_low is not None and self.batch_high is not None else []),
             ("models", ", ".join(self.models) or "(none)"),
             ("prices", self.prices.source),
         ]

@@ -78,6 +78,8 @@ class Record(msgspec.Struct, kw_only=True):
     discarded_completion_tokens: int = 0
     #: Rows that shared the request that answered this one (0: no batch stage sent it).
     batched: int = 0
+    #: The Batch API batch that answered this record (costed at the batch price), or ``None``.
+    batch_id: str | None = None
 
     def paid_tokens(self) -> tuple[int, int] | None:
         """``(prompt, completion)`` tokens this record's answers were billed, thrown-away

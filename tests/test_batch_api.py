@@ -195,3 +195,16 @@ async def test_run_batch_needs_a_cache(sim):
     async with OpenAIService(base_url=sim.base_url, api_key="sk-test") as service:
         with pytest.raises(ConfigError, match="cache"):
             await run_batch(ROWS, job_for(service), cache=None)  # type: ignore[arg-type]
+
+
+async def test_batch_answers_cost_the_batch_price_and_the_dry_run_shows_both(sim, tmp_path):
+    async with OpenAIService(base_url=sim.base_url, api_key="sk-test") as service:
+        job = job_for(service)
+        results = await run_batch(ROWS, job, cache=tmp_path / "c", poll=0.05)
+        assert all(r.batch_id == sim.batches()[0]["id"] for r in results)
+        prices = pipeline.Prices()
+        online = sum(prices.cost("gpt-4o-mini", *r.paid_tokens()) for r in results)
+        assert results.cost == pytest.approx(online / 2)
+        planned = pipeline.estimate(ROWS, job)
+        assert planned.batch_high == pytest.approx(planned.cost_high / 2)
+        assert "through the Batch API" in str(planned)
