@@ -293,6 +293,7 @@ class _Run:
             for record in records:
                 record.response, record.error = response, error
                 record.attempts = 1
+                record.batch_id = chunk.batch_id
         self.cache.flush()  # in the cache before the ledger says so
         chunk.collected = True
         self.ledger.append({"event": "collected", "chunk": chunk.id})
