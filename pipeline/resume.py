@@ -7,8 +7,17 @@ nothing already journaled). Started again with the same input and job, it reads 
 leaves out every row already answered (failed rows are tried again) and, at the end, writes
 the output: one result per input row, in input order.
 
-A journal whose input or job differ (another template, model, server or input file) is
-started afresh; the response cache still makes every unchanged request free.
+A journal whose input or job differ (another template, model, server or input file; the
+job is compared whole, every option exactly) is started afresh; the response cache still
+makes every unchanged request free. (Journals written before the fingerprint covered every
+option whole start afresh once.)
+
+One run at a time per journal: :class:`JournalLock` (an OS lock, gone with its process
+however it ends) makes a second run raise :class:`JournalBusyError`, or wait with
+``wait=True``. An existing output with no journal of this tool beside it is not replaced
+without ``overwrite=True``. :class:`RunControl` stops a run without losing what is paid for
+(what a first Ctrl-C does in ``pipeline run``); a journal that cannot be written (a full
+disk) stops sending at once and keeps every answer that arrived.
 
 For example, inside a coroutine (or a notebook cell)::
 
@@ -615,7 +624,7 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
     journal_file = Journal(journal_path, fingerprint=fingerprint(src, job, layout))
     if not overwrite:
         _check_overwrite(output, journal_file)
-    await _open_journal(journal_file, resume=resume, wait=wait)
+    await _open_journal(journal_file, resume=resume, wait=wait, control=control)
     try:
         return await _run(src, output, job, journal_file, layout, cache=cache,
                           concurrency=concurrency, attempts=attempts, backoff=backoff,
@@ -625,7 +634,8 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
         journal_file.close()  # after the output is written: the lock covers the whole run
 
 
-async def _open_journal(journal: Journal, *, resume: bool, wait: bool) -> None:
+async def _open_journal(journal: Journal, *, resume: bool, wait: bool,
+                        control: RunControl | None) -> None:
     # Before the journal is read: so a second run never sees half of what the first writes.
     delay = 0.05
     while True:
@@ -633,8 +643,8 @@ async def _open_journal(journal: Journal, *, resume: bool, wait: bool) -> None:
             journal.open(resume=resume)
             return
         except JournalBusyError:
-            if not wait:
-                raise
+            if not wait or (control is not None and control.stopping):
+                raise  # stopped while waiting: nothing was sent
         await asyncio.sleep(delay)  # the holder may run for hours: poll, a little, slower
         delay = min(1.0, delay * 2)
 

@@ -78,7 +78,9 @@ def test_ctrl_c_keeps_every_answer_in_flight_and_the_rerun_pays_for_none_twice(t
         first = sim.log()
         assert code == 130, err
         assert "Traceback" not in err
-        assert "requests in flight" in err and "Ctrl-C again abandons them" in err
+        assert "Ctrl-C: nothing more is sent; " in err
+        if limit[0] == "--concurrency":  # 0.5 s answers: some are always in flight
+            assert "requests in flight" in err and "Ctrl-C again abandons them" in err
         assert "answered rows are saved" in err and "run the same command again" in err
         # Every answer the server sent before the process ended is in the journal.
         paid = {e.body_hash for e in first if e.status == 200}

@@ -118,3 +118,27 @@ def test_a_journal_in_use_is_refused_even_by_a_custom_flow(tmp_path):
     again = io.Journal(tmp_path / "j", fingerprint="f")
     assert again.open() == {}
     again.close()
+
+
+def test_wait_for_lock_waits_for_the_running_one_then_resumes_from_its_journal(tmp_path):
+    write_rows(tmp_path / "in.csv", 40)
+    journal = tmp_path / "out.csv.journal"
+    with Simulator(latency=0.1, seed=6) as sim:
+        command = cli(str(tmp_path / "in.csv"), "-o", str(tmp_path / "out.csv"),
+                      "--template", "{text}", "--base-url", sim.base_url, "--no-progress",
+                      "--concurrency", "4")
+        first = subprocess.Popen(command, env=env(), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the first run has answers (bounded)
+            if journal.exists() and journal.read_text().count("succeeded") >= 4:
+                break
+            time.sleep(0.02)
+        second = subprocess.run([*command, "--wait-for-lock"], env=env(),
+                                capture_output=True, text=True, timeout=60)
+        assert first.wait(timeout=60) == 0
+        log = sim.log()
+    assert second.returncode == 0, second.stderr
+    assert "resumed: 40 rows were answered by an earlier run" in second.stderr
+    answered = Counter(e.body_hash for e in log if e.status == 200)
+    assert len(answered) == 40 and max(answered.values()) == 1

@@ -23,9 +23,18 @@ the cache answers, the time --rpm/--tpm allow, the cost range): nothing is sent.
 OpenAI's prices as published in 2025; --prices FILE.json gives yours.
 
 Interrupted (Ctrl-C, a crash, kill -9)? Run the same command again: rows already answered
-(kept in OUTPUT.journal) are not sent again, and failed rows are retried. The API key comes
-only from OPENAI_API_KEY, the server from --base-url or OPENAI_BASE_URL. Exit code 1 when
-some rows failed, 2 for bad arguments or input.
+(kept in OUTPUT.journal) are not sent again, and failed rows are retried. A first Ctrl-C
+stops sending and waits for the requests in flight (at most the attempt timeout), so the
+answers paid for are kept; a second Ctrl-C abandons them.
+
+One run per output: a second run on the same output stops at once, naming the one running
+(or waits for it with --wait-for-lock). An existing output that has no journal of this tool
+beside it is never replaced without --overwrite. The API key comes only from
+OPENAI_API_KEY (a --dry-run needs none), the server from --base-url or OPENAI_BASE_URL.
+
+Exit codes: 0 every row answered, 1 some rows failed, 2 bad arguments or input, an output
+that cannot be written (a read-only directory, a full disk) or another run on the output,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -342,9 +351,11 @@ def _ctrl_c_stops(control: Any, out: Any) -> Iterator[None]:
     def on_ctrl_c() -> None:
         if not control.stopping:
             control.stop("interrupted (Ctrl-C)")
-            print(f"\nCtrl-C: nothing more is sent; waiting up to {control.grace:.0f} s "
-                  f"for the {control.in_flight:,} requests in flight, to keep their answers "
-                  "(Ctrl-C again abandons them)", file=out, flush=True)
+            waiting = control.in_flight
+            print("\nCtrl-C: nothing more is sent; " + (
+                f"waiting up to {control.grace:.0f} s for the {waiting:,} requests in flight, "
+                "to keep their answers (Ctrl-C again abandons them)" if waiting else
+                "no request is in flight"), file=out, flush=True)
         else:
             control.abandon()
             print("abandoning the requests in flight", file=out, flush=True)
