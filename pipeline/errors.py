@@ -19,7 +19,10 @@ instances of this tree::
         │   └── APIConnectionError           refused, reset, or the host unknown
         │       └── TLSCertificateError      an untrusted server certificate  [not retryable]
         ├── MalformedResponseError           a body that is not the JSON promised [retryable]
-        │   └── SchemaValidationError        an answer that does not fit the requested schema
+        │   ├── SchemaValidationError        an answer that does not fit the requested schema
+        │   └── NoAnswerError                a 2xx JSON body with no answer in it [retryable]
+        │       └── ErrorBodyError           a 2xx whose body is an error object  [retryable]
+        ├── ContentFilterError               the provider withheld the answer (content filter)
         ├── BatchError                       a Batch API request got no answer
         │   └── BatchExpiredError            its batch expired or was cancelled [retryable]
         └── APIStatusError                   the server answered with an error status
@@ -61,11 +64,14 @@ __all__ = [
     "CacheError",
     "ConfigError",
     "ConflictError",
+    "ContentFilterError",
     "ContextLengthExceededError",
+    "ErrorBodyError",
     "InputError",
     "InsecureConnectionWarning",
     "LimiterError",
     "MalformedResponseError",
+    "NoAnswerError",
     "NotFoundError",
     "PayloadError",
     "PermissionDeniedError",
@@ -273,6 +279,39 @@ def _rebuild_validation_error(cls: type[SchemaValidationError], message: str,
                               field: str | None, excerpt: str,
                               reason: SchemaFailure) -> SchemaValidationError:
     return cls(message, field=field, excerpt=excerpt, reason=reason)
+
+
+class NoAnswerError(MalformedResponseError):
+    """The server answered 2xx with JSON that holds no answer: an empty body, ``null``,
+    ``{}``, ``[]``, no ``choices``, a chat message whose ``content`` is null with no tool
+    call or refusal, a completion without ``text``, embeddings without vectors.
+
+    Retryable: a provider or a gateway in front of it that drops the answer now and then
+    answers the same request fully on another attempt (the model samples again), and the
+    retry budget bounds the cost of one that never does. It is never cached and never counted
+    as answered. ``code`` says which case it is (``"empty_body"``, ``"no_choices"``,
+    ``"null_content"``...); ``status`` is the 2xx that came.
+    """
+
+
+class ErrorBodyError(NoAnswerError):
+    """The server answered 2xx with an error object (``{"error": {"message", ...}}``) instead
+    of an answer, as some gateways and proxies do when the upstream failed.
+
+    Retryable like :class:`NoAnswerError`: the status says the call went through, so the
+    failure is the gateway's and usually passing. ``code`` is the error object's code when it
+    gave one; the message is its message, with secrets masked.
+    """
+
+
+class ContentFilterError(APIError):
+    """The provider's content filter withheld the answer (``finish_reason`` was
+    ``"content_filter"``): the model's output, if any, is partial or empty.
+
+    Not retryable: the same prompt is filtered again (the filter looks at the prompt and at
+    what the model writes for it), and each attempt is billed. Change the prompt instead.
+    ``status`` is the 2xx that came; ``body`` keeps the response (its ``usage`` was billed).
+    """
 
 
 class APIStatusError(APIError):

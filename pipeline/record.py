@@ -86,16 +86,25 @@ class Record(msgspec.Struct, kw_only=True):
         answers included; ``None`` when an answer that was billed carries no ``usage``.
 
         A cached answer and an error without an answer cost nothing; a last answer that did
-        not fit its schema was still billed.
+        not fit its schema was still billed, and so was a 2xx withheld by a content filter
+        (:class:`~pipeline.errors.ContentFilterError` keeps the body and its ``usage``).
 
         >>> Record(index=0, discarded_prompt_tokens=10, discarded_completion_tokens=4).paid_tokens()
         (10, 4)
         """
         prompt, completion = self.discarded_prompt_tokens, self.discarded_completion_tokens
-        response = self.response
+        error, response = self.error, self.response
+        if response is None and isinstance(error, APIError) and isinstance(error.body, dict) \
+                and error.status is not None and 200 <= error.status < 300:
+            # A 2xx without an answer (a content filter) is billed all the same, when its
+            # body says so; one without usage is taken as not billed.
+            usage = Response(status=error.status, body=error.body).usage
+            if usage is None:
+                return prompt, completion
+            return prompt + usage.prompt_tokens, completion + usage.completion_tokens
         if response is None or self.cached:
             return prompt, completion
-        if self.error is not None and not isinstance(self.error, SchemaValidationError):
+        if error is not None and not isinstance(error, SchemaValidationError):
             return prompt, completion
         usage = response.usage
         if usage is None:
@@ -141,7 +150,16 @@ class Record(msgspec.Struct, kw_only=True):
 
     @property
     def text(self) -> str | None:
-        """The answer text of a chat or completion response (first choice), else ``None``."""
+        """The answer text of a chat or completion response (first choice), else ``None``.
+
+        A chat answer that is a refusal (``content`` null, ``refusal`` set) gives the refusal:
+        the model answered, and what it said is that it will not. Such a record is a success
+        (a structured job's decode stage fails it with reason ``"refusal"``).
+
+        >>> Record(index=0, response=Response(status=200, body={"choices": [{"message": {
+        ...     "content": None, "refusal": "I can't help with that."}}]})).text
+        "I can't help with that."
+        """
         body = self.body
         if not isinstance(body, dict):
             return None
@@ -152,7 +170,10 @@ class Record(msgspec.Struct, kw_only=True):
         message = first.get("message")
         if isinstance(message, dict):
             content = message.get("content")
-            return content if isinstance(content, str) else None
+            if isinstance(content, str):
+                return content
+            refusal = message.get("refusal")
+            return refusal if isinstance(refusal, str) else None
         text = first.get("text")
         return text if isinstance(text, str) else None
 

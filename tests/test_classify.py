@@ -215,6 +215,30 @@ def test_decode_body_json_and_empty():
     assert decode_body(b"") is None and decode_body(b"  \n") is None
 
 
+SECRET_KEY = "gateway-token-0123456789abcdef"  # no "sk-", no "Bearer": only a literal mask
+
+
+@pytest.mark.parametrize("start", [0, 100, 185, 196, 199])
+def test_decode_body_masks_secrets_in_its_excerpt_even_across_the_cut(start):
+    # A proxy echoing the request: the key in full, behind "Bearer", and cut by the excerpt.
+    page = ("p" * start + f" {SECRET_KEY} Authorization: Bearer {SECRET_KEY} "
+            + "q" * 400).encode()
+    with pytest.raises(errors.MalformedResponseError) as info:
+        decode_body(page, status=200, headers={"x-echo": SECRET_KEY}, method="POST",
+                    url="http://h/v1/chat/completions", secrets=[SECRET_KEY])
+    err = info.value
+    shown = f"{err} {err!r} {err.body} {err.headers}"
+    assert SECRET_KEY[:6] not in shown, shown  # not the key, nor the start of a cut one
+    assert err.code == "not_json" and len(err.body) <= 200
+
+
+@pytest.mark.parametrize("status", [400, 404, 500, 502])
+def test_classify_error_masks_a_key_cut_by_the_excerpt(status):
+    page = ("p" * 190 + f" {SECRET_KEY} " + "q" * 400).encode()
+    err = classify_error(status, {}, page, secrets=[SECRET_KEY])
+    assert SECRET_KEY[:6] not in f"{err} {err.body}"
+
+
 # -- retry_after ------------------------------------------------------------------------------
 
 

@@ -21,9 +21,11 @@ CHAT = APIRequest(
     body={"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 0},
     token_estimate=10,
 )
-OK_BODY = {
+OK_BODY = {  # an answer for every shape a test sends (chat, completions, embeddings)
     "id": "c1",
-    "choices": [],
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "text": "hi",
+                 "finish_reason": "stop"}],
+    "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}],
     "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
 }
 
@@ -328,7 +330,8 @@ def test_bad_base_urls(url):
 
 
 async def test_cookies_are_neither_kept_nor_sent():
-    service, seen = openai(lambda r: httpx.Response(200, json={}, headers={"set-cookie": "a=1"}))
+    service, seen = openai(lambda r: httpx.Response(200, json=OK_BODY,
+                                                         headers={"set-cookie": "a=1"}))
     async with service:
         await service.call("chat/completions", CHAT)
         await service.call("chat/completions", CHAT)
@@ -338,7 +341,7 @@ async def test_cookies_are_neither_kept_nor_sent():
 
 
 async def test_the_url_cache_stays_bounded():
-    service, seen = openai(lambda r: httpx.Response(200, json={}))
+    service, seen = openai(lambda r: httpx.Response(200, json=OK_BODY))
     async with service:
         for i in range(1100):
             await service.send(APIRequest(path=f"files/file-{i}", method="GET"))

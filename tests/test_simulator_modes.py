@@ -572,3 +572,64 @@ def test_bench_runs_a_sweep_against_a_simulator_with_the_providers_modes(monkeyp
     row = df.iloc[0]
     assert row["sent"] == 20 + row["retries"] and row["failed"] == 0
     assert "window 1 s" in df.attrs["provider"]
+
+
+# -- 200s without an answer (issue 19, item 2) -------------------------------------------------
+def test_serve_accepts_the_bad_answer_faults():
+    args = serve_parser().parse_args(["--fault", "empty_body=0.1", "null_content=0.05",
+                                      "not_json=0.05", "--fault", "error_in_200=0.02",
+                                      "content_filter=0.03", "echo_headers=0.01"])
+    faults = sim_cli._config(args).faults
+    assert (faults.empty_body, faults.null_content, faults.malformed, faults.error_200,
+            faults.content_filter, faults.echo_headers) == (0.1, 0.05, 0.05, 0.02, 0.03, 0.01)
+
+
+@pytest.mark.parametrize(("kind", "check"), [
+    ("empty_body", lambda r: r.content == b""),
+    ("null_body", lambda r: r.json() is None),
+    ("empty_object", lambda r: r.json() == {}),
+    ("list_body", lambda r: r.json() == []),
+    ("empty_choices", lambda r: r.json()["choices"] == [] and r.json()["id"]),
+    ("null_content", lambda r: r.json()["choices"][0]["message"] == {
+        "role": "assistant", "content": None, "refusal": None, "annotations": []}),
+    ("error_200", lambda r: r.json()["error"]["code"] == "upstream_error"),
+    ("content_filter", lambda r: r.json()["choices"][0]["finish_reason"] == "content_filter"
+     and r.json()["choices"][0]["message"]["content"] is None
+     and r.json()["usage"]["prompt_tokens"] > 0),
+    ("echo_headers", lambda r: r.headers["content-type"] == "text/plain"
+     and "authorization: Bearer sk-echo-me-0123456789" in r.text
+     and "credential sk-echo-me-0123456789 " in r.text),
+])
+def test_each_bad_answer_fault_sends_its_200_body(kind, check):
+    with Simulator(faults={kind: 1.0}, rpm=600) as sim, httpx.Client(
+            base_url=sim.base_url, headers={"authorization": "Bearer sk-echo-me-0123456789"}
+    ) as http:
+        response = post(http)
+        stats = sim.stats()
+        (entry,) = sim.log()
+    assert response.status_code == 200 and check(response), response.content
+    assert entry.outcome == f"fault:{kind}" and entry.status == 200
+    assert stats.faults == 1 and stats.ok == 0
+    assert response.headers["x-ratelimit-remaining-requests"] == "9"  # it was charged
+
+
+def test_a_mix_of_bad_answer_faults_is_drawn_by_probability():
+    faults = {"empty_body": 0.1, "null_content": 0.1, "error_200": 0.1, "content_filter": 0.1}
+    with Simulator(faults=faults, seed=3) as sim, httpx.Client(base_url=sim.base_url) as http:
+        codes = statuses(http, 400)
+        outcomes = sim.stats().outcomes
+    assert set(codes) == {200}
+    for kind in faults:
+        assert 20 <= outcomes[f"fault:{kind}"] <= 65, outcomes
+    assert 180 <= outcomes["ok"] <= 300
+
+
+def test_a_completion_and_an_embedding_get_bad_answers_of_their_own_shape():
+    with Simulator(faults={"null_content": 1.0}) as sim, httpx.Client(
+            base_url=sim.base_url) as http:
+        text = http.post("/completions", json={"model": "gpt-3.5-turbo-instruct",
+                                               "prompt": "hi", "max_tokens": 5}).json()
+        vectors = http.post("/embeddings", json={"model": "text-embedding-3-small",
+                                                 "input": ["a", "b"]}).json()
+    assert text["choices"][0]["text"] is None
+    assert [item["embedding"] for item in vectors["data"]] == [None, None]

@@ -4,6 +4,8 @@
   :func:`classify_exception` an exception raised while sending into the
   :mod:`pipeline.errors` tree; ``err.retryable`` says whether another attempt can help.
 * :func:`decode_body` turns a 2xx body into JSON or a :class:`MalformedResponseError`.
+* :func:`check_answer` tells a 2xx JSON body that holds an answer from one that does not
+  (:class:`NoAnswerError`, :class:`ErrorBodyError`, :class:`ContentFilterError`).
 * :func:`retry_after` reads ``retry-after-ms``, ``Retry-After`` and ``x-ratelimit-reset-*``.
 
 The retry stage (:class:`pipeline.stages.retry`), the services and the standalone helpers of
@@ -35,8 +37,11 @@ from pipeline.errors import (
     AuthenticationError,
     BadRequestError,
     ConflictError,
+    ContentFilterError,
     ContextLengthExceededError,
+    ErrorBodyError,
     MalformedResponseError,
+    NoAnswerError,
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
@@ -48,7 +53,8 @@ from pipeline.errors import (
 from pipeline.redaction import redact_headers, redact_json, redact_text
 from pipeline.request import Response
 
-__all__ = ["HeadersLike", "classify_error", "classify_exception", "decode_body", "retry_after"]
+__all__ = ["ANSWER_SHAPES", "AnswerShape", "HeadersLike", "check_answer", "classify_error",
+           "classify_exception", "decode_body", "retry_after"]
 
 
 HeadersLike = Mapping[str, str] | httpx.Headers
@@ -142,13 +148,17 @@ _EXCERPT = 200
 _CONTEXT_PHRASES = ("maximum context length", "context_length_exceeded", "context window")
 
 
-def _excerpt(content: bytes | str) -> str:
+def _excerpt(content: bytes | str, secrets: tuple[str, ...] = ()) -> str:
+    """The start of a body as one line, secrets masked *before* it is cut (a key cut in two
+    by the cut would no longer match, and its first half would leak)."""
     text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
-    text = " ".join(text.split())
+    # Only the start is shown; keep enough past the cut that a secret crossing it is whole.
+    keep = _EXCERPT + 64 + max((len(s) for s in secrets), default=0)
+    text = redact_text(" ".join(text[: 4 * keep].split())[:keep], secrets)
     return text if len(text) <= _EXCERPT else text[: _EXCERPT - 3] + "..."
 
 
-def _decode_error_body(body: Any) -> Any:
+def _decode_error_body(body: Any, secrets: tuple[str, ...] = ()) -> Any:
     if isinstance(body, bytes | bytearray | memoryview | str):
         raw = bytes(body) if not isinstance(body, str) else body.encode()
         if not raw.strip():
@@ -156,7 +166,7 @@ def _decode_error_body(body: Any) -> Any:
         try:
             return msgspec.json.decode(raw)
         except msgspec.DecodeError:
-            return _excerpt(raw)
+            return _excerpt(raw, secrets)
     return body
 
 
@@ -193,7 +203,7 @@ def classify_error(
             url = url or request.url
     secrets = tuple(secrets)
     header_map = _lower_headers(headers) if headers is not None else {}
-    decoded = redact_json(_decode_error_body(body), secrets)
+    decoded = redact_json(_decode_error_body(body, secrets), secrets)
 
     message, code, err_type = None, None, None
     error = decoded.get("error") if isinstance(decoded, dict) else None
@@ -206,7 +216,8 @@ def classify_error(
     elif isinstance(decoded, dict) and isinstance(decoded.get("message"), str):
         message = decoded["message"]
     if message is None and decoded is not None:
-        message = decoded if isinstance(decoded, str) else _excerpt(msgspec.json.encode(decoded))
+        message = decoded if isinstance(decoded, str) else _excerpt(
+            msgspec.json.encode(decoded), secrets)
     code = str(code) if code is not None else None
     kinds = {code, str(err_type) if err_type is not None else None}
 
@@ -404,11 +415,14 @@ def decode_body(
     headers: HeadersLike | None = None,
     method: str | None = None,
     url: str | httpx.URL | None = None,
+    secrets: Iterable[str] = (),
 ) -> Any:
     """Decode a 2xx JSON body; an empty body is ``None``.
 
     Raises :class:`MalformedResponseError` (retryable) when the body is not valid JSON, e.g.
-    truncated by a dropped connection or an HTML page from a proxy.
+    truncated by a dropped connection or an HTML page from a proxy. Its message carries an
+    excerpt of the body with bearer tokens, ``sk-`` keys and the given ``secrets`` masked
+    (a proxy that echoes the request's headers must not put the key in an error).
 
     >>> decode_body(b'{"ok": true}')
     {'ok': True}
@@ -418,10 +432,134 @@ def decode_body(
     try:
         return msgspec.json.decode(content)
     except msgspec.DecodeError as exc:
+        secrets = tuple(secrets)
         where = f"{method} {url} -> " if method and url is not None else ""
+        excerpt = _excerpt(content, secrets)
         raise MalformedResponseError(
-            f"{where}{status} response is not valid JSON ({exc}): {_excerpt(content)!r}",
+            redact_text(f"{where}{status} response is not valid JSON ({exc}): {excerpt!r}",
+                        secrets),
             status=status,
-            body=_excerpt(content),
-            headers=redact_headers(headers) if headers is not None else None,
+            code="not_json",
+            body=excerpt,
+            headers=redact_headers(headers, secrets) if headers is not None else None,
         ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Is there an answer in a 2xx body?
+# ---------------------------------------------------------------------------------------------
+
+AnswerShape = str  # "chat", "completion" or "embedding"
+#: The answer shape of each OpenAI endpoint path whose 2xx bodies :func:`check_answer` checks.
+ANSWER_SHAPES: Mapping[str, AnswerShape] = {
+    "chat/completions": "chat", "completions": "completion", "embeddings": "embedding"}
+
+
+def _no_answer(code: str, what: str, status: int, where: str, body: Any,
+               cls: type[APIError] = NoAnswerError) -> APIError:
+    return cls(f"{where}{status} without an answer: {what}", status=status, code=code,
+               body=body)
+
+
+def _kind(body: Any) -> str:
+    return "null" if body is None else type(body).__name__
+
+
+def check_answer(
+    shape: AnswerShape | None,
+    body: Any,
+    *,
+    status: int = 200,
+    method: str | None = None,
+    url: str | httpx.URL | None = None,
+    secrets: Iterable[str] = (),
+) -> APIError | None:
+    """The error for a decoded 2xx ``body`` that holds no answer of ``shape``, else ``None``.
+
+    The rule, per shape (``None``, an endpoint that is not one of these, accepts anything):
+
+    - every shape: an empty body, ``null``, a list or any non-object is a
+      :class:`NoAnswerError`; an object with an ``error`` member and no answer member is an
+      :class:`ErrorBodyError` (a gateway's failure sent with 2xx);
+    - ``"chat"``: ``choices`` is a non-empty list, and each choice has a ``message`` whose
+      ``content`` is a string (``""`` included), or ``tool_calls``, ``function_call`` or a
+      ``refusal`` string. A refusal is an answer: the model's reply is the refusal text
+      (:attr:`~pipeline.record.Record.text` gives it);
+    - ``"completion"``: ``choices`` is a non-empty list and each choice's ``text`` a string;
+    - ``"chat"`` and ``"completion"``: a choice with ``finish_reason`` ``"content_filter"``
+      is a :class:`ContentFilterError` (not retryable: the same prompt is filtered again);
+    - ``"embedding"``: ``data`` is a non-empty list of objects whose ``embedding`` is a list
+      (floats) or a string (base64).
+
+    It reads only the members it needs (no conversion of the whole body), so it costs about
+    a microsecond on a chat answer. Returns the error rather than raising it, so the caller
+    decides.
+
+    >>> check_answer("chat", {"choices": [{"message": {"content": "hi"}}]}) is None
+    True
+    >>> err = check_answer("chat", {"choices": []})
+    >>> type(err).__name__, err.code, err.retryable
+    ('NoAnswerError', 'no_choices', True)
+    >>> check_answer(None, None) is None
+    True
+    """
+    if shape is None:
+        return None
+    where = f"{method} {url} -> " if method and url is not None else ""
+    if not isinstance(body, dict):
+        if body is None:
+            return _no_answer("empty_body", "the body is empty or null", status, where, None)
+        return _no_answer("not_an_object", f"the body is a JSON {_kind(body)}, not an object",
+                          status, where, None)
+    if shape == "embedding":
+        data = body.get("data")
+        if not isinstance(data, list) or not data:
+            return _missing(body, "no_data", "no embeddings in 'data'", status, where, secrets)
+        for item in data:
+            vector = item.get("embedding") if isinstance(item, dict) else None
+            if not isinstance(vector, list | str):
+                return _no_answer("null_embedding", "an item of 'data' has no embedding",
+                                  status, where, None)
+        return None
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return _missing(body, "no_choices", "no choices", status, where, secrets)
+    for choice in choices:
+        if not isinstance(choice, dict):
+            return _no_answer("null_content", "a choice is not an object", status, where, None)
+        if choice.get("finish_reason") == "content_filter":
+            return ContentFilterError(
+                f"{where}{status} but the provider's content filter withheld the answer "
+                "(finish_reason 'content_filter'): change the prompt; asking again is "
+                "filtered again", status=status, code="content_filter",
+                body=redact_json(body, tuple(secrets)))
+        if shape == "chat":
+            message = choice.get("message")
+            if not isinstance(message, dict):
+                return _no_answer("no_message", "a choice has no message", status, where, None)
+            if not (isinstance(message.get("content"), str) or message.get("tool_calls")
+                    or message.get("function_call") or isinstance(message.get("refusal"), str)):
+                return _no_answer("null_content", "the message's content is null (no tool "
+                                  "call, no refusal)", status, where, None)
+        elif not isinstance(choice.get("text"), str):
+            return _no_answer("null_content", "a choice's text is missing or null", status,
+                              where, None)
+    return None
+
+
+def _missing(body: dict[str, Any], code: str, what: str, status: int, where: str,
+             secrets: Iterable[str]) -> APIError:
+    """No answer member: an error object (a gateway's failure) or just nothing."""
+    error = body.get("error")
+    if error is None:
+        return _no_answer(code, what if body else "the body is {}", status, where, None)
+    secrets = tuple(secrets)
+    message, err_code = error, None
+    if isinstance(error, dict):
+        message = error.get("message") or _excerpt(msgspec.json.encode(error), secrets)
+        err_code = error.get("code") or error.get("type")
+    text = redact_text(f"{where}{status} with an error instead of an answer: {message}"
+                       + (f" ({err_code})" if err_code else ""), secrets)
+    return ErrorBodyError(text, status=status,
+                          code=str(err_code) if err_code is not None else "error_body",
+                          body=redact_json(body, secrets))

@@ -34,7 +34,14 @@ import httpx
 import msgspec
 
 from pipeline.errors import APIError, ConfigError, PayloadError
-from pipeline.http.classify import classify_error, classify_exception, decode_body
+from pipeline.http.classify import (
+    ANSWER_SHAPES,
+    AnswerShape,
+    check_answer,
+    classify_error,
+    classify_exception,
+    decode_body,
+)
 from pipeline.http.endpoint import Endpoint
 from pipeline.http.transports import (
     TransportChoice,
@@ -284,6 +291,20 @@ class BaseService(abc.ABC):
         """An ``httpx.Auth`` flow for the client, when headers are not enough."""
         return None
 
+    def answer_shape(self, path: str) -> AnswerShape | None:
+        """The shape a 2xx body of ``path`` must have to hold an answer (``"chat"``,
+        ``"completion"``, ``"embedding"``; see :func:`~pipeline.http.classify.check_answer`),
+        or ``None`` to accept any body.
+
+        A service checks the OpenAI paths it declares in :attr:`default_endpoints`
+        (:class:`OpenAIService`: chat, completions, embeddings); :class:`JSONService` and any
+        other path accept whatever JSON comes. Override it for a service of another shape.
+
+        >>> JSONService("http://127.0.0.1:9/api").answer_shape("chat/completions") is None
+        True
+        """
+        return ANSWER_SHAPES.get(path) if path in self.default_endpoints else None
+
     # -- endpoints -----------------------------------------------------------------------------
 
     @property
@@ -412,8 +433,12 @@ class BaseService(abc.ABC):
         empty); ``endpoint`` names what the request counts against. JSON bodies are encoded
         with msgspec; ``files``/``data`` go as multipart. Raises the classified
         :class:`~pipeline.errors.APIError` (``.retryable`` tells the retry stage what to do):
-        an error status, a timeout or broken connection, or a 2xx body that is not JSON.
+        an error status, a timeout or broken connection, a 2xx body that is not JSON, or
+        one with no answer in it (:meth:`answer_shape`: an empty body, no choices, a null
+        content, a content filter, an error object; see
+        :func:`~pipeline.http.classify.check_answer`).
         Raises :class:`~pipeline.errors.PayloadError` for a body that cannot be encoded.
+        Every error's message and body have the service's :meth:`secrets` masked.
         """
         if not request.path:
             path = endpoint.path if isinstance(endpoint, Endpoint) else str(endpoint)
@@ -491,7 +516,16 @@ class BaseService(abc.ABC):
                 headers=headers,
                 method=method,
                 url=redact_url(url, self.secrets()),
+                secrets=self.secrets(),
             )
+            shape = self.answer_shape(request.path.strip("/"))
+            if shape is not None:
+                error = check_answer(shape, body, status=status, method=method,
+                                     url=redact_url(url, self.secrets()),
+                                     secrets=self.secrets())
+                if error is not None:  # never a success: not cached, not counted answered
+                    logger.debug("%s", error)
+                    raise error
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> %d in %.3fs", method, redact_url(url, self.secrets()), status, latency

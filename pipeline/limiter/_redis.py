@@ -663,7 +663,8 @@ def _jitter() -> float:
 def check_url(url: str) -> str:
     """``url`` if it is a Redis URL and redis-py is installed; else a clear error."""
     if not isinstance(url, str) or urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"a shared limiter needs a redis://HOST:PORT/DB URL, got {url!r}")
+        shown = _masked(url) if isinstance(url, str) else url
+        raise ConfigError(f"a shared limiter needs a redis://HOST:PORT/DB URL, got {shown!r}")
     require("redis.asyncio", feature=_FEATURE, extra="redis")
     return url
 
@@ -678,8 +679,20 @@ def _split_key(url: str) -> tuple[str, str | None]:
 
 
 def _masked(url: str) -> str:
+    """The URL with its password masked, given as ``:pw@`` or ``?password=pw``.
+
+    >>> _masked("redis://:s3cret@h:6379/0?password=s3cret&db=1")
+    'redis://:***@h:6379/0?password=***&db=1'
+    """
     parts = urlsplit(url)
     if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
+        user, _, _ = parts.netloc.rpartition("@")[0].partition(":")
+        parts = parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
+        url = urlunsplit(parts)
+    if "password=" in parts.query:  # by hand: urlunsplit drops the "//" of unix:///path
+        head, _, query = url.partition("?")
+        query, hash_, fragment = query.partition("#")
+        query = "&".join("password=***" if pair.startswith("password=") else pair
+                         for pair in query.split("&"))
+        url = f"{head}?{query}{hash_}{fragment}"
     return url

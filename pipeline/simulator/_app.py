@@ -46,7 +46,7 @@ from pipeline.simulator._config import FAULT_KINDS, SimulatorConfig
 from pipeline.simulator._files import FileStore
 from pipeline.simulator._http import Connection, HTTPRequest
 from pipeline.simulator._log import LogEntry, RequestLog
-from pipeline.simulator._model import FakeModel, Responder
+from pipeline.simulator._model import FakeModel, Responder, bad_answer
 from pipeline.simulator._ratelimit import KeyLimits, Limiter
 from pipeline.simulator._schemas import (
     FineTuningJobRequest,
@@ -347,6 +347,17 @@ class SimulatorApp:
         elif fault == "truncated":
             self._log(entry, 200, "truncated", cost, usage, cost, delay)
             conn.respond(200, body[: max(1, len(body) // 2)], headers, delay=delay)
+        elif fault != "malformed":  # a 200 without an answer in it (Faults' docstring)
+            kind = prepared.kind if prepared is not None else None
+            if fault == "content_filter" and kind == "embedding":  # nothing to filter
+                self._log(entry, 200, "ok", cost, usage, cost, delay)
+                conn.respond(200, body, headers, delay=delay)
+                return
+            if kind is None and fault in ("empty_choices", "null_content", "content_filter"):
+                fault = "empty_object"  # a files or fine-tuning answer has no choices
+            body, usage, content_type = bad_answer(fault, kind, body, usage, req.headers)
+            self._log(entry, 200, FAULT_KINDS[fault], cost, usage, cost, delay)
+            conn.respond(200, body, headers, delay=delay, content_type=content_type)
         else:  # malformed
             self._log(entry, 200, "malformed", cost, usage, cost, delay)
             conn.respond(200, b"<html><body>upstream sent garbage: \x00\xff{]</body></html>",

@@ -16,8 +16,8 @@ import msgspec
 from pipeline.errors import ConfigError
 from pipeline.simulator._ratelimit import POLICIES, Policy
 
-__all__ = ["ERROR_FORMATS", "FAULT_KINDS", "RETRY_AFTER", "Faults", "Latency", "SimulatorConfig",
-           "parse_model_limit"]
+__all__ = ["BAD_ANSWER_FAULTS", "ERROR_FORMATS", "FAULT_KINDS", "RETRY_AFTER", "Faults",
+           "Latency", "SimulatorConfig", "parse_model_limit"]
 
 LatencyKind = Literal["fixed", "uniform", "lognormal"]
 RetryAfter = Literal["both", "seconds", "ms", "none"]
@@ -148,9 +148,25 @@ FAULT_KINDS: dict[str, str] = {
     "reset": "reset",
     "truncated": "truncated",
     "malformed": "malformed",
+    # 2xx answers without an answer in them (issue 19): appended, so that the draws of the
+    # kinds above stay what they were for a given seed.
+    "empty_body": "fault:empty_body",
+    "null_body": "fault:null_body",
+    "empty_object": "fault:empty_object",
+    "list_body": "fault:list_body",
+    "empty_choices": "fault:empty_choices",
+    "null_content": "fault:null_content",
+    "error_200": "fault:error_200",
+    "content_filter": "fault:content_filter",
+    "echo_headers": "fault:echo_headers",
 }
+#: The faults that answer 200 with a body that holds no answer (or is not JSON).
+BAD_ANSWER_FAULTS = ("malformed", "empty_body", "null_body", "empty_object", "list_body",
+                     "empty_choices", "null_content", "error_200", "content_filter",
+                     "echo_headers")
 _FAULT_ALIASES = {"500": "server_error", "502": "bad_gateway", "503": "unavailable",
-                  "context_length_exceeded": "context_length", "timeout": "hang"}
+                  "context_length_exceeded": "context_length", "timeout": "hang",
+                  "not_json": "malformed", "error_in_200": "error_200"}
 
 
 class Faults(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,7 +180,23 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     - ``hang``: no response ever (the connection stays open until the client gives up);
     - ``reset``: the connection is reset after part of the response was sent;
     - ``truncated``: a 200 whose JSON body is cut short (Content-Length matches the cut body);
-    - ``malformed``: a 200 whose body is not JSON at all.
+    - ``malformed`` (alias ``not_json``): a 200 whose body is not JSON at all (an HTML page).
+
+    Answers that came back 200 with no answer in them (each logged as ``fault:NAME``, charged
+    to the limits like any admitted request):
+
+    - ``empty_body``: an empty body; ``null_body``: ``null``; ``empty_object``: ``{}``;
+      ``list_body``: ``[]``;
+    - ``empty_choices``: the answer with ``choices: []`` (embeddings: ``data: []``);
+    - ``null_content``: the chat message's ``content`` is null with no tool call and no
+      refusal (completions: ``text`` null; embeddings: each ``embedding`` null);
+    - ``error_200`` (alias ``error_in_200``): ``{"error": {...}}`` with status 200, as a
+      gateway whose upstream failed may send;
+    - ``content_filter``: ``finish_reason: "content_filter"`` with a null content (text ""
+      for completions), its prompt tokens billed in ``usage``; an embeddings request
+      gets its answer;
+    - ``echo_headers``: a ``text/plain`` 200 page that echoes the request's headers, the
+      ``Authorization`` one included, and the bare key after it (a misconfigured proxy).
 
     >>> Faults.parse({"500": 0.05, "hang": 0.01})
     Faults(server_error=0.05, hang=0.01)
@@ -180,6 +212,15 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     reset: float = 0.0
     truncated: float = 0.0
     malformed: float = 0.0
+    empty_body: float = 0.0
+    null_body: float = 0.0
+    empty_object: float = 0.0
+    list_body: float = 0.0
+    empty_choices: float = 0.0
+    null_content: float = 0.0
+    error_200: float = 0.0
+    content_filter: float = 0.0
+    echo_headers: float = 0.0
 
     def __post_init__(self) -> None:
         total = 0.0
@@ -196,7 +237,8 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
         """Accept Faults, a mapping ``{"500": 0.05, "hang": 0.01}`` or CLI items ``["500=0.05"]``.
 
         Names: the field names, or the aliases ``"500"``, ``"502"``, ``"503"``,
-        ``"context_length_exceeded"`` and ``"timeout"`` (= hang).
+        ``"context_length_exceeded"``, ``"timeout"`` (= hang), ``"not_json"`` (= malformed)
+        and ``"error_in_200"`` (= error_200).
         """
         if value is None:
             return cls()

@@ -126,7 +126,8 @@ class RequestLog:
                 ok=outcomes.get("ok", 0),
                 rate_limited=outcomes.get("rate_limited", 0),
                 insufficient_quota=outcomes.get("insufficient_quota", 0),
-                faults=sum(n for o, n in outcomes.items() if o in _FAULT_OUTCOMES),
+                faults=sum(n for o, n in outcomes.items()
+                           if o in _FAULT_OUTCOMES or o.startswith("fault:")),
                 overloaded=outcomes.get("overloaded", 0),
                 tokens=self._tokens,
                 prompt_tokens=self._prompt,

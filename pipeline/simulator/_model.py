@@ -37,7 +37,7 @@ from pipeline.simulator._tokens import (
     fake_embedding,
 )
 
-__all__ = ["FakeModel", "Prepared", "Responder"]
+__all__ = ["FakeModel", "Prepared", "Responder", "bad_answer"]
 
 #: ``responder(endpoint, body) -> text``: the assistant text for a chat or completion request
 #: (``endpoint`` is ``"chat/completions"`` or ``"completions"``, ``body`` the decoded JSON).
@@ -196,3 +196,60 @@ def _inputs_of(value: Any) -> list[Any]:
     if isinstance(value, str) or (value and isinstance(value[0], int)):
         return [value]
     return list(value)
+
+
+def bad_answer(fault: str, kind: str | None, answer: bytes, usage: tuple[int, int],
+               headers: dict[str, str]) -> tuple[bytes, tuple[int, int], str]:
+    """The 200 body a bad-answer fault sends instead of ``answer``: (body, usage, content type).
+
+    ``kind`` is the prepared request's (``"chat"``, ``"completion"``, ``"embedding"``, or
+    ``None`` for files and fine-tuning), ``headers`` the request's (``echo_headers`` sends
+    them back). The kinds are described on :class:`~pipeline.simulator.Faults`.
+    """
+    json = "application/json"
+    if fault == "empty_body":
+        return b"", (0, 0), json
+    if fault == "null_body":
+        return b"null", (0, 0), json
+    if fault == "empty_object":
+        return b"{}", (0, 0), json
+    if fault == "list_body":
+        return b"[]", (0, 0), json
+    if fault == "error_200":
+        return _encode({"error": {"message": "The upstream server failed to answer; please "
+                                             "retry.", "type": "server_error", "param": None,
+                                  "code": "upstream_error"}}), (0, 0), json
+    if fault == "echo_headers":
+        lines = [f"{name}: {value}" for name, value in headers.items()]
+        auth = headers.get("authorization", "")
+        bare = auth[7:].strip() if auth[:7].lower() == "bearer " else auth
+        text = ("502 Bad Gateway: the upstream refused this request. It was sent with:\n"
+                + "\n".join(lines) + f"\ncredential {bare} (check it)\n")
+        return text.encode(), (0, 0), "text/plain"
+    obj = msgspec.json.decode(answer)
+    if fault == "empty_choices":
+        obj["data" if kind == "embedding" else "choices"] = []
+        usage = (0, 0)
+    elif fault == "null_content":
+        if kind == "embedding":
+            for item in obj["data"]:
+                item["embedding"] = None
+        for choice in obj.get("choices", ()):
+            if "message" in choice:
+                choice["message"]["content"] = None
+            else:
+                choice["text"] = None
+        usage = (0, 0)
+    elif fault == "content_filter" and kind in ("chat", "completion"):
+        for choice in obj["choices"]:
+            choice["finish_reason"] = "content_filter"
+            if "message" in choice:
+                choice["message"]["content"] = None
+            else:
+                choice["text"] = ""
+        usage = (usage[0], 0)
+        obj["usage"] = {"prompt_tokens": usage[0], "completion_tokens": 0,
+                        "total_tokens": usage[0]}
+    if "usage" in obj and usage == (0, 0):
+        del obj["usage"]
+    return _encode(obj), usage, json
