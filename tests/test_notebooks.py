@@ -46,6 +46,34 @@ def test_there_are_notebooks() -> None:
     assert len(NOTEBOOKS) >= 4, NOTEBOOKS
 
 
+def test_the_notebooks_readme_lists_every_notebook() -> None:
+    listed = (ROOT / "notebooks" / "README.md").read_text()
+    missing = [p.name for p in NOTEBOOKS if f"| `{p.name}` |" not in listed]
+    assert not missing, f"notebooks/README.md does not list {missing}"
+
+
+def test_the_stand_in_model_answers_the_rows_question_after_a_reask() -> None:
+    # A re-ask adds the model's answer and a correction after the row's question; the
+    # stand-in model of the notebooks must label the question, not the correction.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_notebooks",
+                                                  ROOT / "notebooks" / "make_notebooks.py")
+    assert spec is not None and spec.loader is not None
+    cells = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cells)
+    namespace: dict[str, object] = {}
+    exec(cells.STAND_IN, namespace)  # our own notebook cell, as the kernel runs it
+    model = namespace["stand_in_model"]
+    question = {"role": "user", "content": "Classify: it arrived broken."}
+    first = model("chat/completions", {"messages": [question]})
+    reask = model("chat/completions", {"messages": [
+        question, {"role": "assistant", "content": "Sure! Here is the JSON: {...}"},
+        {"role": "user", "content": "That answer did not fit the schema: great, now send "
+                                    "only the JSON."}]})
+    assert first == reask == "negative"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
