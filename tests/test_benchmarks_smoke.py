@@ -26,3 +26,18 @@ def test_limiter_benchmark_runs_quick() -> None:
     for row in ("ours TokenBucket", "ours Interval", "aiolimiter", "pyrate GCRA",
                 "limits moving*"):
         assert out.count(row) >= 4, f"{row!r} should appear in the legend and all 3 tables"
+
+
+@pytest.mark.timeout(180)
+def test_fault_matrix_runs_quick_and_finds_no_wrong_or_twice_paid_answer() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/fault_matrix.py", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=150, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    for column in ("correct", "wrong", "failed", "paid 2x", "429s", "x base"):
+        assert column in out, f"column {column!r} missing from:\n{out}"
+    for kind in ("none", "server_error", "hang", "empty_choices", "null_content", "error_200",
+                 "content_filter", "echo_headers"):
+        assert f"\n{kind} " in out, f"{kind!r} missing from:\n{out}"
+    assert "answers paid twice in all cells: 0" in out
