@@ -76,6 +76,44 @@ def test_time_scale_compresses_the_run_to_the_target() -> None:
     assert _sweep.auto_time_scale(provider, 10, 0, 64) == 1.0
 
 
+def test_default_buckets_hold_what_they_hold_in_the_providers_time() -> None:
+    # The limiter's own default (half a second of its rate) in compressed time would hold
+    # k times the requests: at 10x, 50 instead of 5, a burst the real client never sends.
+    provider = bench.Provider(rpm=600, tpm=60_000)
+    limiter = _sweep._limiter(bench.Setting(), provider, k=10.0)
+    assert limiter.snapshot().requests_available == pytest.approx(5)  # 0.5 s at 10/s
+    assert limiter.snapshot().tokens_available == pytest.approx(500)
+
+
+def test_the_adaptive_limiter_is_a_limiter_kind_scaled_with_time() -> None:
+    from pipeline.limiter import AdaptiveLimiter
+
+    provider = bench.Provider(rpm=600, tpm=60_000)
+    limiter = _sweep._limiter(bench.Setting(limiter="adaptive", fraction=0.5), provider, k=10.0)
+    assert isinstance(limiter, AdaptiveLimiter)
+    assert limiter.interval == pytest.approx(6.0)  # a minute, compressed 10x
+    assert limiter.ceiling_requests == pytest.approx(300)  # 0.5 x 600 per (compressed) minute
+    # Its time constants follow the compression: recovery 2 s -> 0.2 s, rates per second x10.
+    assert limiter._recovery == pytest.approx(0.2)
+    assert limiter._min_rate == pytest.approx(10 / 60)
+    unknown = _sweep._limiter(bench.Setting(limiter="adaptive"), bench.Provider(rpm=600), 1.0)
+    assert unknown.ceiling_requests == pytest.approx(600)
+    assert bench.grid(limiters=["adaptive", "token_bucket"])[0].limiter == "adaptive"
+
+
+def test_sweep_runs_the_adaptive_limiter() -> None:
+    # Told 2x the provider's limit, with no headers to correct it, the adaptive limiter
+    # learns from its 429s: every row answered, the 429s a handful, not one per extra request.
+    provider = bench.Provider(rpm=600, tpm=None, burst=1 / 60, latency=0.05, seed=3,
+                              headers=False, error_format="text")
+    df = bench.sweep(provider, [bench.Setting(limiter="adaptive", fraction=2.0, concurrency=16)],
+                     requests=60, target_seconds=0.5, process=False)
+    row = df.iloc[0]
+    assert row["limiter"] == "adaptive"
+    assert row["failed"] == 0 and row["sent"] == 60 + row["retries"]
+    assert row["n_429"] < 30
+
+
 def test_limiters_are_scaled_like_the_provider() -> None:
     provider = bench.Provider(rpm=600, tpm=60_000)
     limiter = _sweep._limiter(bench.Setting(fraction=0.5, burst_s=2.0), provider, k=10.0)
@@ -88,9 +126,9 @@ def test_limiters_are_scaled_like_the_provider() -> None:
 
 
 def test_sweep_counts_the_429s_an_oversized_burst_causes() -> None:
-    # The client's default bucket (a full minute) lets 20 requests go at once; the provider's
-    # holds 6, so the log must show 429s. A bucket of 0.5 s at 0.9x (4.5 requests) sends none.
-    settings = [bench.Setting(concurrency=20),
+    # A client bucket of 6 s (60 requests) lets 20 requests go at once; the provider's holds
+    # 6, so the log must show 429s. A bucket of 0.5 s at 0.9x (4.5 requests) sends none.
+    settings = [bench.Setting(burst_s=6.0, concurrency=20),
                 bench.Setting(fraction=0.9, burst_s=0.5, concurrency=20)]
     df = bench.sweep(TINY, settings, **FAST)
     assert isinstance(df, pd.DataFrame)
@@ -124,7 +162,7 @@ async def test_sync_sweep_refuses_a_running_loop() -> None:
 
 def test_cli_prints_the_table_and_writes_csv_and_png(tmp_path, capsys) -> None:
     csv_path, png_path = tmp_path / "b.csv", tmp_path / "b.png"
-    code = cli_main(["bench", "--rpm", "600", "--tpm", "200000", "--burst", "0.01",
+    code = cli_main(["bench", "--rpm", "600", "--tpm", "200000", "--burst", "0.6",
                      "--latency", "0.05", "--requests", "20", "--fractions", "1.0",
                      "--concurrency", "4", "--bursts", "0.5", "--target-seconds", "0.4",
                      "--thread", "--quiet", "--csv", str(csv_path), "--out", str(png_path)])
@@ -135,6 +173,17 @@ def test_cli_prints_the_table_and_writes_csv_and_png(tmp_path, capsys) -> None:
     assert len(table) == 1 and table["sent"].iloc[0] >= 20
     assert not math.isnan(table["p50_s"].iloc[0])
     assert png_path.stat().st_size > 1000
+
+
+def test_the_429_axis_starts_at_zero_when_there_were_none(tmp_path) -> None:
+    df = pd.DataFrame([{"limiter": "adaptive", "fraction": f, "burst_s": math.nan,
+                        "concurrency": 16, "attempts": 6, "backoff_s": 0.5, "req_per_s": 9.0,
+                        "util_req": 0.9, "n_429": 0} for f in (0.8, 1.0)])
+    fig = bench.plot(df, tmp_path / "p.png")
+    assert fig.axes[2].get_ylim() == (0.0, 1.0)  # matplotlib alone: -0.04 to 0.04
+    df["n_429"] = [0, 20]
+    low, high = bench.plot(df, tmp_path / "q.png").axes[2].get_ylim()
+    assert low == 0 and 20 < high <= 25
 
 
 def test_sweep_warns_when_no_limit_can_bind() -> None:
@@ -153,9 +202,10 @@ def test_cli_bench_runs_on_a_shared_redis_limiter(tmp_path, capsys) -> None:
     server = next(servers)
     try:
         csv_path = tmp_path / "b.csv"
-        code = cli_main(["bench", "--rpm", "3000", "--tpm", "2000000", "--burst", "0.01",
+        code = cli_main(["bench", "--rpm", "3000", "--tpm", "2000000", "--burst", "0.6",
                          "--latency", "0.05", "--requests", "100", "--fractions", "0.9",
                          "--concurrency", "8", "--bursts", "0.5", "--time-scale", "1",
+                         "--limiters", "token_bucket", "--no-plot",
                          "--thread", "--quiet", "--csv", str(csv_path),
                          "--shared-limit", server.url])
         assert code == 0
@@ -173,6 +223,7 @@ def test_cli_bench_runs_on_a_shared_redis_limiter(tmp_path, capsys) -> None:
 
 def test_cli_bench_names_a_bad_shared_limit_url(capsys) -> None:
     code = cli_main(["bench", "--requests", "5", "--fractions", "1.0", "--concurrency", "2",
-                     "--thread", "--quiet", "--shared-limit", "http://127.0.0.1:6379"])
+                     "--thread", "--quiet", "--no-plot",
+                     "--shared-limit", "http://127.0.0.1:6379"])
     assert code == 2
     assert "redis://" in capsys.readouterr().err

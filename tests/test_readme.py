@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+import pipeline
 from pipeline.simulator import Simulator
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
@@ -37,6 +38,14 @@ def test_the_readme_python_blocks_run_as_written(tmp_path, monkeypatch):
                     result = eval(code, namespace)  # our own README, as a notebook would
                     if asyncio.iscoroutine(result):
                         await result
+                # The embeddings block's `batch_size=1` job (on service.embeddings, not on
+                # run): one request per row. No `dimensions`, so no row is in the cache.
+                rows = namespace["rows"]
+                one_each = namespace["one_each"]
+                assert one_each.batch_size == 1  # type: ignore[attr-defined]
+                singles = await pipeline.run(rows, one_each)  # type: ignore[arg-type]
+                assert all(r.ok for r in singles)
+                assert singles.status.requests == len(rows) > 1  # type: ignore[arg-type]
             finally:
                 service = namespace.get("service")
                 if service is not None:

@@ -22,7 +22,8 @@ _FORMATS: dict[str, str] = {
 def format_table(df: Any) -> str:
     """The sweep's table as text (pandas or Polars input), with readable number formats.
 
-    An empty ``burst_s`` means each limiter's default (a full minute).
+    An empty ``burst_s`` means each limiter's default (half a second of its rate; the
+    interval limiter: a one-minute window).
     """
     import pandas as pd
 
@@ -65,6 +66,7 @@ def plot(df: Any, path: str | Any, *, x: str | None = None) -> Any:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     import pandas as pd
+    from matplotlib.ticker import MaxNLocator
 
     if not isinstance(df, pd.DataFrame):
         df = df.to_pandas()
@@ -85,6 +87,11 @@ def plot(df: Any, path: str | Any, *, x: str | None = None) -> Any:
     mid.set_ylabel("utilisation of\nprovider rpm")
     mid.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
     bottom.set_ylabel("429s received\n(simulator log)")
+    # A count: from 0, whole numbers, and a visible range when there were none (matplotlib
+    # would centre an all-zero line in -0.04..0.04).
+    most = float(df["n_429"].max()) if len(df) else 0.0
+    bottom.set_ylim(0, max(1.0, most * 1.1))
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.set_xlabel(x + (" (0 = limiter default)" if x == "burst_s" else ""))
     top.legend(fontsize="small")
     title = "Client limiter settings"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import itertools
 import math
 import random
@@ -23,7 +24,13 @@ import msgspec
 from pipeline._checks import percentile
 from pipeline.errors import ConfigError
 from pipeline.http import OpenAIService
-from pipeline.limiter import IntervalLimiter, RateLimiter, TokenBucketLimiter
+from pipeline.limiter import (
+    DEFAULT_BURST_SECONDS,
+    AdaptiveLimiter,
+    IntervalLimiter,
+    RateLimiter,
+    TokenBucketLimiter,
+)
 from pipeline.runner import run
 from pipeline.simulator import Faults, Latency, LogEntry, Simulator, SimulatorConfig
 from pipeline.simulator._config import ErrorFormat, RetryAfter
@@ -43,8 +50,8 @@ __all__ = [
     "sweep_async",
 ]
 
-LimiterKind = Literal["token_bucket", "interval"]
-LIMITER_KINDS: tuple[str, ...] = ("token_bucket", "interval")
+LimiterKind = Literal["adaptive", "token_bucket", "interval"]
+LIMITER_KINDS: tuple[str, ...] = ("adaptive", "token_bucket", "interval")
 
 #: Columns that describe the client setting of a row (the rest are measurements).
 SETTING_COLUMNS = ("limiter", "fraction", "burst_s", "concurrency", "attempts", "backoff_s")
@@ -52,6 +59,11 @@ SETTING_COLUMNS = ("limiter", "fraction", "burst_s", "concurrency", "attempts", 
 _ADMITTED = frozenset({"ok", "fault:500", "fault:502", "fault:503", "fault:context_length",
                        "hang", "reset", "truncated", "malformed"})
 _MODEL = "bench-model"
+#: The adaptive limiter's time constants, read from its signature so the bench scales the
+#: real defaults (rates per second x k, durations / k).
+_ADAPTIVE_DEFAULTS: dict[str, float] = {
+    name: inspect.signature(AdaptiveLimiter).parameters[name].default
+    for name in ("start_rate", "recovery", "min_rate")}
 
 
 # ------------------------------------------------------------------------------ settings
@@ -182,11 +194,16 @@ class Setting:
     """One client configuration to try.
 
     Args:
-        limiter: ``"token_bucket"`` (:class:`~pipeline.limiter.TokenBucketLimiter`) or
-            ``"interval"`` (:class:`~pipeline.limiter.IntervalLimiter`).
+        limiter: ``"adaptive"`` (:class:`~pipeline.limiter.AdaptiveLimiter`, what
+            ``pipeline.run`` and ``pipeline run`` use by default: its rpm/tpm are ceilings),
+            ``"token_bucket"`` (:class:`~pipeline.limiter.TokenBucketLimiter`, the static
+            limiter of ``adaptive=False``) or ``"interval"``
+            (:class:`~pipeline.limiter.IntervalLimiter`).
         fraction: the client limiter's rpm and tpm as a share of the provider's.
-        burst_s: the token bucket's size in seconds of its rate; for the interval limiter the
-            window length (``None``: a full minute, each limiter's default).
+        burst_s: the bucket's size in seconds of its rate; for the interval limiter the
+            window length. ``None``: each limiter's default, in the provider's time (token
+            bucket: half a second of its rate; adaptive: half a second of its *effective*
+            rate; interval: a one-minute window).
         concurrency: requests in flight at most.
         attempts: attempts per row (1: no retry).
         backoff_s: the first retry's wait cap, in seconds (it doubles per attempt, up to 30 s).
@@ -291,6 +308,15 @@ def _limiter(setting: Setting, provider: Provider, k: float,
              shared_limit: str | None = None) -> RateLimiter:
     """The client limiter of ``setting``, in compressed time (interval 60 / k).
 
+    Rates are per compressed minute and bucket sizes in requests and tokens, the same number
+    as in the provider's time: a default bucket is sized here, from the provider-time
+    default, because the limiter's own default (half a second of its rate) would hold k
+    times too much in compressed time. The adaptive limiter's time constants (``start_rate``,
+    ``recovery``, ``min_rate``) are scaled the same way; its default bucket stays its own
+    (half a second of the *effective* rate, empty at the start), and so do its internal
+    timings (slow-start steps, the 10 s round-trip window): keep ``time_scale`` small when
+    its growth after a cut is what you measure.
+
     With ``shared_limit`` (a ``redis://`` URL) a token-bucket setting is a
     :class:`~pipeline.limiter.RedisLimiter` of the same rates and burst, on a key of its own
     (a fresh bucket per setting: settings must not spend each other's quota).
@@ -302,10 +328,19 @@ def _limiter(setting: Setting, provider: Provider, k: float,
         share = window / 60.0
         return IntervalLimiter(rpm * share, None if tpm is None else tpm * share,
                                interval=window / k)
-    burst_r = burst_t = None
-    if setting.burst_s is not None:
-        burst_r = max(1.0, rpm / 60 * setting.burst_s)
-        burst_t = None if tpm is None else tpm / 60 * setting.burst_s
+    if setting.limiter == "adaptive":
+        burst_r = burst_t = None
+        if setting.burst_s is not None:
+            burst_r = max(1.0, rpm / 60 * setting.burst_s)
+            burst_t = None if tpm is None else tpm / 60 * setting.burst_s
+        defaults = _ADAPTIVE_DEFAULTS
+        return AdaptiveLimiter(rpm, tpm, interval=60.0 / k, burst_requests=burst_r,
+                               burst_tokens=burst_t, start_rate=defaults["start_rate"] * k,
+                               recovery=defaults["recovery"] / k,
+                               min_rate=defaults["min_rate"] * k)
+    seconds = DEFAULT_BURST_SECONDS if setting.burst_s is None else setting.burst_s
+    burst_r = max(1.0, rpm / 60 * seconds)
+    burst_t = None if tpm is None else tpm / 60 * seconds
     if shared_limit is not None:
         from pipeline.limiter import RedisLimiter
 

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["main", "version"]
 
 # name -> (module, one-line help). A module that is not there yet is left out of the menu.
 _COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,11 +24,47 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def version() -> str:
+    """The installed version of this distribution (``pipeline.__version__`` when it runs from
+    a checkout that is not installed), what ``pipeline --version`` prints.
+
+    >>> version().split(".")[0].isdigit()
+    True
+    """
+    from importlib import metadata
+
+    from pipeline._extras import DISTRIBUTION
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        import pipeline
+
+        return pipeline.__version__
+
+
+class _PrintVersion(argparse.Action):
+    """``--version``: looked up only when asked for (reading the metadata costs milliseconds)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None
+                 ) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                         nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from pipeline._extras import DISTRIBUTION
+
+        print(f"pipeline {version()} ({DISTRIBUTION})")  # stdout, as git and pip do
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline",
         description="Call rate-limited APIs at scale. Start with: pipeline demo",
     )
+    parser.add_argument("--version", action=_PrintVersion, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in _COMMANDS.items():
         try:

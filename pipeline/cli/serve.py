@@ -9,8 +9,11 @@ Prints its base URL, then serves on 127.0.0.1 until Ctrl-C or SIGTERM. Example:
 Latency: SECONDS, uniform:LOW,HIGH or lognormal:MEDIAN,SIGMA (plus --latency-per-token).
 Limit shapes (--policy): second (default; a bucket of one second of the limit), minute (a
 bucket of a full minute), window (a fixed window of --window seconds, reset at each boundary).
-Faults (--fault NAME=PROBABILITY, repeatable): 500, 502, 503, context_length, hang, reset,
-truncated, malformed. --invalid-json P spoils that share of JSON answers (structured outputs).
+--burst SECONDS sizes the bucket in seconds of the limit, as pipeline run --burst does the
+client's (--burst 6: a tenth of the minute limit at once).
+Faults (--fault NAME=PROBABILITY, repeatable, or several after one --fault): 500, 502, 503,
+context_length, hang, reset, truncated, malformed. --invalid-json P spoils that share of JSON
+answers (structured outputs).
 The request log and counters: GET /_sim/log, GET /_sim/stats.
 """
 
@@ -32,7 +35,8 @@ from pipeline.simulator._config import (
 from pipeline.simulator._ratelimit import POLICIES
 from pipeline.simulator._serve import serve_forever
 
-__all__ = ["add_provider_modes", "configure", "main", "provider_modes"]
+__all__ = ["add_burst", "add_faults", "add_provider_modes", "burst_share", "configure", "main",
+           "provider_modes"]
 
 
 def _model_limit(text: str) -> tuple[str, dict[str, float | None]]:
@@ -40,6 +44,58 @@ def _model_limit(text: str) -> tuple[str, dict[str, float | None]]:
         return parse_model_limit(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 60:
+        raise argparse.ArgumentTypeError(
+            f"a bucket of {text} s: give seconds of the limit in (0, 60] (60: a full minute)")
+    return value
+
+
+def _seconds_or_policy(text: str) -> float | str:
+    return "policy" if text.lower() == "policy" else _seconds(text)
+
+
+def add_burst(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, default: str,
+              policy: bool = False) -> None:
+    """Add ``--burst SECONDS``: the provider's bucket in seconds of its limit, the unit
+    ``pipeline run --burst`` gives the client's in. ``policy``: also accept ``policy`` (the
+    --policy's own bucket). :func:`burst_share` turns it into the simulator's share."""
+    parser.add_argument(
+        "--burst", type=_seconds_or_policy if policy else _seconds, default=None, metavar="SECONDS",
+        help=f"seconds of the limit the provider's bucket holds, in (0, 60], as for pipeline "
+             f"run --burst (6: a tenth of the minute limit at once; 60: all of it); {default}")
+
+
+def burst_share(seconds: float | None) -> float | None:
+    """The simulator's ``burst`` (a share of the minute limit) of ``--burst SECONDS``; a value
+    below one second gets a note on stderr, as it once meant a share of the minute.
+
+    >>> burst_share(6.0), burst_share(None)
+    (0.1, None)
+    """
+    if seconds is None:
+        return None
+    if seconds < 1:
+        print(f"note: --burst is seconds of the limit, as in pipeline run: --burst {seconds:g} "
+              f"is a {seconds:g} s bucket (it once meant a share of the minute: for that, "
+              f"give --burst {seconds * 60:g})", file=sys.stderr)
+    return seconds / 60.0
+
+
+def add_faults(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--fault NAME=P``: repeatable, several after one flag too (``--faults`` is the
+    same flag, kept for old command lines and not shown in ``--help``)."""
+    parser.add_argument("--fault", action="extend", nargs="+", default=[], metavar="NAME=P",
+                        help="inject a fault with probability P, e.g. 500=0.01 503=0.01 "
+                             "hang=0.001 (repeatable)")
+    parser.add_argument("--faults", dest="fault", action="extend", nargs="+",
+                        help=argparse.SUPPRESS)
 
 
 def add_provider_modes(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -83,16 +139,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free one)")
     add("--rpm", type=float, default=None, help="requests per minute per key (default: none)")
     add("--tpm", type=float, default=None, help="tokens per minute per key (default: none)")
-    add("--burst", type=float, default=None,
-        help="fraction of the minute limit a bucket holds (overrides --policy's)")
+    add_burst(parser, default="default: the --policy's own (1 for second, 60 for minute)")
     add_provider_modes(parser)
     add("--quota-tokens", type=int, default=None,
         help="total tokens before every request gets 429 insufficient_quota")
     add("--latency", default="0", help="SECONDS, uniform:LOW,HIGH or lognormal:MEDIAN,SIGMA")
     add("--latency-per-token", type=float, default=0.0,
         help="extra seconds per output token (default 0)")
-    add("--fault", action="append", default=[], metavar="NAME=P",
-        help="inject a fault with probability P (repeatable)")
+    add_faults(parser)
     add("--invalid-json", type=float, default=0.0, metavar="P",
         help="probability that an answer asked for JSON (response_format json_schema or "
              "json_object) is invalid: wrapped in prose, cut short, a required field missing "
@@ -110,7 +164,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace) -> SimulatorConfig:
     return SimulatorConfig(
-        rpm=args.rpm, tpm=args.tpm, burst=args.burst, quota_tokens=args.quota_tokens,
+        rpm=args.rpm, tpm=args.tpm, burst=burst_share(args.burst), quota_tokens=args.quota_tokens,
         latency=Latency.parse(args.latency, per_output_token=args.latency_per_token),
         faults=Faults.parse(args.fault), seed=args.seed, api_keys=tuple(args.api_key),
         context_window=args.context_window, default_max_tokens=args.default_max_tokens,
@@ -122,6 +176,6 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
     except ConfigError as exc:
-        print(f"pipeline serve: {exc}", file=sys.stderr)
+        print(f"pipeline serve: error: {exc}", file=sys.stderr)
         return 2
     return serve_forever(config, args.port, loop=args.loop)
