@@ -57,7 +57,7 @@ from pipeline.stages import build, decode, lookup
 from pipeline.standalone import call_with_retry
 from pipeline.status import StatusTracker
 
-__all__ = ["BATCH_ENDPOINTS", "BatchLedger", "cancel_batches", "run_batch"]
+__all__ = ["BATCH_ENDPOINTS", "BatchLedger", "cancel_batches", "run_batch", "send_records"]
 
 #: Endpoint paths a batch can be sent to (relative to the base URL).
 BATCH_ENDPOINTS = ("chat/completions", "completions", "embeddings")
@@ -356,47 +356,65 @@ async def run_batch(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
     status = status if status is not None else StatusTracker()
     status.prices = Prices.of(prices) if prices is not None else (status.prices or
                                                                   DEFAULT_PRICES)
-    ledger_path = ledger if ledger is not None else os.path.join(store.directory, _LEDGER_NAME)
-    namespace = job.service.base_url
     try:
-        builder, finder = build(job.builder), lookup(store, namespace=namespace)
-        records: list[Record] = []
-        waiting: dict[str, list[Record]] = {}
-        requests: dict[str, APIRequest] = {}
-        for index, row in enumerate(rows):
-            record = Record(index=index, row=row, started=time.perf_counter())
-            records.append(record)
-            status.record_started(record)
-            await builder.process(record)
-            if record.error is None:
-                request = record.request
-                assert request is not None
-                if request.path.strip("/") not in BATCH_ENDPOINTS or request.body is None:
-                    record.error = ConfigError(
-                        f"{request.path!r} cannot go in a batch (only "
-                        f"{', '.join(BATCH_ENDPOINTS)})")
-                    continue
-                await finder.process(record)
-                if record.response is None and record.cache_key is not None:
-                    waiting.setdefault(record.cache_key, []).append(record)
-                    requests.setdefault(record.cache_key, request)
-        state = _Run(job, store, BatchLedger(ledger_path), poll=poll, max_poll=max_poll,
-                     progress=progress, status=status)
-        if waiting:
-            await _send_all(state, waiting, requests, max_requests, max_bytes)
-        schema = getattr(job, "schema", None)
-        decoder = decode(schema) if schema is not None else None
-        for record in records:
-            if decoder is not None:
-                await decoder.process(record)
-            record.finished = time.perf_counter()
-            status.record_finished(record)
-        if state.bar is not None:
-            state.bar.close()
-        return Results(records, status, None, schema=schema)
+        records = [Record(index=index, row=row) for index, row in enumerate(rows)]
+        await send_records(records, job, cache=store, ledger=ledger, progress=progress,
+                           status=status, max_requests=max_requests, max_bytes=max_bytes,
+                           poll=poll, max_poll=max_poll)
+        return Results(records, status, None, schema=getattr(job, "schema", None))
     finally:
         if owned:
             store.close()
+
+
+async def send_records(records: list[Record], job: Any, *, cache: ResponseCache,
+                       ledger: str | os.PathLike[str] | None = None, progress: bool = False,
+                       status: StatusTracker | None = None, max_requests: int = MAX_REQUESTS,
+                       max_bytes: int = MAX_BYTES, poll: float = 5.0,
+                       max_poll: float = 60.0) -> None:
+    """:func:`run_batch` on records made already (``Record(index=..., row=...)``; one that
+    already has an error is left as it is): each ends answered or with its error, and is
+    counted on ``status``. What :func:`pipeline.resume.run_file` calls with ``batch_api=True``.
+    """
+    status = status if status is not None else StatusTracker()
+    ledger_path = ledger if ledger is not None else os.path.join(cache.directory, _LEDGER_NAME)
+    builder = build(job.builder)
+    finder = lookup(cache, namespace=job.service.base_url, secrets=job.service.secrets())
+    waiting: dict[str, list[Record]] = {}
+    requests: dict[str, APIRequest] = {}
+    for record in records:
+        record.started = time.perf_counter()
+        status.record_started(record)
+        if record.error is not None:
+            continue
+        await builder.process(record)
+        if record.error is not None:
+            continue
+        request = record.request
+        assert request is not None
+        if request.path.strip("/") not in BATCH_ENDPOINTS or request.body is None:
+            record.error = ConfigError(f"{request.path!r} cannot go in a batch (only "
+                                       f"{', '.join(BATCH_ENDPOINTS)})")
+            continue
+        await finder.process(record)
+        if record.response is None and record.cache_key is not None:
+            waiting.setdefault(record.cache_key, []).append(record)
+            requests.setdefault(record.cache_key, request)
+    state = _Run(job, cache, BatchLedger(ledger_path), poll=poll, max_poll=max_poll,
+                 progress=progress, status=status)
+    try:
+        if waiting:
+            await _send_all(state, waiting, requests, max_requests, max_bytes)
+    finally:
+        if state.bar is not None:
+            state.bar.close()
+    schema = getattr(job, "schema", None)
+    decoder = decode(schema) if schema is not None else None
+    for record in records:
+        if decoder is not None:
+            await decoder.process(record)
+        record.finished = time.perf_counter()
+        status.record_finished(record)
 
 
 async def _send_all(state: _Run, waiting: dict[str, list[Record]],

@@ -46,7 +46,7 @@ import msgspec
 from aiostream import stream as aiostream_stream
 
 from pipeline.cache import ResponseCache
-from pipeline.errors import InputError, PipelineError, RunStoppedError
+from pipeline.errors import ConfigError, InputError, PipelineError, RunStoppedError
 from pipeline.guard import RunGuard
 from pipeline.io._sinks import check_output, entry, write_entries
 from pipeline.io._sources import Source, check_columns, read
@@ -569,7 +569,8 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
                    output_format: str | None = None, max_wait: float = DEFAULT_MAX_WAIT,
                    timeout: float | None = None, reasks: int = DEFAULT_REASKS,
                    overwrite: bool = False, wait: bool = False,
-                   control: RunControl | None = None) -> RunSummary:
+                   control: RunControl | None = None, batch_api: bool = False,
+                   batch_poll: float = 5.0) -> RunSummary:
     """Run every row of ``source`` not answered yet and write ``output``; resumable.
 
     Args:
@@ -589,6 +590,11 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
         wait: when another run holds the journal, wait for it to end instead of raising
             :class:`JournalBusyError` (the run then resumes from what that one journaled).
         control: a :class:`RunControl` to stop the run early without losing what is paid.
+        batch_api: send the rows through the provider's Batch API (half the price, answers
+            within 24 h; see :mod:`pipeline.batch_api`) instead of one request per row; it
+            needs ``cache``, which keeps the batches' ids and answers. Stopped (``control``,
+            Ctrl-C), the run detaches: the batches go on, and the same call picks them up.
+            ``batch_poll``: seconds between looks at a batch at first (it grows to 60).
         concurrency, attempts, backoff, progress, status, max_wait, timeout, reasks: as
             for :func:`pipeline.run`.
 
@@ -618,6 +624,9 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
     # request: paying for answers and then losing them is the worst way to fail.
     layout = check_output(output, output_format, src)
     check_columns(src, job.builder)
+    if batch_api and cache is None:
+        raise ConfigError("batch_api needs a cache (a directory): it keeps the batches' ids "
+                          "and answers, so a rerun picks up what was already submitted")
     journal_path = os.fspath(journal) if journal is not None else f"{output}.journal"
     _check_writable(output, "output")
     _check_writable(journal_path, "journal")
@@ -629,7 +638,8 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
         return await _run(src, output, job, journal_file, layout, cache=cache,
                           concurrency=concurrency, attempts=attempts, backoff=backoff,
                           progress=progress, status=status, max_wait=max_wait,
-                          timeout=timeout, reasks=reasks, control=control)
+                          timeout=timeout, reasks=reasks, control=control,
+                          batch_api=batch_api, batch_poll=batch_poll)
     finally:
         journal_file.close()  # after the output is written: the lock covers the whole run
 
@@ -677,7 +687,8 @@ def _check_writable(path: str, what: str) -> None:
 async def _run(src: Source, output: str, job: Any, journal_file: Journal, layout: str, *,
                cache: Any, concurrency: int, attempts: int, backoff: Backoff | None,
                progress: bool, status: StatusTracker | None, max_wait: float,
-               timeout: float | None, reasks: int, control: RunControl | None) -> RunSummary:
+               timeout: float | None, reasks: int, control: RunControl | None,
+               batch_api: bool = False, batch_poll: float = 5.0) -> RunSummary:
     status = status if status is not None else StatusTracker()
     control = control if control is not None else RunControl()
     entries = journal_file.entries
@@ -709,8 +720,12 @@ async def _run(src: Source, output: str, job: Any, journal_file: Journal, layout
         journaling = write_journal(journal_file, embeddings=embeddings, keep_body=keep_body,
                                    keep_request=keep_request, entries=entries,
                                    on_error=journal_failed)
-        records = aiostream_stream.iterate(src.records(skip=done)) | flow | journaling
-        await _drain(records, control)
+        if batch_api:
+            await _run_batches(src, done, job, opened, journaling, control,
+                               progress=progress, status=status, poll=batch_poll)
+        else:
+            records = aiostream_stream.iterate(src.records(skip=done)) | flow | journaling
+            await _drain(records, control)
     finally:
         if owned and opened is not None:
             opened.close()
@@ -736,6 +751,36 @@ async def _run(src: Source, output: str, job: Any, journal_file: Journal, layout
                       resumed=len(done), output=output, journal=journal_file.path,
                       restarted=journal_file.restarted, status=status,
                       stopped=status.stopped, interrupted=control.stopping)
+
+
+async def _run_batches(src: Source, done: set[int], job: Any, cache: ResponseCache,
+                       journaling: write_journal, control: RunControl, *, progress: bool,
+                       status: StatusTracker, poll: float) -> None:
+    """The rows not answered yet through the Batch API, each journaled once it is done.
+    Stopped, the run detaches: what was collected is journaled, the batches go on."""
+    from pipeline.batch_api import send_records  # the Batch API is only loaded when asked
+
+    records = list(src.records(skip=done))
+    task = asyncio.ensure_future(send_records(records, job, cache=cache, progress=progress,
+                                              status=status, poll=poll,
+                                              max_poll=max(poll, 60.0)))
+    stopped = asyncio.ensure_future(control._stopped.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+    for record in records:
+        if record.response is not None or (record.error is not None and
+                                           not isinstance(record.error, RunStoppedError)):
+            await journaling.process(record)
+    if not task.cancelled():
+        task.result()
 
 
 async def _drain(records: Any, control: RunControl) -> None:

@@ -118,6 +118,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="response cache directory (default: OUTPUT.cache next to the output)")
     add("--no-cache", action="store_true", help="keep no response cache")
     add("--fresh", action="store_true", help="ignore an earlier run's journal (start over)")
+    add("--batch-api", action="store_true",
+        help="send the rows through the provider's Batch API: half the price, answers within "
+        "24 h; interrupted, the batches go on and the same command picks them up "
+        "(needs the cache; --dry-run shows both costs)")
+    add("--batch-poll", type=float, default=5.0, metavar="SECONDS",
+        help="with --batch-api: seconds between looks at a batch at first (default 5; it "
+        "grows to 60 while nothing changes)")
     add("--overwrite", action="store_true",
         help="replace an existing output that has no journal of this tool beside it "
         "(without it, such a file is never overwritten)")
@@ -272,6 +279,9 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
             print(estimate(source, job, cache=cache, prices=status.prices, answered=done),
                   file=sys.stdout)
             return 0
+        if getattr(args, "batch_api", False) and cache is None:
+            raise PipelineError("--batch-api needs the cache (leave out --no-cache): it keeps "
+                                "the batches' ids and answers for the rerun")
         with _ctrl_c_stops(control, out):
             try:
                 summary = await io.run_file(
@@ -280,7 +290,9 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
                     resume=not args.fresh, output_format=output_format,
                     max_wait=args.max_wait, timeout=args.timeout, status=status,
                     reasks=getattr(args, "reasks", 2), overwrite=args.overwrite,
-                    wait=args.wait_for_lock, control=control)
+                    wait=args.wait_for_lock, control=control,
+                    batch_api=getattr(args, "batch_api", False),
+                    batch_poll=getattr(args, "batch_poll", 5.0))
             except resume.JournalBusyError:
                 if control.stopping:  # Ctrl-C while waiting for another run's lock
                     raise KeyboardInterrupt from None
@@ -295,6 +307,10 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
     rows = "1 row" if summary.rows == 1 else f"{summary.rows:,} rows"
     print(f"wrote {rows} to {summary.output}", file=out)
     if summary.interrupted:
+        if getattr(args, "batch_api", False):
+            print("interrupted: the batches go on at the provider; run the same command "
+                  "again to collect their answers (nothing is submitted twice)", file=out)
+            return 130
         print(interrupted_message(summary.journal), file=out)
         return 130
     if summary.failed:
@@ -309,7 +325,8 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
 # Failures a rerun of the same command can fix on its own (the cause was passing).
 _TRANSIENT = {"RateLimitError", "ThrottledError", "ServerError", "APITimeoutError",
               "APIConnectionError", "TransportError", "MalformedResponseError",
-              "RequestTimeoutError", "ConflictError", "CacheError"}
+              "RequestTimeoutError", "ConflictError", "CacheError", "NoAnswerError",
+              "ErrorBodyError", "BatchExpiredError"}
 
 
 def failure_advice(status: Any) -> str:
