@@ -61,6 +61,8 @@ def test_the_readme_python_blocks_run_as_written(tmp_path, monkeypatch):
     assert list(out.index) == [7, 8, 9]  # type: ignore[attr-defined]
     labels = namespace["labels"]  # the typed-columns block: every answer decoded
     assert all(r.ok and r.value is not None for r in labels)  # type: ignore[attr-defined]
+    halved = namespace["halved"]  # the Batch API block: answered in a batch, not online
+    assert all(r.ok and r.batch_id for r in halved)  # type: ignore[attr-defined]
     vectors = namespace["vectors"]  # the batched-embeddings block: one vector per row
     assert [len(r.embedding) for r in vectors] == [8] * len(vectors)  # type: ignore[attr-defined]
     assert vectors.status.requests < len(vectors)  # type: ignore[attr-defined]
