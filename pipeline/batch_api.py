@@ -52,7 +52,7 @@ from pipeline.errors import APIError, BatchError, BatchExpiredError, ConfigError
 from pipeline.http.classify import classify_error
 from pipeline.record import Record
 from pipeline.request import APIRequest, FilePart, Response
-from pipeline.runner import Results, rows_of
+from pipeline.runner import Results, check_rows, rows_of
 from pipeline.stages import build, decode, lookup
 from pipeline.standalone import call_with_retry
 from pipeline.status import StatusTracker
@@ -350,6 +350,7 @@ async def run_batch(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
     up, or :func:`cancel_batches` to cancel them.
     """
     rows = rows_of(rows)
+    check_rows(rows, job)  # a template column the rows lack: raised before anything is sent
     if isinstance(rows, AsyncIterable):
         rows = [row async for row in rows]
     store, owned = _open_cache(cache)
@@ -357,7 +358,9 @@ async def run_batch(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
     status.prices = Prices.of(prices) if prices is not None else (status.prices or
                                                                   DEFAULT_PRICES)
     try:
-        records = [Record(index=index, row=row) for index, row in enumerate(rows)]
+        # A frame or file comes as records already (pipeline.io's view of it).
+        records = [row if isinstance(row, Record) else Record(index=index, row=row)
+                   for index, row in enumerate(rows)]
         await send_records(records, job, cache=store, ledger=ledger, progress=progress,
                            status=status, max_requests=max_requests, max_bytes=max_bytes,
                            poll=poll, max_poll=max_poll)

@@ -208,3 +208,16 @@ async def test_batch_answers_cost_the_batch_price_and_the_dry_run_shows_both(sim
         planned = pipeline.estimate(ROWS, job)
         assert planned.batch_high == pytest.approx(planned.cost_high / 2)
         assert "through the Batch API" in str(planned)
+
+
+async def test_run_batch_takes_a_pandas_frame_and_lines_up_with_it(sim, tmp_path):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"text": ["a", "b", "c"]}, index=[7, 8, 9])
+    async with OpenAIService(base_url=sim.base_url, api_key="sk-test") as service:
+        results = await run_batch(frame, job_for(service), cache=tmp_path / "c", poll=0.05)
+        with pytest.raises(pipeline.errors.TemplateKeyError):
+            await run_batch(frame.rename(columns={"text": "other"}), job_for(service),
+                            cache=tmp_path / "c", poll=0.05)
+    out = results.to_pandas(frame)
+    assert list(out.index) == [7, 8, 9]
+    assert out["answer"].tolist() == ["echo: Q: a", "echo: Q: b", "echo: Q: c"]
