@@ -480,3 +480,29 @@ def test_only_a_request_above_the_whole_interval_limit_is_too_large():
     with pytest.raises(RequestTooLarge):
         limiter.try_acquire(tokens=60_001)
     assert limiter.try_acquire(tokens=60_000)
+
+
+def test_a_pause_lasts_max_pause_at_most_and_a_capped_429_is_said_once(caplog):
+    from pipeline.errors import RateLimitError
+    from pipeline.limiter import MAX_PAUSE
+
+    limiter = TokenBucketLimiter(max_requests=600)
+    limiter.pause(3600)
+    assert MAX_PAUSE - 1 < limiter.paused_for <= MAX_PAUSE == limiter.max_pause
+    with pytest.raises(ConfigError):
+        limiter.max_pause = -1
+
+    async def main():
+        for _ in range(3):
+            lease = await limiter.lease()
+            limiter.settle(lease, error=RateLimitError(
+                "429", status=429, headers={"retry-after": "86400"}, retry_after=86400.0))
+        return limiter.paused_for
+
+    limiter = TokenBucketLimiter(max_requests=600)
+    limiter.max_pause = 30
+    caplog.set_level("WARNING", logger="pipeline.limiter")
+    assert run_virtual(main()) == 30
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.limiter"]
+    assert said == ["the server asked to wait 86,400 s (Retry-After); waiting at most 30 s "
+                    "at a time"]

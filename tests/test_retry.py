@@ -197,3 +197,22 @@ def test_instant_backoff_makes_retries_free():
     results, elapsed = run_virtual(main())
     assert all(r.ok and r.attempts == 6 for r in results)
     assert elapsed == 0
+
+
+def test_a_server_error_asking_for_an_hour_is_tried_again_after_a_minute():
+    # A 503 with Retry-After: 3600 once, then answers: the row waits the capped minute
+    # (MAX_PAUSE), not an hour, and not past max_elapsed at once either.
+    def fail(request, n):
+        return ServerError("503", status=503, retry_after=3600.0) if n == 1 else None
+
+    service = InstantService(fail=fail)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        results = await run(ROWS[:1], _job(service))
+        return results, loop.time() - start
+
+    results, elapsed = run_virtual(main())
+    assert results[0].error is None and results[0].attempts == 2
+    assert 60 <= elapsed <= 61

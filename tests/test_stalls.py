@@ -4,17 +4,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections import Counter
 
 import httpx
 import pytest
 
-from pipeline import OpenAIService, default_flow
-from pipeline.errors import APIConnectionError, RunStoppedError, TransportError
+from pipeline import OpenAIService, default_flow, run
+from pipeline.errors import APIConnectionError, RunStoppedError, ThrottledError, TransportError
 from pipeline.guard import RunGuard
 from pipeline.simulator import Simulator
 from pipeline.status import StatusTracker
-from pipeline.testing import instant_backoff
+from pipeline.testing import instant_backoff, run_virtual
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -129,3 +131,115 @@ def test_a_server_that_stays_down_stops_the_run_with_one_reason():
     assert "run again to send the rows that were not sent" in reason
     assert outage.failed <= CONCURRENCY + guard.breaker_after + 30, outage.failed
     print(f"{outage.failed} failed sends; {len(unsent)} rows not sent; {len(tried)} tried")
+
+
+# ----------------------------------------------------------------- a 429 asking for hours
+
+CHAT_ANSWER = {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+               "choices": [{"index": 0, "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "ok"}}],
+               "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}
+
+HUGE_WAITS = {
+    "Retry-After: 3600": {"retry-after": "3600"},
+    "Retry-After: 86400": {"retry-after": "86400"},
+    "Retry-After: a date in 9999": {"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"},
+    "retry-after-ms: 1e12": {"retry-after-ms": "1e12"},
+    "x-ratelimit-reset-requests: 1000h": {"x-ratelimit-reset-requests": "1000h",
+                                          "x-ratelimit-remaining-requests": "0",
+                                          "x-ratelimit-limit-requests": "600"},
+}
+
+
+class RefusingServer:
+    """Answers its first ``refusals`` requests with a 429 carrying ``headers``, then 200s
+    (written on ``asyncio.start_server``; it runs in the test's own virtual-time loop)."""
+
+    def __init__(self, headers: dict[str, str], refusals: int) -> None:
+        self.headers = headers
+        self.refusals = refusals
+        self.log: list[tuple[float, int]] = []  # (loop time, status) of every request
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RefusingServer:
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
+
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                await reader.readexactly(length)
+                refuse = len(self.log) < self.refusals
+                status = 429 if refuse else 200
+                self.log.append((asyncio.get_running_loop().time(), status))
+                body = json.dumps(
+                    {"error": {"message": "Rate limit reached", "type": "requests",
+                               "code": "rate_limit_exceeded"}} if refuse else CHAT_ANSWER
+                ).encode()
+                extra = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()) \
+                    if refuse else ""
+                writer.write(f"HTTP/1.1 {status} {'Too Many Requests' if refuse else 'OK'}"
+                             f"\r\ncontent-type: application/json\r\ncontent-length: "
+                             f"{len(body)}\r\n{extra}\r\n".encode() + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+def _huge_wait_run(headers: dict[str, str], max_wait: float):
+    async def main():
+        async with RefusingServer(headers, refusals=3) as server:
+            service = OpenAIService(base_url=server.base_url, api_key="sk-test")
+            job = service.chat(model="m", prompt="{text}", max_tokens=5)
+            loop = asyncio.get_running_loop()
+            async with service:
+                results = await run([{"text": f"row {i}"} for i in range(12)], job,
+                                    concurrency=4, max_wait=max_wait)
+            return results, loop.time(), server.log
+
+    return run_virtual(main())
+
+
+@pytest.mark.parametrize("case", list(HUGE_WAITS))
+def test_a_429_asking_for_hours_pauses_a_minute_at_most_and_says_so(case, caplog):
+    caplog.set_level(logging.WARNING, logger="pipeline.limiter")
+    results, elapsed, log = _huge_wait_run(HUGE_WAITS[case], max_wait=600)
+    assert [r.error for r in results if r.error is not None] == []  # every row answered
+    assert sum(status == 200 for _, status in log) == 12
+    assert 60 <= elapsed <= 2 * 60 + 5, elapsed  # a capped pause (and jitter), not an hour
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.limiter"]
+    assert len(said) == 1, said  # once, though three 429s asked for it
+    assert "the server asked to wait" in said[0] and "waiting at most 60 s at a time" \
+        in said[0], said[0]
+    name = case.split(":")[0]
+    assert f"({name})" in said[0], said[0]
+
+
+@pytest.mark.parametrize("case", list(HUGE_WAITS))
+def test_a_429_asking_for_more_than_max_wait_fails_its_row_at_once(case, caplog):
+    caplog.set_level(logging.WARNING, logger="pipeline.limiter")
+    results, elapsed, log = _huge_wait_run(HUGE_WAITS[case], max_wait=20)
+    throttled = [r for r in results if r.error is not None]
+    assert len(throttled) == 3 and all(isinstance(r.error, ThrottledError)
+                                       for r in throttled)
+    assert "past max_wait=20 s" in str(throttled[0].error), throttled[0].error
+    assert all(r.attempts == 1 for r in throttled)  # failed instead of waiting
+    assert len(results.succeeded) == 9 and len(log) == 12  # the others answered once
+    assert elapsed <= 20 + 5, elapsed  # everyone paused for max_wait at most
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.limiter"]
+    assert len(said) == 1 and "waiting at most 20 s at a time" in said[0], said

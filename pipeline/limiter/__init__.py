@@ -21,7 +21,8 @@ The waiting machinery, shared by both:
   overtaken by later small ones (it would starve), and a newcomer never jumps the queue.
 * One timer, armed for the moment the head waiter can be served; no polling, and only the
   waiters actually granted are woken (no thundering herd).
-* ``pause(seconds)`` holds every grant until the cooldown ends (after a 429, say).
+* ``pause(seconds)`` holds every grant until the cooldown ends (after a 429, say), for at
+  most ``max_pause`` seconds (:data:`MAX_PAUSE`, 60 s; a longer wait is said once).
 * A cancelled waiter takes nothing; if it is cancelled just after being granted, the grant
   is given back.
 * A request that can never fit (more than the bucket holds) raises :class:`RequestTooLarge`
@@ -46,15 +47,17 @@ from pipeline.limiter._base import (
     DEFAULT_BURST_SECONDS,
     DEFAULT_COOLDOWN,
     KEEP,
+    MAX_PAUSE,
     Lease,
     LimiterSnapshot,
     RateLimiter,
     set_clock,
+    stated_by,
 )
 from pipeline.limiter._interval import IntervalLimiter
 from pipeline.limiter._redis import RedisLimiter
 from pipeline.limiter._token_bucket import TokenBucketLimiter
 
-__all__ = ["DEFAULT_BURST_SECONDS", "DEFAULT_COOLDOWN", "KEEP", "AdaptiveLimiter",
+__all__ = ["DEFAULT_BURST_SECONDS", "DEFAULT_COOLDOWN", "KEEP", "MAX_PAUSE", "AdaptiveLimiter",
            "IntervalLimiter", "Lease", "LimiterSnapshot", "RateLimiter", "RedisLimiter",
-           "TokenBucketLimiter", "set_clock"]
+           "TokenBucketLimiter", "set_clock", "stated_by"]

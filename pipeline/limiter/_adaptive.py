@@ -73,7 +73,6 @@ from pipeline.limiter._base import (
     LimiterSnapshot,
     _check_rate,
     _now,
-    shared_pause,
 )
 from pipeline.limiter._token_bucket import TokenBucketLimiter
 
@@ -348,7 +347,7 @@ class AdaptiveLimiter(TokenBucketLimiter):
         if stated is not None:
             dimension = stated[0]
         changed = False
-        wait = error.retry_after or 0.0
+        wait = min(error.retry_after or 0.0, self._max_pause)  # 3600 s is no window's end
         for dim in self._dims:
             if dimension is not None and dim.name != dimension:
                 continue
@@ -379,7 +378,7 @@ class AdaptiveLimiter(TokenBucketLimiter):
         if error.retry_after is not None:
             # The provider said when: nobody sends before then (a fixed window's reset), for
             # the part of it that is sure (a Retry-After in whole seconds is rounded up).
-            self.pause(shared_pause(error))
+            self._pause_after(error, lease)
 
     # ----------------------------------------------------------------- the controller
     def _meter(self, now: float, tokens: float, rtt: float) -> None:

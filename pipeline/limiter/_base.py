@@ -4,6 +4,7 @@ header sync, snapshots; and the clock all limiters read."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from abc import ABC, abstractmethod
@@ -18,8 +19,10 @@ from pipeline._checks import optional_positive
 from pipeline._durations import format_duration, parse_duration
 from pipeline.errors import ConfigError, RateLimitError, RequestTooLarge
 
-__all__ = ["DEFAULT_BURST_SECONDS", "DEFAULT_COOLDOWN", "KEEP", "Lease", "LimiterSnapshot",
-           "RateLimiter", "set_clock", "shared_pause"]
+__all__ = ["DEFAULT_BURST_SECONDS", "DEFAULT_COOLDOWN", "KEEP", "MAX_PAUSE", "Lease",
+           "LimiterSnapshot", "RateLimiter", "set_clock", "shared_pause", "stated_by"]
+
+logger = logging.getLogger("pipeline.limiter")
 
 #: The bucket a limiter keeps by default, in seconds of its rate. Providers enforce a per-minute
 #: limit over windows as short as a second (OpenAI: "60,000 requests/minute may be enforced as
@@ -28,6 +31,13 @@ __all__ = ["DEFAULT_BURST_SECONDS", "DEFAULT_COOLDOWN", "KEEP", "Lease", "Limite
 DEFAULT_BURST_SECONDS = 0.5
 #: How long everyone pauses after a 429 that did not say how long to wait (static limiters).
 DEFAULT_COOLDOWN = 1.0
+#: The longest pause one 429 puts on everyone, in seconds. Rate limits per minute (what
+#: ``pause`` is for) free room within a minute: OpenAI's ``x-ratelimit-reset-*`` and a fixed
+#: window's ``Retry-After`` never say more than 60 s. A longer wait is a daily cap, a proxy's
+#: guess or a wrong clock (``Retry-After: 86400``, an HTTP date in 9999): honouring it would
+#: freeze the run with no word. Waiting a minute at a time instead costs one refused request
+#: per minute when the server meant it, and the run's ``max_wait`` then fails the rows.
+MAX_PAUSE = 60.0
 
 _INF = math.inf
 _SLACK = 1e-9  # relative tolerance for floating-point rounding of bucket levels
@@ -109,9 +119,11 @@ class Lease:
         granted_at: the limiter clock's time of the grant.
         slot: whether it holds an in-flight slot (released when settled).
         settled: whether it has been settled.
+        max_pause: the longest pause a 429 for it may put on everyone (the run's
+            ``max_wait``; the limiter's own :attr:`~RateLimiter.max_pause` applies too).
     """
 
-    __slots__ = ("granted_at", "limiter", "requests", "settled", "slot", "tokens")
+    __slots__ = ("granted_at", "limiter", "max_pause", "requests", "settled", "slot", "tokens")
 
     def __init__(self, limiter: RateLimiter, requests: float, tokens: float, granted_at: float,
                  slot: bool) -> None:
@@ -121,6 +133,7 @@ class Lease:
         self.granted_at = granted_at
         self.slot = slot
         self.settled = False
+        self.max_pause = _INF
 
     def __repr__(self) -> str:
         state = "settled" if self.settled else "open"
@@ -146,9 +159,9 @@ class RateLimiter(ABC):
     until an amount fits), ``_take``, ``_give`` and ``_available``.
     """
 
-    __slots__ = ("_cap_r", "_cap_t", "_in_flight", "_interval", "_max_in_flight",
-                 "_max_requests", "_max_tokens", "_paused_until", "_timer", "_timer_loop",
-                 "_timer_when", "_waiters")
+    __slots__ = ("_cap_r", "_cap_t", "_in_flight", "_interval", "_max_in_flight", "_max_pause",
+                 "_max_requests", "_max_tokens", "_paused_until", "_said_capped", "_timer",
+                 "_timer_loop", "_timer_when", "_waiters")
 
     #: Whether leases hold an in-flight slot (the adaptive limiter caps requests in flight).
     _uses_slots = False
@@ -170,6 +183,8 @@ class RateLimiter(ABC):
         self._cap_r = self._cap_t = _INF
         self._in_flight = 0  # leases holding a slot, not yet settled
         self._max_in_flight = _INF
+        self._max_pause = MAX_PAUSE
+        self._said_capped = False  # a capped pause is said once per limiter
 
     def _limits_changed(self) -> None:
         cap_r, cap_t = self._capacity()
@@ -489,7 +504,25 @@ class RateLimiter(ABC):
     def _on_error(self, lease: Lease, error: BaseException, now: float) -> None:
         """A leased request failed: a rate limit pauses everyone (hook for adaptive policies)."""
         if isinstance(error, RateLimitError):
-            self.pause(shared_pause(error))
+            self._pause_after(error, lease)
+
+    def _pause_after(self, error: RateLimitError, lease: Lease) -> None:
+        """Pause everyone for the sure part of a 429's wait, capped by :attr:`max_pause` and
+        the lease's ``max_pause`` (the run's ``max_wait``); a cut wait is said once."""
+        seconds = shared_pause(error)
+        cap = min(self._max_pause, lease.max_pause)
+        if seconds > cap:
+            self._say_capped(error, cap)
+            seconds = cap
+        self.pause(seconds)
+
+    def _say_capped(self, error: RateLimitError, cap: float) -> None:
+        if self._said_capped:
+            return
+        self._said_capped = True
+        asked = error.retry_after if error.retry_after is not None else 0.0
+        logger.warning("the server asked to wait %s (%s); waiting at most %s at a time",
+                       _seconds_text(asked), stated_by(error), _seconds_text(cap))
 
     @property
     def in_flight(self) -> int:
@@ -499,13 +532,31 @@ class RateLimiter(ABC):
     def pause(self, seconds: float) -> None:
         """Grant nothing for ``seconds`` (a cooldown, e.g. a 429's ``retry-after``).
 
-        Pauses never shorten one already in force.
+        Pauses never shorten one already in force, and last at most :attr:`max_pause`.
         """
-        seconds = _check_amount("seconds", seconds)
+        seconds = min(_check_amount("seconds", seconds), self._max_pause)
         until = _now() + seconds
         if until > self._paused_until:
             self._paused_until = until
             self._wake()
+
+    @property
+    def max_pause(self) -> float:
+        """The longest one pause lasts, in seconds (default :data:`MAX_PAUSE`, 60 s).
+
+        A 429 asking for longer (``Retry-After: 3600``) pauses everyone this long, and says so
+        once on the ``pipeline.limiter`` logger (a warning, shown on the console).
+
+        >>> from pipeline.limiter import TokenBucketLimiter
+        >>> limiter = TokenBucketLimiter(max_requests=60)
+        >>> limiter.pause(3600); round(limiter.paused_for)
+        60
+        """
+        return self._max_pause
+
+    @max_pause.setter
+    def max_pause(self, seconds: float) -> None:
+        self._max_pause = _check_amount("max_pause", seconds)
 
     @property
     def paused_for(self) -> float:
@@ -651,6 +702,31 @@ def shared_pause(error: RateLimitError, default: float = DEFAULT_COOLDOWN) -> fl
     stated = headers.get("retry-after")
     coarse = "retry-after-ms" not in headers and stated is not None and "." not in str(stated)
     return max(0.0, error.retry_after - 1.0) if coarse else error.retry_after
+
+
+def stated_by(error: RateLimitError) -> str:
+    """The header a 429's wait came from, for messages: ``"Retry-After"``, ``"retry-after-ms"``,
+    ``"x-ratelimit-reset-requests"``... (``"no header"`` when none did).
+
+    >>> from pipeline.errors import RateLimitError
+    >>> stated_by(RateLimitError("429", status=429, headers={"retry-after": "3600"}))
+    'Retry-After'
+    """
+    headers = {str(k).lower(): str(v).strip() for k, v in (error.headers or {}).items()}
+    resets = ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+    if headers.get("x-ratelimit-remaining-tokens") == "0" and \
+            headers.get("x-ratelimit-remaining-requests") != "0":
+        resets.reverse()  # the exhausted one is what the wait came from
+    for name in ("retry-after-ms", "retry-after", *resets):
+        if name in headers:
+            return "Retry-After" if name == "retry-after" else name
+    return "no header"
+
+
+def _seconds_text(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds >= 1e9:
+        return f"{seconds:.3g} s"
+    return f"{seconds:,.0f} s" if seconds >= 10 else f"{seconds:.3g} s"
 
 
 def _header_getter(headers: Mapping[str, str]) -> Any:

@@ -87,7 +87,6 @@ from pipeline.limiter._base import (
     RateLimiter,
     _check_rate,
     _now,
-    shared_pause,
 )
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "RedisLimiter"]
@@ -410,6 +409,7 @@ class RedisLimiter(RateLimiter):
     # ----------------------------------------------------------------- shared signals
     def pause(self, seconds: float) -> None:
         """Grant nothing for ``seconds``, here at once and in every process at its next lease."""
+        seconds = min(seconds, self._max_pause)  # shared as capped here (MAX_PAUSE)
         super().pause(seconds)
         if seconds > self._pending_pause:
             self._pending_pause = float(seconds)
@@ -423,7 +423,7 @@ class RedisLimiter(RateLimiter):
             # processes told 2x, 84% of the quota used with the cut, see the tests).
             if lease.granted_at > self._lowered_at:
                 self._pending_cut = True
-            self.pause(shared_pause(error))
+            self._pause_after(error, lease)
 
     def _header_limits(self, limit_r: float | None, limit_t: float | None, now: float) -> bool:
         changed = super()._header_limits(limit_r, limit_t, now)

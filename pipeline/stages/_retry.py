@@ -11,7 +11,10 @@ for errors). A throttled row is tried again, after the server's ``Retry-After`` 
 for as long as ``max_wait`` seconds from its first 429; only then does it fail, with a
 :class:`~pipeline.errors.ThrottledError` that says so. The limiter, not this stage, sets the
 pace: it lowers its rate on 429s (an adaptive limiter) and pauses everyone for a
-``Retry-After``.
+``Retry-After``. A server's wait counts for at most a minute at a time
+(:data:`~pipeline.limiter.MAX_PAUSE`): a row told ``Retry-After: 3600`` fails at once when
+``max_wait`` is shorter than that minute, and otherwise asks again a minute later; the pause
+of everyone is capped alike, and by ``max_wait``.
 
 A structured answer that does not fit its schema (a
 :class:`~pipeline.errors.SchemaValidationError` from :class:`~pipeline.stages.decode` among the
@@ -43,6 +46,7 @@ from pipeline.errors import (
     SchemaValidationError,
     ThrottledError,
 )
+from pipeline.limiter import MAX_PAUSE, stated_by
 from pipeline.record import Record
 from pipeline.stages._core import Chain, Stage
 
@@ -153,7 +157,8 @@ class retry(Stage):
         backoff: the wait policy.
         max_elapsed: stop retrying errors of a record this many seconds after its first.
         max_wait: seconds a record may be throttled (429s), from its first 429, before it
-            fails with :class:`~pipeline.errors.ThrottledError`.
+            fails with :class:`~pipeline.errors.ThrottledError`; also the longest pause a 429
+            puts on everyone through an inner ``acquire`` (its ``max_pause``).
         hooks: objects with ``on_retry(record, error, attempt, delay)`` (a
             :class:`~pipeline.status.StatusTracker` is one); those that also have
             ``on_reask(record, error)`` hear of each re-ask.
@@ -192,6 +197,10 @@ class retry(Stage):
         # Stages that turn a record's request into its re-ask (decode: the answer and why).
         found = (getattr(st, "follow_up", None) for st in self.inner.stages())
         self._follow_ups: tuple[Any, ...] = tuple(f for f in found if callable(f))
+        for stage in self.inner.stages():
+            # A 429 pauses everyone on the limiter: never for longer than a row may wait.
+            if type(stage).__name__ == "acquire" and getattr(stage, "max_pause", 0) is None:
+                setattr(stage, "max_pause", self.max_wait)  # noqa: B010 (any acquire-like stage)
         # Run guards of the inner stages (acquire, call): once one has stopped the run, a
         # failed row is not tried again (it would only be refused, and counted as a retry).
         guards = {id(g): g for g in (getattr(st, "guard", None) for st in self.inner.stages())
@@ -251,10 +260,10 @@ class retry(Stage):
                 throttles += 1
                 if throttles == 1:
                     throttled_since = now
-                delay = self.backoff.throttle_delay(throttles, error.retry_after)
+                delay = self.backoff.throttle_delay(throttles, _bounded(error.retry_after))
                 waited = now - throttled_since
                 if waited + delay > self.max_wait:
-                    record.error = _gave_up(error, waited, throttles)
+                    record.error = _gave_up(error, waited, throttles, self.max_wait)
                     return record
                 count = throttles
             else:
@@ -263,7 +272,7 @@ class retry(Stage):
                     return record
                 if attempt == 1:
                     start = now  # the time budget runs from the first failure
-                delay = self.backoff.delay(attempt, error.retry_after)
+                delay = self.backoff.delay(attempt, _bounded(error.retry_after))
                 if now - start + delay > self.max_elapsed:
                     return record
                 count = attempt
@@ -301,8 +310,22 @@ def _remember(record: Record, error: BaseException) -> None:
         record.earlier_errors.append(error)
 
 
-def _gave_up(error: RateLimitError, waited: float, throttles: int) -> ThrottledError:
+def _bounded(retry_after: float | None) -> float | None:
+    """A server's wait, at most :data:`~pipeline.limiter.MAX_PAUSE` (60 s) at a time: a row
+    asked to wait an hour tries again after a minute (and fails once past ``max_wait``)."""
+    return retry_after if retry_after is None else min(retry_after, MAX_PAUSE)
+
+
+def _gave_up(error: RateLimitError, waited: float, throttles: int,
+             max_wait: float) -> ThrottledError:
+    asked = error.retry_after
+    if asked is not None and waited + min(asked, MAX_PAUSE) > max_wait:
+        why = (f"the server asked to wait {asked:,.0f} s ({stated_by(error)}), past "
+               f"max_wait={max_wait:g} s")
+        if throttles > 1:
+            why += f" (throttled {waited:.0f} s and {throttles} 429s so far)"
+    else:
+        why = f"still rate limited after {waited:.0f} s and {throttles} 429s (max_wait)"
     return ThrottledError(
-        f"still rate limited after {waited:.0f} s and {throttles} 429s (max_wait); the last: "
-        f"{error.message}", status=error.status, code=error.code, body=error.body,
-        headers=error.headers, retry_after=error.retry_after)
+        f"{why}; the last: {error.message}", status=error.status, code=error.code,
+        body=error.body, headers=error.headers, retry_after=error.retry_after)

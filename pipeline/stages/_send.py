@@ -33,12 +33,20 @@ class acquire(Stage):
     while the guard's breaker is open, the record waits before taking any capacity.
     """
 
-    def __init__(self, limiter: Any, *, guard: RunGuard | None = None) -> None:
+    def __init__(self, limiter: Any, *, guard: RunGuard | None = None,
+                 max_pause: float | None = None) -> None:
         limiter = getattr(limiter, "limiter", limiter)  # an Endpoint or a Job
         if not callable(getattr(limiter, "acquire", None)):
             raise ConfigError(f"acquire() needs a rate limiter, got {limiter!r}")
+        if max_pause is not None and (isinstance(max_pause, bool) or
+                                      not isinstance(max_pause, int | float) or
+                                      not max_pause >= 0):
+            raise ConfigError(f"max_pause must be >= 0 seconds, got {max_pause!r}")
         self.limiter = limiter
         self.guard = guard
+        #: The longest pause a 429 of these requests may put on everyone (a retry around
+        #: this stage sets its ``max_wait`` here); the limiter's own ``max_pause`` holds too.
+        self.max_pause = max_pause
         self._lease = getattr(limiter, "lease", None)
 
     async def process(self, record: Record) -> Record:
@@ -52,7 +60,9 @@ class acquire(Stage):
                 return record
         try:
             if self._lease is not None:
-                record.reservation = await self._lease(1, record.token_estimate)
+                lease = record.reservation = await self._lease(1, record.token_estimate)
+                if self.max_pause is not None:
+                    lease.max_pause = self.max_pause
             else:  # a duck-typed limiter with only acquire(): nothing to settle
                 await self.limiter.acquire(1, record.token_estimate)
         except PipelineError as exc:  # RequestTooLarge: it can never be sent
