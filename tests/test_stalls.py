@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import subprocess
+import sys
+import threading
 from collections import Counter
 
 import httpx
@@ -243,3 +247,34 @@ def test_a_429_asking_for_more_than_max_wait_fails_its_row_at_once(case, caplog)
     assert elapsed <= 20 + 5, elapsed  # everyone paused for max_wait at most
     said = [r.getMessage() for r in caplog.records if r.name == "pipeline.limiter"]
     assert len(said) == 1 and "waiting at most 20 s at a time" in said[0], said
+
+
+def test_the_cli_says_a_capped_wait_once_on_the_console(tmp_path):
+    # `pipeline run` against a server asking for an hour: the reason is on the console, once,
+    # and with --max-wait 0.5 the refused rows fail at once (about a second in all).
+    ready, box = threading.Event(), {}
+
+    def serve() -> None:
+        async def main() -> None:
+            async with RefusingServer({"retry-after": "3600"}, refusals=2) as server:
+                box["url"] = server.base_url
+                ready.set()
+                await asyncio.sleep(60)
+
+        asyncio.run(main())
+
+    threading.Thread(target=serve, daemon=True).start()
+    assert ready.wait(10)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("text\n" + "".join(f"row {i}\n" for i in range(6)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", str(rows), "-o", str(tmp_path / "o.csv"),
+         "--template", "{text}", "--base-url", box["url"], "--no-cache", "--no-progress",
+         "--max-wait", "0.5", "--concurrency", "2"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "OPENAI_API_KEY": "sk-test"})
+    assert proc.returncode == 1, proc.stderr
+    said = "the server asked to wait 3,600 s (Retry-After); waiting at most 0.5 s at a time"
+    assert proc.stderr.count(said) == 1, proc.stderr
+    assert "ThrottledError (2 rows): the server asked to wait 3,600 s (Retry-After), past " \
+        "max_wait=0.5 s" in proc.stderr, proc.stderr
