@@ -79,6 +79,8 @@ class Chunk:
     file_id: str | None = None
     batch_id: str | None = None
     collected: bool = False
+    #: Known from the ledger of an earlier run: a batch for it may exist unrecorded.
+    resumed: bool = False
     batch: dict[str, Any] = field(default_factory=dict)  # the last Batch object seen
 
 
@@ -122,7 +124,8 @@ class BatchLedger:
                 continue
             kind, cid = event.get("event"), event["chunk"]
             if kind == "chunk":
-                chunks[cid] = Chunk(cid, str(event.get("path", "")), list(event.get("keys", [])))
+                chunks[cid] = Chunk(cid, str(event.get("path", "")), list(event.get("keys", [])),
+                                    resumed=True)
             elif cid not in chunks:
                 continue
             elif kind == "file":
@@ -225,7 +228,9 @@ class _Run:
                 data={"purpose": "batch"}))
             chunk.file_id = str(response.body["id"])
             self.ledger.append({"event": "file", "chunk": chunk.id, "file_id": chunk.file_id})
-        found = await self.find_batch(chunk)
+        # Only a chunk of an earlier run can have a batch the ledger did not hear of (or one
+        # refused as a whole, which find_batch skips): a new chunk needs no listing.
+        found = await self.find_batch(chunk) if chunk.resumed else None
         if found is None:
             response = await self.send(APIRequest(path="batches", body={
                 "input_file_id": chunk.file_id, "endpoint": "/v1/" + chunk.path,
