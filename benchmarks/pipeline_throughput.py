@@ -27,8 +27,8 @@ from typing import Any
 from aiostream import pipe, stream
 
 import pipeline
+from pipeline.core.record import Record
 from pipeline.limiter import TokenBucketLimiter
-from pipeline.record import Record
 from pipeline.simulator import Simulator
 from pipeline.testing import InstantService
 

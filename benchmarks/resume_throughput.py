@@ -28,9 +28,9 @@ import tempfile
 import time
 
 from pipeline import OpenAIService, io
-from pipeline.cache import ResponseCache, cache_key
-from pipeline.request import Response
+from pipeline.core.request import Response
 from pipeline.simulator import Simulator
+from pipeline.state.cache import ResponseCache, cache_key
 
 TEMPLATE = "Classify the sentiment of this review: {text}"
 DEAD_URL = "http://127.0.0.1:9/v1"  # the discard port: nothing answers there

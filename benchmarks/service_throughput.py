@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Callable
 import httpx
 import msgspec
 
+from pipeline.core.request import APIRequest
 from pipeline.http import OpenAIService
-from pipeline.request import APIRequest
 from pipeline.simulator import Simulator
 
 BODY = {

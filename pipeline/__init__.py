@@ -8,15 +8,17 @@ Every row answered, as fast as the quota allows, with the results lined up with 
 
 The package, layer by layer (each imports only from the layers above it in this list):
 
-* values: :mod:`~pipeline.errors`, :mod:`~pipeline.request`, :mod:`~pipeline.redaction`
+* values: :mod:`~pipeline.errors`, :mod:`~pipeline.core.request`, :mod:`~pipeline.core.redaction`
 * :mod:`~pipeline.limiter`: rate limiters (requests and tokens; adaptive; shared via Redis)
-* :mod:`~pipeline.record`, :mod:`~pipeline.payloads` (building requests), :mod:`~pipeline.cost`
+* :mod:`~pipeline.core.record`, :mod:`~pipeline.payloads` (building requests),
+  :mod:`~pipeline.pricing.cost`
 * :mod:`~pipeline.http`: services, endpoints, transports, error classification
-* :mod:`~pipeline.cache`, :mod:`~pipeline.guard`, :mod:`~pipeline.status`
+* :mod:`~pipeline.state.cache`, :mod:`~pipeline.state.guard`, :mod:`~pipeline.state.status`
 * :mod:`~pipeline.stages`: ``build | lookup | retry(acquire | call) | store | track``
 * :mod:`~pipeline.runner`: :func:`run` and :class:`Results`
-* adapters: :mod:`~pipeline.io` (frames, files), :mod:`~pipeline.resume` (journaled runs),
-  :mod:`~pipeline.estimate`, :mod:`~pipeline.standalone` (one call without a pipeline),
+* adapters: :mod:`~pipeline.io` (frames, files), :mod:`~pipeline.io.resume` (journaled runs),
+  :mod:`~pipeline.adapters.estimate`, :mod:`~pipeline.adapters.standalone` (one call without a
+  pipeline),
   :mod:`~pipeline.ray_data`
 * tools: :mod:`~pipeline.simulator`, :mod:`~pipeline.bench`, :mod:`~pipeline.testing`,
   :mod:`~pipeline.cli`
@@ -30,8 +32,9 @@ The package, layer by layer (each imports only from the layers above it in this 
 from __future__ import annotations
 
 from pipeline import errors, io, payloads, stages
-from pipeline.cache import ResponseCache
-from pipeline.cost import Prices
+from pipeline.adapters.estimate import Estimate, estimate
+from pipeline.core.record import Record
+from pipeline.core.request import APIRequest, Response
 from pipeline.errors import (
     APIError,
     ConfigError,
@@ -43,8 +46,6 @@ from pipeline.errors import (
     SchemaValidationError,
     ThrottledError,
 )
-from pipeline.estimate import Estimate, estimate
-from pipeline.guard import RunGuard
 from pipeline.http import BaseService, Endpoint, Job, JSONService, OpenAIService
 from pipeline.limiter import (
     AdaptiveLimiter,
@@ -55,11 +56,12 @@ from pipeline.limiter import (
 )
 from pipeline.payloads import PayloadPackage
 from pipeline.payloads.structured import OutputSchema, output_schema
-from pipeline.record import Record
-from pipeline.request import APIRequest, Response
+from pipeline.pricing.cost import Prices
 from pipeline.runner import Results, as_completed, default_flow, run, run_sync
 from pipeline.stages import Backoff, Stage, map_unordered, retry
-from pipeline.status import StatusTracker
+from pipeline.state.cache import ResponseCache
+from pipeline.state.guard import RunGuard
+from pipeline.state.status import StatusTracker
 
 __all__ = [
     "APIError",

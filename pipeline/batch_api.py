@@ -46,16 +46,16 @@ from typing import Any
 
 import msgspec
 
-from pipeline.cache import ResponseCache
-from pipeline.cost import DEFAULT_PRICES, Prices
+from pipeline.adapters.standalone import call_with_retry
+from pipeline.core.record import Record
+from pipeline.core.request import APIRequest, FilePart, Response
 from pipeline.errors import APIError, BatchError, BatchExpiredError, ConfigError
 from pipeline.http.classify import classify_error
-from pipeline.record import Record
-from pipeline.request import APIRequest, FilePart, Response
+from pipeline.pricing.cost import DEFAULT_PRICES, Prices
 from pipeline.runner import Results, check_rows, rows_of
 from pipeline.stages import build, decode, lookup
-from pipeline.standalone import call_with_retry
-from pipeline.status import StatusTracker
+from pipeline.state.cache import ResponseCache
+from pipeline.state.status import StatusTracker
 
 __all__ = ["BATCH_ENDPOINTS", "BatchLedger", "cancel_batches", "run_batch", "send_records"]
 
@@ -382,7 +382,7 @@ async def send_records(records: list[Record], job: Any, *, cache: ResponseCache,
                        max_poll: float = 60.0) -> None:
     """:func:`run_batch` on records made already (``Record(index=..., row=...)``; one that
     already has an error is left as it is): each ends answered or with its error, and is
-    counted on ``status``. What :func:`pipeline.resume.run_file` calls with ``batch_api=True``.
+    counted on ``status``. What :func:`pipeline.io.resume.run_file` calls with ``batch_api=True``.
     """
     status = status if status is not None else StatusTracker()
     ledger_path = ledger if ledger is not None else os.path.join(cache.directory, _LEDGER_NAME)

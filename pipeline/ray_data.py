@@ -171,7 +171,7 @@ class AnswerBatches:
 
 def _to_pandas(batch: Any) -> tuple[Any, Any]:
     """The batch as a pandas frame, and how to turn the result back into its format."""
-    from pipeline._extras import require
+    from pipeline.core.extras import require
 
     pd = require("pandas", feature="Ray Data batches", extra="ray")
     if isinstance(batch, pd.DataFrame):

@@ -30,12 +30,10 @@ from typing import Any, TypeVar
 
 from aiostream.core import Stream
 
-from pipeline.cache import CacheScope, ResponseCache
-from pipeline.cost import DEFAULT_PRICES, Prices
+from pipeline.core.record import Record
 from pipeline.errors import ConfigError, RunStoppedError, TemplateKeyError
-from pipeline.guard import RunGuard
 from pipeline.payloads.templates import did_you_mean
-from pipeline.record import Record
+from pipeline.pricing.cost import DEFAULT_PRICES, Prices
 from pipeline.stages import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_WAIT,
@@ -53,7 +51,9 @@ from pipeline.stages import (
     track,
 )
 from pipeline.stages._batch import rows_in_flight
-from pipeline.status import StatusTracker
+from pipeline.state.cache import CacheScope, ResponseCache
+from pipeline.state.guard import RunGuard
+from pipeline.state.status import StatusTracker
 
 __all__ = ["Results", "as_completed", "check_rows", "default_flow", "register_frame_writer",
            "register_rows_adapter", "rows_of", "run", "run_sync"]
@@ -115,7 +115,7 @@ class Results(list[Record]):
         thrown away for not fitting a schema included (cached answers, and errors without an
         answer, cost 0). ``None`` when a model has no price (said once, in a warning).
 
-        Prices are the run's (``status.prices``), else :data:`pipeline.cost.DEFAULT_PRICES`;
+        Prices are the run's (``status.prices``), else :data:`pipeline.pricing.cost.DEFAULT_PRICES`;
         for others, ``pipeline.Prices({...}).total(results)``.
         """
         prices = self.status.prices if self.status.prices is not None else DEFAULT_PRICES
@@ -193,7 +193,7 @@ def default_flow(job: Any, *, cache: ResponseCache | None = None,
     answer that does not fit is never stored in the cache. ``guard`` (a new one by default; also
     ``status.guard``) stops the run early when every later request would fail; ``initial``
     rows counted as already done on the progress bar (a resumed run). ``prices`` (a
-    :class:`~pipeline.cost.Prices`; default: the status's, else the dated defaults) cost the
+    :class:`~pipeline.pricing.cost.Prices`; default: the status's, else the dated defaults) cost the
     answers in the status table.
     """
     status = status if status is not None else StatusTracker()
@@ -340,7 +340,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
             what is not there yet. Without it, running twice sends everything twice.
         cache_scope: ``"key"`` for a cache directory shared between API keys: each key is
             served only the answers it paid for (recorded in the directory; see
-            :class:`~pipeline.cache.ResponseCache`). By default answers are shared.
+            :class:`~pipeline.state.cache.ResponseCache`). By default answers are shared.
         concurrency: requests in flight at most.
         progress: show a progress bar.
         attempts: attempts per row for retryable errors (429 rate limits do not count:
@@ -352,9 +352,9 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
             far (``max(10 s, 6 x p99)`` after 20 answers; before that 30 s plus the request's
             ``max_tokens`` at 20 tokens/s), so a request that never answers does not hold the
             end of the run for the HTTP client's 600 s.
-        prices: a :class:`~pipeline.cost.Prices`, a dict of them or a JSON file: what
+        prices: a :class:`~pipeline.pricing.cost.Prices`, a dict of them or a JSON file: what
             ``results.cost`` and the status table's cost row use (default: the dated
-            OpenAI prices of :data:`pipeline.cost.DEFAULT_PRICES`).
+            OpenAI prices of :data:`pipeline.pricing.cost.DEFAULT_PRICES`).
         reasks: for a job with a schema, times an answer that does not fit it is asked
             again (default 2; counted in ``status.reasks``); then the row fails with a
             :class:`~pipeline.errors.SchemaValidationError`.

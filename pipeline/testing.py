@@ -26,9 +26,9 @@ import selectors
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+from pipeline.core.request import APIRequest, Response
 from pipeline.errors import APIError
 from pipeline.http import OpenAIService
-from pipeline.request import APIRequest, Response
 from pipeline.stages._retry import set_testing
 
 __all__ = ["InstantService", "VirtualTimeLoop", "instant_backoff", "run_virtual", "set_testing"]

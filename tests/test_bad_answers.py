@@ -17,6 +17,7 @@ import pytest
 
 import pipeline
 from pipeline import ResponseCache
+from pipeline.core.request import APIRequest
 from pipeline.errors import (
     ContentFilterError,
     ErrorBodyError,
@@ -24,7 +25,6 @@ from pipeline.errors import (
     NoAnswerError,
 )
 from pipeline.http.classify import check_answer
-from pipeline.request import APIRequest
 from pipeline.simulator import Simulator
 from pipeline.simulator._config import BAD_ANSWER_FAULTS, Faults
 from pipeline.testing import set_testing

@@ -16,8 +16,8 @@ import pytest
 from pipeline import bench
 from pipeline.bench import _sweep
 from pipeline.cli import main as cli_main
+from pipeline.core.record import Record
 from pipeline.errors import ConfigError
-from pipeline.record import Record
 from pipeline.simulator import LogEntry
 
 # 600 rpm with a 6-request bucket: 30 requests need about 2.4 s; compressed to about 0.5 s.

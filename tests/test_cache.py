@@ -1,4 +1,4 @@
-"""pipeline.cache: the response cache key (stable, secret-free) and the cache itself."""
+"""pipeline.state.cache: the response cache key (stable, secret-free) and the cache itself."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.cache import (
+from pipeline.core.request import APIRequest, FilePart, Response
+from pipeline.errors import CacheError, ConfigError
+from pipeline.state.cache import (
     CacheDamagedError,
     ResponseCache,
     cache_key,
@@ -20,8 +22,6 @@ from pipeline.cache import (
     remove_cache_files,
     set_scope,
 )
-from pipeline.errors import CacheError, ConfigError
-from pipeline.request import APIRequest, FilePart, Response
 
 SECRET = "sk-proj-SECRETSECRET0123456789"
 
@@ -54,7 +54,7 @@ def test_cache_key_is_pinned():
 
 def test_cache_key_is_the_same_in_another_process():
     code = (
-        "from pipeline.cache import cache_key; from pipeline.request import APIRequest; "
+        "from pipeline.state.cache import cache_key; from pipeline.core.request import APIRequest; "
         f"print(cache_key(APIRequest(path='chat/completions', body={BASE.body!r})))"
     )
     out = subprocess.run(
@@ -134,7 +134,7 @@ def _response(**headers):
 def test_a_write_that_fails_is_counted_said_once_and_never_raises(tmp_path, caplog):
     cache = ResponseCache(tmp_path, flush_every=1)
     cache._cache.set = lambda *a, **k: False  # FanoutCache.set's way of saying "timed out"
-    with caplog.at_level(logging.WARNING, logger="pipeline.cache"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.state.cache"):
         for i in range(3):
             cache.put(f"k{i}", _response())
         cache.close()
@@ -151,7 +151,7 @@ def test_a_read_that_fails_is_a_miss(tmp_path, caplog):
             raise sqlite3.DatabaseError("database disk image is malformed")
 
         cache._cache.get = broken
-        with caplog.at_level(logging.WARNING, logger="pipeline.cache"):
+        with caplog.at_level(logging.WARNING, logger="pipeline.state.cache"):
             assert cache.get("a") is None and cache.get("b") is None
         assert cache.misses == 2 and cache.failed_reads == 2
         assert len(caplog.records) == 1 and "cannot be read" in caplog.text

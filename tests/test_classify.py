@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline import errors
+from pipeline.core.request import Response
 from pipeline.http.classify import classify_error, classify_exception, decode_body, retry_after
-from pipeline.request import Response
 
 SECRET = "sk-proj-SECRETSECRET0123456789"
 

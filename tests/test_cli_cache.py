@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from pipeline.cache import ResponseCache
-from pipeline.request import Response
+from pipeline.core.request import Response
 from pipeline.simulator import Simulator
+from pipeline.state.cache import ResponseCache
 
 KEY = "sk-test-cli-cache-0123456789abcdef"
 ADVICE = "it holds only answers already paid for; they will be asked again"

@@ -134,8 +134,8 @@ def test_bad_input_is_refused_before_anything_is_sent(tmp_path, sim):
 
 
 def test_cache_stats_and_clear(tmp_path):
-    from pipeline.cache import ResponseCache
-    from pipeline.request import Response
+    from pipeline.core.request import Response
+    from pipeline.state.cache import ResponseCache
 
     with ResponseCache(tmp_path / "c") as cache:
         cache.put("k", Response(status=200, body={"ok": True}))
@@ -396,7 +396,7 @@ def test_the_distribution_is_not_the_unrelated_pypi_pipeline():
     assert any(x.startswith(f"{name}[") for x in project["optional-dependencies"]["dev"])
     assert project["scripts"] == {"pipeline": "pipeline.cli:main"}
     assert metadata.distribution(name).read_text("top_level.txt") in (None, "pipeline\n")
-    from pipeline._extras import install_hint
+    from pipeline.core.extras import install_hint
 
     assert install_hint("pandas") == 'pip install "ratelimited-pipeline[pandas]"'
     assert pipeline_cli("--help").returncode == 0

@@ -1,4 +1,4 @@
-"""Cost and planning (pipeline.cost): prices, the cost of a run, estimate() and --dry-run.
+"""Cost and planning (pipeline.pricing.cost): prices, the cost of a run, estimate() and --dry-run.
 
 Runs go to the simulator on 127.0.0.1; the CLI test runs ``pipeline run`` in a subprocess.
 """
@@ -14,11 +14,11 @@ import warnings
 import pytest
 
 import pipeline
-from pipeline.cache import ResponseCache
-from pipeline.cost import DEFAULT_PRICES, ModelPrice, Prices, UnknownPriceWarning
+from pipeline.adapters.estimate import Estimate, estimate, quota_minutes
 from pipeline.errors import ConfigError
-from pipeline.estimate import Estimate, estimate, quota_minutes
+from pipeline.pricing.cost import DEFAULT_PRICES, ModelPrice, Prices, UnknownPriceWarning
 from pipeline.simulator import Simulator
+from pipeline.state.cache import ResponseCache
 
 KEY = "sk-test-cost-0123456789abcdef"
 ROWS = [{"text": f"review number {i}: " + "words " * (i % 7)} for i in range(24)]
@@ -114,8 +114,8 @@ def test_a_price_without_input_or_output_names_the_model_and_what_is_missing(pri
 
 
 def test_a_cached_input_price_is_optional_and_prices_the_cached_prompt_tokens(tmp_path):
-    from pipeline.record import Record
-    from pipeline.request import APIRequest, Response
+    from pipeline.core.record import Record
+    from pipeline.core.request import APIRequest, Response
 
     prices = Prices({"m": {"input": 2, "output": 8, "cached_input": 0.5}}, defaults=False)
     assert prices["m"] == ModelPrice(2, 8, cached_input=0.5)

@@ -16,7 +16,7 @@ from pipeline.errors import (
     RunStoppedError,
     ServerError,
 )
-from pipeline.guard import RunGuard
+from pipeline.state.guard import RunGuard
 from pipeline.testing import InstantService, run_virtual
 
 ROWS = [{"text": f"row {i}"} for i in range(200)]

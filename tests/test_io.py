@@ -298,7 +298,7 @@ async def test_missing_file_or_unknown_output_format_sends_nothing(tmp_path, sim
 
 
 def test_entry_of_an_unfinished_record_is_pending():
-    from pipeline.record import Record
+    from pipeline.core.record import Record
 
     e = io.entry(Record(index=2, row={"a": 1}))
     assert e["status"] == "pending" and e["i"] == 2
@@ -398,7 +398,7 @@ def test_read_jsonl_in_another_encoding(tmp_path):
 
 
 def test_missing_pyarrow_is_a_clear_error_naming_the_extra(tmp_path, monkeypatch):
-    from pipeline._extras import MissingExtraError
+    from pipeline.core.extras import MissingExtraError
 
     pl.DataFrame({"text": ["a"]}).write_parquet(tmp_path / "in.parquet")
     monkeypatch.setitem(sys.modules, "pyarrow", None)

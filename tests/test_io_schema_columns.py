@@ -1,4 +1,4 @@
-"""Structured answers as typed columns in every sink (pipeline.io._sinks, pipeline.resume):
+"""Structured answers as typed columns in every sink (pipeline.io._sinks, pipeline.io.resume):
 pandas and Polars frames, CSV/JSONL/Parquet files and resumed runs; failed rows get nulls
 plus their error; empty and all-failed frames are typed too. Against the simulator."""
 
@@ -15,10 +15,10 @@ import pytest
 
 import pipeline
 from pipeline import io
-from pipeline.resume import run_file
+from pipeline.io.resume import run_file
 from pipeline.runner import Results
 from pipeline.simulator import Simulator
-from pipeline.status import StatusTracker
+from pipeline.state.status import StatusTracker
 
 
 class Place(msgspec.Struct):

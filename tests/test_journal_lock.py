@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 
 from pipeline import OpenAIService, io
-from pipeline.resume import JournalBusyError, JournalLock
+from pipeline.io.resume import JournalBusyError, JournalLock
 from pipeline.simulator import Simulator
 
 KEY = "sk-test-lock"
@@ -71,7 +71,7 @@ def test_a_second_cli_run_on_one_output_exits_2_at_once_and_nothing_is_paid_twic
 def test_a_lock_held_by_a_process_killed_with_kill_9_does_not_block(tmp_path):
     journal = str(tmp_path / "out.csv.journal")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pipeline.resume import JournalLock\n"
+        [sys.executable, "-c", "import sys, time\nfrom pipeline.io.resume import JournalLock\n"
          "JournalLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)",
          journal], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

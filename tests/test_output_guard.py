@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 from pipeline import OpenAIService, io
-from pipeline.resume import Journal, OutputWriteError
+from pipeline.io.resume import Journal, OutputWriteError
 from pipeline.simulator import Simulator
 
 KEY = "sk-test-guard"
@@ -143,7 +143,7 @@ async def test_a_journal_that_fills_up_stops_sending_and_loses_no_answer(
 
 async def test_an_output_that_cannot_be_written_after_the_run_keeps_the_journal(
         tmp_path, rows, sim, monkeypatch):
-    import pipeline.resume as resume
+    import pipeline.io.resume as resume
 
     output = tmp_path / "out.csv"
 

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.core.request import APIRequest, FilePart
 from pipeline.errors import PayloadError, TemplateKeyError
 from pipeline.payloads import (
     FileUploadBuilder,
@@ -27,7 +28,6 @@ from pipeline.payloads import (
     fine_tuning_job,
 )
 from pipeline.payloads.tokens import MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMER_TOKENS
-from pipeline.request import APIRequest, FilePart
 
 COMPONENTS = {
     "chat/completions": "CreateChatCompletionRequest",

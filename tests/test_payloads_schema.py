@@ -7,9 +7,9 @@ import msgspec
 import pytest
 
 import pipeline
-from pipeline.cache import cache_key
 from pipeline.errors import ConfigError
 from pipeline.payloads import chat
+from pipeline.state.cache import cache_key
 
 
 class Verdict(msgspec.Struct):

@@ -1,4 +1,4 @@
-"""pipeline.redaction: secrets masked in text, URLs, headers and JSON; Secret never prints."""
+"""pipeline.core.redaction: secrets masked in text, URLs, headers and JSON; Secret never prints."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from pipeline.redaction import Secret, mask_secret, redact_headers, redact_text, redact_url
+from pipeline.core.redaction import Secret, mask_secret, redact_headers, redact_text, redact_url
 
 SECRET = "sk-proj-SECRETSECRET0123456789"
 

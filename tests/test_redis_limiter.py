@@ -327,7 +327,7 @@ async def test_fails_closed_to_the_local_share_when_redis_is_unreachable(
 
 def test_bad_url_and_missing_redis_py_are_clear(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline import Endpoint
-    from pipeline._extras import MissingExtraError
+    from pipeline.core.extras import MissingExtraError
 
     with pytest.raises(ConfigError, match="redis://HOST:PORT/DB"):
         RedisLimiter("http://127.0.0.1:6379")

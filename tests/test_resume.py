@@ -201,7 +201,7 @@ async def test_a_template_changed_after_its_hundredth_character_is_another_job(t
 
 
 def test_the_fingerprint_covers_every_option_whole_and_no_secret():
-    from pipeline.resume import fingerprint
+    from pipeline.io.resume import fingerprint
 
     source = io.read([{"text": "a"}])
     long_system = "s" * 200

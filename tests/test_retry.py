@@ -15,7 +15,7 @@ from pipeline.errors import (
     ThrottledError,
 )
 from pipeline.stages import Backoff, build, retry, track
-from pipeline.status import StatusTracker
+from pipeline.state.status import StatusTracker
 from pipeline.testing import InstantService, instant_backoff, run_virtual, set_testing
 
 ROWS = [{"text": f"row {i}"} for i in range(5)]

@@ -7,16 +7,16 @@ import asyncio
 import pytest
 from aiostream import stream
 
-from pipeline.cache import ResponseCache
+from pipeline.core.record import Record
 from pipeline.errors import (
     ConfigError,
     PayloadError,
 )
-from pipeline.record import Record
 from pipeline.runner import run, run_sync
 from pipeline.stages import (
     Stage,
 )
+from pipeline.state.cache import ResponseCache
 from pipeline.testing import InstantService
 
 ROWS = [{"text": f"row {i}"} for i in range(20)]

@@ -12,8 +12,8 @@ import msgspec
 import pytest
 
 from pipeline import errors
+from pipeline.core.request import APIRequest, FilePart, Response
 from pipeline.http import BaseService, Endpoint, Job, JSONService, OpenAIService
-from pipeline.request import APIRequest, FilePart, Response
 
 KEY = "sk-test-SUPERSECRET-0123456789abcdef"
 CHAT = APIRequest(
@@ -630,7 +630,7 @@ async def sim_call(sim, request: APIRequest = SIM_CHAT, *, key: str = KEY, **kwa
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_simulator_success_on_every_endpoint(transport, tmp_path):
-    from pipeline.standalone import upload_file_with_retry
+    from pipeline.adapters.standalone import upload_file_with_retry
 
     train = tmp_path / "train.jsonl"
     train.write_text(

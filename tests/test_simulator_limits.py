@@ -13,7 +13,7 @@ import httpx
 import msgspec
 import pytest
 
-from pipeline._durations import parse_duration
+from pipeline.core.durations import parse_duration
 from pipeline.simulator import Latency, Simulator, count_chat_tokens
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}]}

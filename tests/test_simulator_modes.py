@@ -22,9 +22,9 @@ import openai
 import pytest
 
 from pipeline import bench
-from pipeline._durations import parse_duration
 from pipeline.cli import bench as cli_bench
 from pipeline.cli import serve as sim_cli
+from pipeline.core.durations import parse_duration
 from pipeline.errors import ConfigError
 from pipeline.simulator import Simulator, SimulatorConfig, count_chat_tokens
 from pipeline.simulator import _app as sim_app

@@ -11,8 +11,8 @@ import pytest
 import pipeline
 from pipeline import io
 from pipeline.errors import ConfigError, ContextLengthExceededError, MalformedResponseError
+from pipeline.io.resume import run_file
 from pipeline.limiter import TokenBucketLimiter
-from pipeline.resume import run_file
 from pipeline.simulator import Simulator, count_input_tokens
 from pipeline.stages import acquire, batched, call, retry
 from pipeline.testing import instant_backoff

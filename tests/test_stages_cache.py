@@ -11,7 +11,6 @@ import threading
 
 import pytest
 
-from pipeline.cache import ResponseCache
 from pipeline.errors import (
     BadRequestError,
     ConfigError,
@@ -20,6 +19,7 @@ from pipeline.http import OpenAIService
 from pipeline.runner import run
 from pipeline.simulator import Simulator
 from pipeline.stages import lookup, store
+from pipeline.state.cache import ResponseCache
 from pipeline.testing import InstantService
 
 ROWS = [{"text": f"row {i}"} for i in range(20)]
@@ -79,7 +79,7 @@ async def test_a_full_cache_disk_fails_no_row_and_is_said_once(tmp_path, monkeyp
             # Flushed every 4 answers: the disk is found full again and again, said once.
             cache = ResponseCache(tmp_path / "cache", flush_every=4)
             monkeypatch.setattr(cache._cache, "set", disk_full)
-            with caplog.at_level(logging.WARNING, logger="pipeline.cache"):
+            with caplog.at_level(logging.WARNING, logger="pipeline.state.cache"):
                 results = await run(_rows(30), job, cache=cache, concurrency=8)
                 cache.close()
             assert sim.stats().requests == 30
@@ -87,7 +87,7 @@ async def test_a_full_cache_disk_fails_no_row_and_is_said_once(tmp_path, monkeyp
             assert results.status.succeeded == 30 and results.status.failed == 0
             assert cache.failed_writes == 30 and cache.writes == 0
             assert "No space left on device" in (cache.write_error or "")
-            said = [r.getMessage() for r in caplog.records if r.name == "pipeline.cache"]
+            said = [r.getMessage() for r in caplog.records if r.name == "pipeline.state.cache"]
             assert said == [f"the response cache at {tmp_path / 'cache'} cannot be written (No "
                             "space left on device); going on without caching: a rerun will "
                             "pay again for the answers from now on"]

@@ -8,11 +8,10 @@ import gc
 import pytest
 from aiostream import pipe, stream
 
-from pipeline.cache import ResponseCache
+from pipeline.core.record import Record
 from pipeline.errors import (
     ConfigError,
 )
-from pipeline.record import Record
 from pipeline.runner import default_flow, run_sync
 from pipeline.stages import (
     Backoff,
@@ -27,7 +26,8 @@ from pipeline.stages import (
     store,
     track,
 )
-from pipeline.status import StatusTracker
+from pipeline.state.cache import ResponseCache
+from pipeline.state.status import StatusTracker
 from pipeline.testing import InstantService, run_virtual
 
 ROWS = [{"text": f"row {i}"} for i in range(20)]

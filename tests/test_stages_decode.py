@@ -11,13 +11,13 @@ import msgspec
 import pytest
 
 import pipeline
-from pipeline.cache import ResponseCache
+from pipeline.core.record import Record
+from pipeline.core.request import Response
 from pipeline.errors import ConfigError, SchemaValidationError
 from pipeline.limiter import TokenBucketLimiter
-from pipeline.record import Record
-from pipeline.request import Response
 from pipeline.simulator import Simulator
 from pipeline.stages import acquire, call, decode, retry
+from pipeline.state.cache import ResponseCache
 from pipeline.testing import InstantService
 
 

@@ -8,12 +8,12 @@ import msgspec
 import pytest
 from aiostream import stream
 
+from pipeline.core.record import Record
 from pipeline.errors import (
     RateLimitError,
     RequestTooLarge,
 )
 from pipeline.limiter import TokenBucketLimiter
-from pipeline.record import Record
 from pipeline.stages import (
     Backoff,
     acquire,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.record import Record
+from pipeline.core.record import Record
 from pipeline.stages import (
     track,
 )
-from pipeline.status import StatusTracker
+from pipeline.state.status import StatusTracker
 from pipeline.testing import InstantService, run_virtual
 
 ROWS = [{"text": f"row {i}"} for i in range(20)]

@@ -17,9 +17,9 @@ import pytest
 
 from pipeline import OpenAIService, default_flow, run
 from pipeline.errors import APIConnectionError, RunStoppedError, ThrottledError, TransportError
-from pipeline.guard import RunGuard
 from pipeline.simulator import Simulator
-from pipeline.status import StatusTracker
+from pipeline.state.guard import RunGuard
+from pipeline.state.status import StatusTracker
 from pipeline.testing import instant_backoff, run_virtual
 
 pytestmark = pytest.mark.timeout(60)

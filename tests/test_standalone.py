@@ -1,4 +1,5 @@
-"""pipeline.standalone: one request without a pipeline, on the pipeline's own retry policy."""
+"""pipeline.adapters.standalone: one request without a pipeline, on the pipeline's own retry
+policy."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import httpx
 import pytest
 
 from pipeline import errors
-from pipeline.cache import ResponseCache
+from pipeline.adapters.standalone import cached_call, call_with_retry, upload_file_with_retry
+from pipeline.core.request import APIRequest
 from pipeline.http import JSONService, OpenAIService
-from pipeline.request import APIRequest
 from pipeline.simulator import Simulator
-from pipeline.standalone import cached_call, call_with_retry, upload_file_with_retry
+from pipeline.state.cache import ResponseCache
 from pipeline.testing import instant_backoff
 
 pytestmark = pytest.mark.timeout(30)

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from pipeline import run
+from pipeline.core.request import APIRequest
 from pipeline.errors import (
     APIConnectionError,
     ConfigError,
@@ -35,7 +36,6 @@ from pipeline.errors import (
 from pipeline.http import JSONService, OpenAIService
 from pipeline.http.classify import classify_exception
 from pipeline.http.transports import ProxyRouter, ProxyRules, is_loopback, make_transport
-from pipeline.request import APIRequest
 from pipeline.testing import set_testing
 
 KEY = "sk-test-transports-0123456789abcdef"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from pipeline._checks import percentile
+from pipeline.core.checks import percentile
 from pipeline.errors import ConfigError
 from pipeline.http import OpenAIService
 from pipeline.limiter import (

@@ -33,7 +33,7 @@ def version() -> str:
     """
     from importlib import metadata
 
-    from pipeline._extras import DISTRIBUTION
+    from pipeline.core.extras import DISTRIBUTION
 
     try:
         return metadata.version(DISTRIBUTION)
@@ -53,7 +53,7 @@ class _PrintVersion(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: object, option_string: str | None = None) -> None:
-        from pipeline._extras import DISTRIBUTION
+        from pipeline.core.extras import DISTRIBUTION
 
         print(f"pipeline {version()} ({DISTRIBUTION})")  # stdout, as git and pip do
         parser.exit()

@@ -133,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
     plot_path = None if args.no_plot else args.out
     try:
         # What the results need, checked before anything runs (one line, exit code 2).
-        from pipeline._extras import require
+        from pipeline.core.extras import require
 
         require("pandas", feature="pipeline bench (its results table)", extra="pandas")
         if plot_path:

@@ -42,14 +42,14 @@ def _error(message: str) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``pipeline cache``."""
-    from pipeline.cache import (
+    from pipeline.errors import PipelineError
+    from pipeline.state.cache import (
         CacheDamagedError,
         ResponseCache,
         is_response_cache,
         remove_cache_files,
         set_scope,
     )
-    from pipeline.errors import PipelineError
 
     directory = args.directory
     if args.scope is not None and args.action != "scope":

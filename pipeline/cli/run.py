@@ -242,11 +242,12 @@ def _check_args(args: argparse.Namespace) -> None:
 
 async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
     """Run the job the parsed arguments describe; return the exit code."""
-    from pipeline import io, resume
-    from pipeline.cost import Prices
-    from pipeline.estimate import estimate
+    from pipeline import io
+    from pipeline.adapters.estimate import estimate
     from pipeline.http import OpenAIService
-    from pipeline.status import StatusTracker
+    from pipeline.io import resume
+    from pipeline.pricing.cost import Prices
+    from pipeline.state.status import StatusTracker
 
     out = out if out is not None else sys.stderr
     _check_args(args)
@@ -333,7 +334,7 @@ def failure_advice(status: Any) -> str:
     """What to do about the failures: the first message of each kind, and whether rerunning
     the same command can help (it cannot for a wrong key, a bad request or a full context).
 
-    >>> from pipeline.status import StatusTracker
+    >>> from pipeline.state.status import StatusTracker
     >>> status = StatusTracker(); status.errors_by_type = {"AuthenticationError": 3}
     >>> status.first_errors = {"AuthenticationError": "401 Unauthorized: Incorrect API key"}
     >>> print(failure_advice(status))

@@ -8,8 +8,9 @@
   (:class:`NoAnswerError`, :class:`ErrorBodyError`, :class:`ContentFilterError`).
 * :func:`retry_after` reads ``retry-after-ms``, ``Retry-After`` and ``x-ratelimit-reset-*``.
 
-The retry stage (:class:`pipeline.stages.retry`), the services and the standalone helpers of
-:mod:`pipeline.standalone` all decide with these, so a status means the same thing everywhere.
+The retry stage (:class:`pipeline.stages.retry`), the services and the standalone helpers
+of :mod:`pipeline.adapters.standalone` all decide with these, so a status means the same thing
+everywhere.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from typing import Any
 import httpx
 import msgspec
 
-from pipeline._durations import parse_duration
+from pipeline.core.durations import parse_duration
+from pipeline.core.redaction import redact_headers, redact_json, redact_text
+from pipeline.core.request import Response
 from pipeline.errors import (
     APIConnectionError,
     APIError,
@@ -50,8 +53,6 @@ from pipeline.errors import (
     ServerError,
     TLSCertificateError,
 )
-from pipeline.redaction import redact_headers, redact_json, redact_text
-from pipeline.request import Response
 
 __all__ = ["ANSWER_SHAPES", "AnswerShape", "HeadersLike", "check_answer", "classify_error",
            "classify_exception", "decode_body", "retry_after"]
@@ -484,7 +485,7 @@ def check_answer(
     - ``"chat"``: ``choices`` is a non-empty list, and each choice has a ``message`` whose
       ``content`` is a string (``""`` included), or ``tool_calls``, ``function_call`` or a
       ``refusal`` string. A refusal is an answer: the model's reply is the refusal text
-      (:attr:`~pipeline.record.Record.text` gives it);
+      (:attr:`~pipeline.core.record.Record.text` gives it);
     - ``"completion"``: ``choices`` is a non-empty list and each choice's ``text`` a string;
     - ``"chat"`` and ``"completion"``: a choice with ``finish_reason`` ``"content_filter"``
       is a :class:`ContentFilterError` (not retryable: the same prompt is filtered again);

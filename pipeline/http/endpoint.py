@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from pipeline._checks import optional_positive, positive
+from pipeline.core.checks import optional_positive, positive
+from pipeline.core.redaction import redact_url
 from pipeline.errors import ConfigError
-from pipeline.redaction import redact_url
 
 if TYPE_CHECKING:
     from pipeline.limiter import RateLimiter

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Unpack
 
+from pipeline.core.redaction import Secret, redact_url
+from pipeline.core.request import APIRequest
 from pipeline.errors import ConfigError, InsecureConnectionWarning
 from pipeline.http.service import (
     DEFAULT_OPENAI_BASE_URL,
@@ -20,8 +22,6 @@ from pipeline.http.service import (
     ServiceOptions,
 )
 from pipeline.http.transports import is_loopback
-from pipeline.redaction import Secret, redact_url
-from pipeline.request import APIRequest
 
 __all__ = ["OpenAIService"]
 

@@ -1,7 +1,7 @@
 """Services: one API host, its auth, one shared HTTP client, and its endpoints.
 
-:class:`BaseService` sends one :class:`~pipeline.request.APIRequest` and returns a
-:class:`~pipeline.request.Response` or raises a classified :class:`~pipeline.errors.APIError`.
+:class:`BaseService` sends one :class:`~pipeline.core.request.APIRequest` and returns a
+:class:`~pipeline.core.request.Response` or raises a classified :class:`~pipeline.errors.APIError`.
 It neither retries nor rate limits (the pipeline's stages do both). :class:`OpenAIService`
 talks to any OpenAI-compatible server (OpenAI, Azure OpenAI, vLLM, Ollama...);
 :class:`JSONService` to any other JSON API.
@@ -33,6 +33,8 @@ from typing import Any, ClassVar, Protocol, Self, TypedDict, Unpack, runtime_che
 import httpx
 import msgspec
 
+from pipeline.core.redaction import SECRET_HEADERS, Secret, redact_url
+from pipeline.core.request import APIRequest, Response
 from pipeline.errors import APIError, ConfigError, PayloadError
 from pipeline.http.classify import (
     ANSWER_SHAPES,
@@ -51,8 +53,6 @@ from pipeline.http.transports import (
     make_transport,
 )
 from pipeline.http.transports import transport_name as _transport_name
-from pipeline.redaction import SECRET_HEADERS, Secret, redact_url
-from pipeline.request import APIRequest, Response
 
 __all__ = ["BaseService", "JSONService", "Job", "PayloadBuilder", "ServiceOptions"]
 

@@ -28,8 +28,8 @@ from typing import Any, Literal, TypeAlias
 
 import httpx
 
+from pipeline.core.redaction import redact_url
 from pipeline.errors import ConfigError
-from pipeline.redaction import redact_url
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -20,7 +20,7 @@ missing file, an unknown format, bytes the encoding cannot decode, two columns w
 or request bodies for mixed endpoints raise :class:`~pipeline.errors.InputError`; a template
 column a file's header or a frame lacks (``pipeline.run`` too: a frame, or a list of rows none
 of which has it) raises :class:`~pipeline.errors.TemplateKeyError` (with a did-you-mean); a
-format whose package is not installed raises :class:`~pipeline._extras.MissingExtraError`
+format whose package is not installed raises :class:`~pipeline.core.extras.MissingExtraError`
 (:func:`run_file` checks the output up front).
 
 >>> import pandas as pd
@@ -34,7 +34,7 @@ Then, inside a coroutine::
                                                     prompt="Sentiment of: {text}"))
         out.loc["a", "answer"], out.loc["b", "status"]
 
-Resumable runs of files live in :mod:`pipeline.resume` (:func:`pipeline.resume.run_file`
+Resumable runs of files live in :mod:`pipeline.io.resume` (:func:`pipeline.io.resume.run_file`
 journals results as they complete; rerun the same call after a crash and only the rest is
 sent); ``pipeline.io.run_file`` is the same function, kept where earlier versions had it.
 
@@ -49,7 +49,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pipeline._extras import require
+from pipeline.core.extras import require
 from pipeline.io._sinks import (
     OUTPUT_FORMATS,
     RESULT_COLUMNS,
@@ -145,10 +145,10 @@ register_frame_writer("polars", _polars_frame)
 
 
 def __getattr__(name: str) -> Any:
-    # The resumable-run names of earlier versions: they live in pipeline.resume, a layer that
+    # The resumable-run names of earlier versions: they live in pipeline.io.resume, a layer that
     # builds on this one (imported on first use, so there is no import cycle).
     if name in ("run_file", "Journal", "RunSummary", "write_journal"):
-        import pipeline.resume
+        import pipeline.io.resume
 
-        return getattr(pipeline.resume, name)
+        return getattr(pipeline.io.resume, name)
     raise AttributeError(f"module 'pipeline.io' has no attribute {name!r}")

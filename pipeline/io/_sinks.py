@@ -34,11 +34,11 @@ from typing import Any
 
 import msgspec
 
-from pipeline._extras import require
+from pipeline.core.extras import require
+from pipeline.core.record import Record
+from pipeline.core.request import APIRequest
 from pipeline.errors import APIError, InputError
 from pipeline.io._sources import FORMATS, BatchRequest, Source, format_of, read
-from pipeline.record import Record
-from pipeline.request import APIRequest
 from pipeline.runner import Results
 
 __all__ = [
@@ -76,7 +76,7 @@ def check_output(path: str | os.PathLike[str], format: str | None = None,
     Call it before sending anything: a results file that cannot be written after the run
     means paying for answers that are then lost. ``format`` overrides the extension; without
     it a ``.jsonl`` output of a Batch ``source`` is ``"batch"``. Raises
-    :class:`~pipeline.errors.InputError` or :class:`~pipeline._extras.MissingExtraError`.
+    :class:`~pipeline.errors.InputError` or :class:`~pipeline.core.extras.MissingExtraError`.
 
     >>> check_output("answers.jsonl", "cookbook")
     'cookbook'

@@ -1,4 +1,4 @@
-"""Sources: anything with rows in, :class:`~pipeline.record.Record` values out, numbered by
+"""Sources: anything with rows in, :class:`~pipeline.core.record.Record` values out, numbered by
 their position in the input.
 
 A :class:`Source` is what :func:`read` returns. Iterating it yields one record per input row,
@@ -19,13 +19,13 @@ from typing import Any
 
 import msgspec
 
-from pipeline._extras import require
+from pipeline.core.extras import require
+from pipeline.core.record import Record
+from pipeline.core.request import APIRequest
 from pipeline.errors import ConfigError, InputError, TemplateKeyError
 from pipeline.http.endpoint import endpoint_from_url
 from pipeline.payloads.templates import did_you_mean
 from pipeline.payloads.tokens import estimate_tokens
-from pipeline.record import Record
-from pipeline.request import APIRequest
 
 __all__ = ["FORMATS", "BatchRequest", "Source", "check_columns", "format_of", "read"]
 
@@ -41,7 +41,7 @@ _json_decode = msgspec.json.Decoder().decode
 class BatchRequest(APIRequest, frozen=True, kw_only=True):
     """A ready request read from a JSONL file, with the line's ``custom_id`` and ``metadata``.
 
-    It is an :class:`~pipeline.request.APIRequest`, so the build stage sends it as it is
+    It is an :class:`~pipeline.core.request.APIRequest`, so the build stage sends it as it is
     (whatever the job's template), and its cache key ignores ``custom_id`` and ``metadata``.
 
     >>> r = BatchRequest(path="embeddings", body={"model": "m", "input": "hi"}, custom_id="a-1")
@@ -573,7 +573,7 @@ def read(data: Any, *, format: str | None = None, endpoint: str | None = None,
     a missing request column or bodies for mixed endpoints raise
     :class:`~pipeline.errors.InputError` before anything is sent. A JSONL object that repeats
     a key keeps its last value, as ``json.loads``, pandas and Polars read it. A Parquet file
-    without pyarrow installed raises :class:`~pipeline._extras.MissingExtraError`.
+    without pyarrow installed raises :class:`~pipeline.core.extras.MissingExtraError`.
 
     >>> import pandas as pd
     >>> source = read(pd.DataFrame({"text": ["a", "b"]}, index=[10, 20]))

@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
-from pipeline._checks import optional_positive
-from pipeline._durations import format_duration, parse_duration
+from pipeline.core.checks import optional_positive
+from pipeline.core.durations import format_duration, parse_duration
 from pipeline.errors import ConfigError, RateLimitError, RequestTooLarge
 
 __all__ = ["DEFAULT_BURST_SECONDS", "DEFAULT_COOLDOWN", "KEEP", "MAX_PAUSE", "Lease",

@@ -76,8 +76,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
 
-from pipeline._durations import format_duration
-from pipeline._extras import require
+from pipeline.core.durations import format_duration
+from pipeline.core.extras import require
 from pipeline.errors import ConfigError, RateLimitError
 from pipeline.limiter._base import (
     _SLACK,

@@ -1,4 +1,4 @@
-"""Payload builders: one input row in, one validated :class:`~pipeline.request.APIRequest` out.
+"""Payload builders: one input row in, one validated :class:`~pipeline.core.request.APIRequest` out.
 
 A builder holds the request's defaults (model, prompt template, temperature...) and turns each
 row into a request body, checked against the msgspec Structs in :mod:`pipeline.payloads.schemas`,
@@ -40,6 +40,7 @@ from typing import Any, ClassVar, TypeAlias
 
 import msgspec
 
+from pipeline.core.request import APIRequest, FilePart
 from pipeline.errors import ConfigError, PayloadError
 from pipeline.payloads.schemas import (
     ChatCompletionRequest,
@@ -70,7 +71,6 @@ from pipeline.payloads.tokens import (
     max_output_tokens,
     resolve_tokenizer,
 )
-from pipeline.request import APIRequest, FilePart
 
 __all__ = [
     "Builder",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pipeline._durations import format_duration
+from pipeline.core.durations import format_duration
 
 __all__ = ["POLICIES", "Bucket", "KeyLimits", "Policy", "Window"]
 

@@ -1,6 +1,6 @@
 """Pipeline stages: small objects with one method, composed with ``|``.
 
-A stage takes a :class:`~pipeline.record.Record` and returns it, filled in a little more::
+A stage takes a :class:`~pipeline.core.record.Record` and returns it, filled in a little more::
 
     build(job) | lookup(cache) | retry(acquire(limiter) | call(service, "chat/completions"))
                | store(cache) | track(status)
@@ -16,7 +16,7 @@ stage              what it does to a record
 :class:`retry`     runs its inner stages again for retryable errors, with backoff
 :class:`batched`   sends many rows' embeddings requests as one request, splits the answer
 :class:`store`     keeps a fresh answer in the cache
-:class:`track`     counts it in a :class:`~pipeline.status.StatusTracker`; progress bar
+:class:`track`     counts it in a :class:`~pipeline.state.status.StatusTracker`; progress bar
 =================  ==================================================================
 
 Neighbouring stages fuse into one :class:`Chain` (one coroutine per record under one bounded,

@@ -39,6 +39,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pipeline.core.record import Record
+from pipeline.core.request import APIRequest, Response
 from pipeline.errors import (
     APIStatusError,
     BadRequestError,
@@ -57,8 +59,6 @@ from pipeline.payloads.embedding_batches import (
     pack,
     split,
 )
-from pipeline.record import Record
-from pipeline.request import APIRequest, Response
 from pipeline.stages._core import Chain, Stage
 from pipeline.stages._retry import retry
 from pipeline.stages._send import acquire

@@ -6,10 +6,10 @@ from typing import Any
 
 import msgspec
 
+from pipeline.core.record import Record
+from pipeline.core.request import APIRequest
 from pipeline.errors import ConfigError, PayloadError, PipelineError
 from pipeline.payloads.templates import _as_mapping, invalid_text
-from pipeline.record import Record
-from pipeline.request import APIRequest
 from pipeline.stages._core import Stage
 
 __all__ = ["build"]
@@ -21,7 +21,7 @@ class build(Stage):
     """Turn the row into a request with a builder (or a :class:`~pipeline.http.Job`).
 
     A row that cannot be built becomes a failed record (a ``PayloadError``); nothing is sent.
-    A row that already is an :class:`~pipeline.request.APIRequest` passes through. Either way
+    A row that already is an :class:`~pipeline.core.request.APIRequest` passes through. Either way
     the request body must be JSON that UTF-8 can carry: a lone surrogate (``"x\\ud800"``) in
     a row's value, or a value JSON cannot hold, fails that row alone with a ``PayloadError``
     naming the column and the character's position, instead of failing later, at the cache

@@ -1,17 +1,17 @@
 """The cache stages: answer from the response cache (``lookup``), keep new answers (``store``).
 
 Neither fails a row because of the cache: a read that fails is a miss, a write that fails is
-said once and the answer goes on as a success (see :class:`~pipeline.cache.ResponseCache`).
+said once and the answer goes on as a success (see :class:`~pipeline.state.cache.ResponseCache`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pipeline.cache import ResponseCache, cache_key
+from pipeline.core.record import Record
 from pipeline.errors import ConfigError
-from pipeline.record import Record
 from pipeline.stages._core import Stage
+from pipeline.state.cache import ResponseCache, cache_key
 
 __all__ = ["lookup", "store"]
 

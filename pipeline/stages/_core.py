@@ -17,9 +17,9 @@ from typing import Any, cast
 
 from aiostream.core import Stream
 
-from pipeline._checks import positive_int
+from pipeline.core.checks import positive_int
+from pipeline.core.record import Record
 from pipeline.errors import ConfigError
-from pipeline.record import Record
 from pipeline.stages._map import map_unordered
 
 __all__ = ["DEFAULT_CONCURRENCY", "Chain", "Flow", "Stage"]

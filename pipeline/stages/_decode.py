@@ -6,10 +6,10 @@ from typing import Any
 
 import msgspec
 
+from pipeline.core.record import Record
 from pipeline.errors import SchemaValidationError
 from pipeline.payloads.structured import OutputSchema
 from pipeline.payloads.tokens import chat_prompt_tokens
-from pipeline.record import Record
 from pipeline.stages._core import Stage
 
 __all__ = ["decode"]
@@ -26,7 +26,7 @@ class decode(Stage):
     answer that came from the cache (``after_done``), so a cached answer becomes a value too.
 
     >>> import asyncio, msgspec
-    >>> from pipeline.request import Response
+    >>> from pipeline.core.request import Response
     >>> class Tag(msgspec.Struct):
     ...     tag: str
     >>> record = Record(index=0, response=Response(status=200, body={"choices": [

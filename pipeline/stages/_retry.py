@@ -38,6 +38,7 @@ import math
 import random
 from typing import Any, Protocol
 
+from pipeline.core.record import Record
 from pipeline.errors import (
     APIError,
     ConfigError,
@@ -47,7 +48,6 @@ from pipeline.errors import (
     ThrottledError,
 )
 from pipeline.limiter import MAX_PAUSE, stated_by
-from pipeline.record import Record
 from pipeline.stages._core import Chain, Stage
 
 __all__ = ["DEFAULT_MAX_WAIT", "DEFAULT_REASKS", "Backoff", "RetryHook", "retry",
@@ -160,7 +160,7 @@ class retry(Stage):
             fails with :class:`~pipeline.errors.ThrottledError`; also the longest pause a 429
             puts on everyone through an inner ``acquire`` (its ``max_pause``).
         hooks: objects with ``on_retry(record, error, attempt, delay)`` (a
-            :class:`~pipeline.status.StatusTracker` is one); those that also have
+            :class:`~pipeline.state.status.StatusTracker` is one); those that also have
             ``on_reask(record, error)`` hear of each re-ask.
         reasks: times an answer that does not fit its schema is asked again (no wait).
 

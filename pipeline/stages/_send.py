@@ -11,13 +11,13 @@ from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline._checks import percentile
+from pipeline.core.checks import percentile
+from pipeline.core.record import Record
+from pipeline.core.request import APIRequest
 from pipeline.errors import APIError, APITimeoutError, ConfigError, PipelineError
-from pipeline.guard import RunGuard
 from pipeline.payloads.tokens import provider_charge
-from pipeline.record import Record
-from pipeline.request import APIRequest
 from pipeline.stages._core import Stage
+from pipeline.state.guard import RunGuard
 
 __all__ = ["LatencyWindow", "acquire", "call"]
 
@@ -29,7 +29,7 @@ class acquire(Stage):
     is a :class:`~pipeline.limiter.Lease` on ``record.reservation``, settled by :class:`call`
     with the outcome (real usage, ``x-ratelimit-*`` headers, a 429), which is how the limiter
     learns. An adaptive limiter also holds an in-flight slot until then. With a stopped
-    ``guard`` (:class:`~pipeline.guard.RunGuard`) the record fails at once, without waiting;
+    ``guard`` (:class:`~pipeline.state.guard.RunGuard`) the record fails at once, without waiting;
     while the guard's breaker is open, the record waits before taking any capacity.
     """
 
@@ -91,7 +91,7 @@ class call(Stage):
     answers have arrived, and from the request's most output tokens before that (30 s plus
     20 tokens a second).
 
-    ``guard`` (a :class:`~pipeline.guard.RunGuard`) sees every attempt's outcome; once it has
+    ``guard`` (a :class:`~pipeline.state.guard.RunGuard`) sees every attempt's outcome; once it has
     stopped the run, records reaching this stage fail with its
     :class:`~pipeline.errors.RunStoppedError` and nothing more is sent. While its breaker is
     open (the server stopped answering), records wait here and one at a time probes.

@@ -1,4 +1,5 @@
-"""The track stage: counters in a :class:`~pipeline.status.StatusTracker` and a progress bar."""
+"""The track stage: counters in a :class:`~pipeline.state.status.StatusTracker` and a
+progress bar."""
 
 from __future__ import annotations
 
@@ -6,15 +7,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.record import Record
+from pipeline.core.record import Record
 from pipeline.stages._core import Stage
-from pipeline.status import StatusTracker
+from pipeline.state.status import StatusTracker
 
 __all__ = ["track"]
 
 
 class track(Stage):
-    """Count records in a :class:`~pipeline.status.StatusTracker` and show a progress bar.
+    """Count records in a :class:`~pipeline.state.status.StatusTracker` and show a progress bar.
 
     Retries and re-asks are counted from the records (``record.earlier_errors``), so a
     track stage anywhere after a retry stage sees them, without wiring the tracker into the

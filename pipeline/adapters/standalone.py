@@ -23,12 +23,12 @@ import os
 import pathlib
 from typing import Any
 
-from pipeline.cache import ResponseCache
+from pipeline.core.record import Record
+from pipeline.core.request import APIRequest, FilePart, Response
 from pipeline.errors import InputError
 from pipeline.http import BaseService, Endpoint
-from pipeline.record import Record
-from pipeline.request import APIRequest, FilePart, Response
 from pipeline.stages import DEFAULT_MAX_WAIT, Backoff, Stage, acquire, call, retry
+from pipeline.state.cache import ResponseCache
 
 __all__ = ["cached_call", "call_with_retry", "upload_file_with_retry"]
 
@@ -63,7 +63,7 @@ async def call_with_retry(service: BaseService, endpoint: Endpoint | str,
                           timeout: float | None = None) -> Response:
     """Send ``request`` to ``endpoint`` of ``service``: rate limited by the endpoint's limiter,
     retried like a pipeline retries (``attempts`` for errors; 429s cost time, up to
-    ``max_wait`` seconds), and return the :class:`~pipeline.request.Response`.
+    ``max_wait`` seconds), and return the :class:`~pipeline.core.request.Response`.
 
     Raises the last :class:`~pipeline.errors.APIError` (or a
     :class:`~pipeline.errors.ThrottledError` past ``max_wait``).

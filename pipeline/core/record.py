@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from pipeline.core.request import APIRequest, Response
 from pipeline.errors import APIError, RateLimitError, SchemaValidationError
-from pipeline.request import APIRequest, Response
 
 if TYPE_CHECKING:  # a value the limiter layer makes; records only carry it
     from pipeline.limiter import Lease

@@ -45,12 +45,10 @@ from typing import Any
 import msgspec
 from aiostream import stream as aiostream_stream
 
-from pipeline.cache import ResponseCache
+from pipeline.core.record import Record
 from pipeline.errors import ConfigError, InputError, PipelineError, RunStoppedError
-from pipeline.guard import RunGuard
 from pipeline.io._sinks import check_output, entry, write_entries
 from pipeline.io._sources import Source, check_columns, read
-from pipeline.record import Record
 from pipeline.runner import default_flow
 from pipeline.stages import (
     DEFAULT_CONCURRENCY,
@@ -60,7 +58,9 @@ from pipeline.stages import (
     Stage,
     call,
 )
-from pipeline.status import StatusTracker
+from pipeline.state.cache import ResponseCache
+from pipeline.state.guard import RunGuard
+from pipeline.state.status import StatusTracker
 
 __all__ = [
     "Journal",
@@ -109,7 +109,7 @@ class JournalLock:
     >>> JournalLock(path).acquire()  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    pipeline.resume.JournalBusyError: another run is using the journal ...
+    pipeline.io.resume.JournalBusyError: another run is using the journal ...
     >>> lock.release()
     """
 
@@ -608,7 +608,7 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
 
     Before anything is sent, raises :class:`~pipeline.errors.InputError` for a missing file
     or an unknown format, :class:`~pipeline.errors.TemplateKeyError` for a template column
-    the input lacks, :class:`~pipeline._extras.MissingExtraError` when the output needs a
+    the input lacks, :class:`~pipeline.core.extras.MissingExtraError` when the output needs a
     package that is not installed (pyarrow for Parquet), :class:`OutputWriteError` for an
     output or journal directory that is missing or read-only, :class:`OutputExistsError` and
     :class:`JournalBusyError`. A journal that stops being writable during the run (a full

@@ -8,7 +8,7 @@ buffered and flushed in one SQLite transaction every ``flush_every`` responses o
 much, which a rerun simply sends again.
 
 The cache never fails a row. A write that fails (a full disk, a damaged file) is said once on
-the ``pipeline.cache`` logger, counted in ``failed_writes``, and the run goes on without
+the ``pipeline.state.cache`` logger, counted in ``failed_writes``, and the run goes on without
 caching; a read that fails is a miss. Only opening a damaged cache raises
 (:class:`~pipeline.errors.CacheError`, saying how to remove it), before anything is sent.
 
@@ -18,7 +18,7 @@ in it, so every later run honours it) mixes a fingerprint of the key (HMAC-SHA25
 key) into every cache key: each key is served only the answers it paid for.
 
 >>> import tempfile
->>> from pipeline.request import Response
+>>> from pipeline.core.request import Response
 >>> with ResponseCache(tempfile.mkdtemp()) as cache:
 ...     cache.put("k", Response(status=200, body={"ok": True}))
 ...     cache.get("k").body
@@ -44,15 +44,15 @@ from typing import Any, Literal
 import diskcache
 import msgspec
 
+from pipeline.core.redaction import redact_text, redact_url
+from pipeline.core.request import APIRequest, Response
 from pipeline.errors import CacheError, ConfigError
-from pipeline.redaction import redact_text, redact_url
-from pipeline.request import APIRequest, Response
 
 __all__ = ["KEPT_HEADERS", "SCOPES", "CacheDamagedError", "CacheScope", "ResponseCache",
            "cache_key", "is_response_cache", "key_fingerprint", "remove_cache_files",
            "set_scope"]
 
-logger = logging.getLogger("pipeline.cache")
+logger = logging.getLogger("pipeline.state.cache")
 
 #: Whose answers a cache serves: ``"shared"`` (anyone's, the default) or ``"key"`` (only
 #: the API key that paid for them).

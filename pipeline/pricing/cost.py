@@ -14,7 +14,7 @@ Prices change: check https://openai.com/api/pricing and give your own with ``Pri
 A model without a price costs ``None``, never a silent 0, and is named once in a warning
 (:class:`UnknownPriceWarning`).
 
-What a run *would* cost, before anything is sent, is :func:`pipeline.estimate`.
+What a run *would* cost, before anything is sent, is :func:`pipeline.adapters.estimate`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from pipeline.core.record import Record
 from pipeline.errors import ConfigError
-from pipeline.record import Record
 
 __all__ = [
     "DEFAULT_PRICES",

@@ -13,11 +13,11 @@ import weakref
 from array import array
 from typing import Any
 
-from pipeline._checks import percentile
-from pipeline._display import html_table
-from pipeline.cost import record_model, usd
+from pipeline.core.checks import percentile
+from pipeline.core.display import html_table
+from pipeline.core.record import Record
 from pipeline.errors import APIError, RateLimitError, SchemaValidationError, TransportError
-from pipeline.record import Record
+from pipeline.pricing.cost import record_model, usd
 
 __all__ = ["StatusTracker"]
 
@@ -68,10 +68,10 @@ class StatusTracker:
         self.first_errors: dict[str, str] = {}
         #: The limiter of the tracked endpoint, when known (its effective rate is shown).
         self.limiter: Any = None
-        #: The run's :class:`~pipeline.guard.RunGuard`, when known (why a run stopped).
+        #: The run's :class:`~pipeline.state.guard.RunGuard`, when known (why a run stopped).
         self.guard: Any = None
-        #: The :class:`~pipeline.cost.Prices` to cost answers with (``default_flow`` sets the
-        #: defaults); ``None``: no cost row.
+        #: The :class:`~pipeline.pricing.cost.Prices` to cost answers with (``default_flow``
+        #: sets the defaults); ``None``: no cost row.
         self.prices: Any = None
         #: USD paid for the answers counted so far, thrown-away ones included (cached: 0).
         self.cost = 0.0
@@ -191,7 +191,7 @@ class StatusTracker:
         """Requests that answered rows (not cached): fewer than the rows they answered when
         embeddings went in batches.
 
-        >>> from pipeline.request import Response
+        >>> from pipeline.core.request import Response
         >>> tracker = StatusTracker()
         >>> for i in range(4):
         ...     tracker.record_started(Record(index=i))
@@ -262,7 +262,7 @@ class StatusTracker:
     def cost_text(self) -> str:
         """The cost so far, for the table.
 
-        >>> from pipeline.cost import Prices
+        >>> from pipeline.pricing.cost import Prices
         >>> tracker = StatusTracker(); tracker.prices = Prices(); tracker.cost = 0.0375
         >>> tracker.cost_text()
         '$0.0375 (prices: as published by OpenAI, 2025)'

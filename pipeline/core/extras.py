@@ -11,7 +11,7 @@ line naming what to install, never a traceback after the money is spent:
 >>> require("no_such_module_here", feature="plotting", extra="plot")
 Traceback (most recent call last):
 ...
-pipeline._extras.MissingExtraError: plotting needs no_such_module_here, which is not \
+pipeline.core.extras.MissingExtraError: plotting needs no_such_module_here, which is not \
 installed: pip install "ratelimited-pipeline[plot]"
 """
 

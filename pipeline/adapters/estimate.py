@@ -12,9 +12,9 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from pipeline._display import html_table
-from pipeline.cache import ResponseCache
-from pipeline.cost import Prices, usd
+from pipeline.core.display import html_table
+from pipeline.core.record import Record
+from pipeline.core.request import APIRequest
 from pipeline.errors import ConfigError
 from pipeline.payloads.templates import invalid_text
 from pipeline.payloads.tokens import (
@@ -23,9 +23,9 @@ from pipeline.payloads.tokens import (
     resolve_tokenizer,
     response_format_tokens,
 )
-from pipeline.record import Record
-from pipeline.request import APIRequest
+from pipeline.pricing.cost import Prices, usd
 from pipeline.runner import rows_of
+from pipeline.state.cache import ResponseCache
 
 __all__ = ["Estimate", "estimate", "quota_minutes"]
 
@@ -38,7 +38,7 @@ class Estimate:
         invalid: rows that cannot be built (they would fail; nothing is sent for them).
         cached: rows the response cache already answers (free).
         resumed: rows a resume journal already answers (a rerun of ``pipeline run`` or
-            :func:`pipeline.resume.run_file` sends nothing for them).
+            :func:`pipeline.io.resume.run_file` sends nothing for them).
         to_send: rows that would be sent.
         prompt_tokens: estimated prompt tokens of the rows to send (the builder's estimate).
         schema_tokens: the part of ``prompt_tokens`` that is the answer schema
@@ -52,7 +52,7 @@ class Estimate:
         cost_low, cost_high: USD for the prompts alone, and for the prompts plus every answer
             at its ``max_tokens``; ``None`` when a model has no price.
         batch_low, batch_high: the same through the provider's Batch API
-            (:attr:`Prices.batch_share <pipeline.cost.Prices.batch_share>` of it).
+            (:attr:`Prices.batch_share <pipeline.pricing.cost.Prices.batch_share>` of it).
         models: the models of the rows to send; ``unpriced``: those without a price.
     """
 
@@ -189,10 +189,10 @@ def estimate(rows: Any, job: Any, *, rpm: float | None = None, tpm: float | None
     """Plan a run of ``rows`` through ``job`` without sending anything.
 
     Each row is built as the run would build it; the cache (a directory or a
-    :class:`~pipeline.cache.ResponseCache`) is asked the way the run's lookup asks it.
+    :class:`~pipeline.state.cache.ResponseCache`) is asked the way the run's lookup asks it.
     ``rpm``/``tpm`` default to the job's endpoint limits. A cache directory that does not
     exist yet answers nothing and is not created. ``answered``: input positions a resume
-    journal already answers (:func:`pipeline.resume.answered` reads them), left out.
+    journal already answers (:func:`pipeline.io.resume.answered` reads them), left out.
 
     For example, inside a coroutine (or a notebook cell)::
 

@@ -1,0 +1,1 @@
+"""What answers cost: prices per model and the cost of a record (``cost``)."""
