@@ -346,8 +346,9 @@ print(f"{len(batches)} requests for {len(vectors)} texts; vectors of {len(vector
 
 Subclass `Stage` and write `async def process(self, record)`. This one cleans the review text
 before the request is built: it collapses whitespace and cuts long reviews (fewer tokens). A
-stage runs only on records still in progress unless it sets `after_done = True`, like the
-second one, which tallies the answers of every finished record."""),
+stage sees every record that has not failed; the second one sets `on_failed = True` to see
+failures too, since it tallies every finished record. (With `pipeline.run(rows, job,
+stages=[Tally()])` a stage runs inside the default pipeline and keeps `Results`.)"""),
     ("py", """\
 from collections import Counter
 
@@ -368,7 +369,7 @@ class Clean(Stage):
 class Tally(Stage):
     \"\"\"Count the answers (runs on succeeded and failed records too).\"\"\"
 
-    after_done = True
+    on_failed = True
 
     def __init__(self):
         self.counts = Counter()
@@ -559,6 +560,46 @@ To try your own provider from a shell:
         --limiters adaptive,token_bucket --bursts default,6 --csv bench.csv --out bench.png
 
 (`--burst` and `--bursts` are seconds of the rate, as `pipeline run --burst` is.)"""),
+    ("md", """\
+## Outgrown one key: several deployments
+
+Two deployments of different sizes (say two Azure regions), limits not told: each gets its own
+adaptive limiter, each row goes where it would be granted soonest, and when one dies a third of
+the way in, its rows move to the other. Counted from the two simulators' own logs."""),
+    ("py", """\
+from pipeline import Deployment, RoutedService
+
+ROWS_D = 600
+small, large = Simulator(rpm=3_000).start(), Simulator(rpm=6_000).start()
+routed = RoutedService([Deployment(base_url=small.base_url, api_key="sk-local", name="small"),
+                        Deployment(base_url=large.base_url, api_key="sk-local", name="large")])
+job_d = routed.chat(model="gpt-4o-mini", prompt="Classify: {text}", max_tokens=5)
+
+
+async def kill_small_at_a_third():
+    while sum(1 for e in small.log() if e.outcome == "ok") + \\
+            sum(1 for e in large.log() if e.outcome == "ok") < ROWS_D // 3:
+        await asyncio.sleep(0.05)
+    small.stop()
+
+
+killer = asyncio.ensure_future(kill_small_at_a_third())
+t0 = time.perf_counter()
+spread = await pipeline.run([{"text": f"item {i}"} for i in range(ROWS_D)], job_d)
+spread_wall = time.perf_counter() - t0
+await killer
+await routed.aclose()
+answered = Counter(e.body_hash for sim in (small, large) for e in sim.log() if e.outcome == "ok")
+by_deployment = {name: sum(1 for e in sim.log() if e.outcome == "ok")
+                 for name, sim in (("small", small), ("large", large))}
+large.stop()
+by_deployment"""),
+    ("py", """\
+assert len(spread.succeeded) == ROWS_D, "every row answered"
+assert len(answered) == ROWS_D and max(answered.values()) == 1, "each exactly once"
+print(f"{len(spread.succeeded)}/{ROWS_D} rows answered, each exactly once "
+      f"({by_deployment['small']} by the small deployment before it died, "
+      f"{by_deployment['large']} by the large one) in {spread_wall:.1f} s.")"""),
 ]
 
 
@@ -723,9 +764,10 @@ print(f"Answers: {', '.join(f'{n} {label}' for label, n in labels.items())}.")""
     ("md", """\
 The shared limiter kept the four workers together inside the key's limit: the provider
 never had to refuse, and the quota was used to the full. Workers on other machines join the
-same quota by giving the same `redis://` URL and `?key=`. If Redis stops answering, each
-worker goes on alone at `local_share` of the quota (default 1/8; give `1/N` for `N`
-workers), never more, and rejoins when Redis is back."""),
+same quota by giving the same `redis://` URL and `?key=`, and they share one rate controller
+too: limits nobody told are discovered as by one client. If Redis stops answering, each
+worker goes on alone at its share of the quota (one over the workers that were live), never
+more, and rejoins when Redis is back."""),
     ("py", """\
 ray.shutdown()
 sim.stop()

@@ -46,7 +46,8 @@ from pipeline.errors import (
     SchemaValidationError,
     ThrottledError,
 )
-from pipeline.http import BaseService, Endpoint, Job, JSONService, OpenAIService
+from pipeline.http import BaseService, Endpoint, EndpointLimits, Job, JSONService, OpenAIService
+from pipeline.http.deployments import Deployment, RoutedService
 from pipeline.limiter import (
     AdaptiveLimiter,
     IntervalLimiter,
@@ -54,10 +55,11 @@ from pipeline.limiter import (
     RateLimiter,
     TokenBucketLimiter,
 )
+from pipeline.options import RunOptions
 from pipeline.payloads import PayloadPackage
-from pipeline.payloads.structured import OutputSchema, output_schema
 from pipeline.pricing.cost import Prices
 from pipeline.runner import Results, as_completed, default_flow, run, run_sync
+from pipeline.schema import OutputSchema, output_schema
 from pipeline.stages import Backoff, Stage, map_unordered, retry
 from pipeline.state.cache import ResponseCache
 from pipeline.state.guard import RunGuard
@@ -70,7 +72,9 @@ __all__ = [
     "Backoff",
     "BaseService",
     "ConfigError",
+    "Deployment",
     "Endpoint",
+    "EndpointLimits",
     "Estimate",
     "InputError",
     "IntervalLimiter",
@@ -89,7 +93,9 @@ __all__ = [
     "Response",
     "ResponseCache",
     "Results",
+    "RoutedService",
     "RunGuard",
+    "RunOptions",
     "RunStoppedError",
     "SchemaValidationError",
     "Stage",

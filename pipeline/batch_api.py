@@ -40,7 +40,7 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,7 @@ from pipeline.adapters.standalone import call_with_retry
 from pipeline.core.record import Record
 from pipeline.core.request import APIRequest, FilePart, Response
 from pipeline.errors import APIError, BatchError, BatchExpiredError, ConfigError
+from pipeline.http import BaseService, Job
 from pipeline.http.classify import classify_error
 from pipeline.pricing.cost import DEFAULT_PRICES, Prices
 from pipeline.runner import Results, check_rows, rows_of
@@ -182,7 +183,7 @@ def _split(keys: list[str], requests: dict[str, APIRequest], max_requests: int,
 class _Run:
     """One call of :func:`run_batch`: the state its steps share."""
 
-    def __init__(self, job: Any, cache: ResponseCache, ledger: BatchLedger, *,
+    def __init__(self, job: Job, cache: ResponseCache, ledger: BatchLedger, *,
                  poll: float, max_poll: float, progress: bool, status: StatusTracker) -> None:
         self.job = job
         self.service = job.service
@@ -283,9 +284,9 @@ class _Run:
         batch = chunk.batch
         state = batch.get("status")
         results: dict[str, dict[str, Any]] = {}
-        for item in await self.download(batch.get("error_file_id")) + \
+        for line in await self.download(batch.get("error_file_id")) + \
                 await self.download(batch.get("output_file_id")):
-            results[item["custom_id"]] = item
+            results[line["custom_id"]] = line
         where = f"batch {chunk.batch_id}"
         for key in chunk.keys:
             records = waiting.get(key)
@@ -304,7 +305,7 @@ class _Run:
         self.ledger.append({"event": "collected", "chunk": chunk.id})
 
 
-def _outcome(item: dict[str, Any] | None, state: Any, batch: dict[str, Any],
+def _outcome(item: dict[str, Any] | None, state: object, batch: dict[str, Any],
              where: str) -> tuple[Response | None, BaseException | None]:
     """The answer or error of one request of a finished batch."""
     if item is None:
@@ -331,10 +332,11 @@ def _outcome(item: dict[str, Any] | None, state: Any, batch: dict[str, Any],
     return None, BatchError(text, code=code)
 
 
-async def run_batch(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
+async def run_batch(rows: Iterable[Any] | AsyncIterable[Any], job: Job, *,
                     cache: str | os.PathLike[str] | ResponseCache,
                     ledger: str | os.PathLike[str] | None = None, progress: bool = False,
-                    status: StatusTracker | None = None, prices: Any = None,
+                    status: StatusTracker | None = None,
+                    prices: Prices | Mapping[str, Any] | str | os.PathLike[str] | None = None,
                     max_requests: int = MAX_REQUESTS, max_bytes: int = MAX_BYTES,
                     poll: float = 5.0, max_poll: float = 60.0) -> Results:
     """Send the rows through the provider's Batch API; return :class:`Results` as
@@ -369,13 +371,13 @@ async def run_batch(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
         await send_records(records, job, cache=store, ledger=ledger, progress=progress,
                            status=status, max_requests=max_requests, max_bytes=max_bytes,
                            poll=poll, max_poll=max_poll)
-        return Results(records, status, None, schema=getattr(job, "schema", None))
+        return Results(records, status, None, schema=job.schema)
     finally:
         if owned:
             store.close()
 
 
-async def send_records(records: list[Record], job: Any, *, cache: ResponseCache,
+async def send_records(records: list[Record], job: Job, *, cache: ResponseCache,
                        ledger: str | os.PathLike[str] | None = None, progress: bool = False,
                        status: StatusTracker | None = None, max_requests: int = MAX_REQUESTS,
                        max_bytes: int = MAX_BYTES, poll: float = 5.0,
@@ -416,7 +418,7 @@ async def send_records(records: list[Record], job: Any, *, cache: ResponseCache,
     finally:
         if state.bar is not None:
             state.bar.close()
-    schema = getattr(job, "schema", None)
+    schema = job.schema
     decoder = decode(schema) if schema is not None else None
     for record in records:
         if decoder is not None:
@@ -490,7 +492,7 @@ def _refused_for_queue(batch: dict[str, Any]) -> bool:
     return any(e.get("code") == "token_limit_exceeded" for e in errors)
 
 
-async def cancel_batches(service: Any, cache: str | os.PathLike[str] | ResponseCache, *,
+async def cancel_batches(service: BaseService, cache: str | os.PathLike[str] | ResponseCache, *,
                          ledger: str | os.PathLike[str] | None = None) -> list[str]:
     """Cancel every batch the ledger knows that has not been collected yet; return their ids.
 

@@ -13,6 +13,7 @@ instances of this tree::
     ├── InputError                           unreadable input: missing file/column, bad line
     ├── CacheError                           the response cache could not be read or written
     ├── RunStoppedError                      the run stopped: every later request would fail
+    ├── StageError                           a stage of yours raised on this row
     └── APIError                             one HTTP call failed (``retryable`` says what to do)
         ├── TransportError                   nothing usable came back           [retryable]
         │   ├── APITimeoutError
@@ -84,6 +85,7 @@ __all__ = [
     "SchemaFailure",
     "SchemaValidationError",
     "ServerError",
+    "StageError",
     "TLSCertificateError",
     "TemplateKeyError",
     "ThrottledError",
@@ -136,6 +138,16 @@ class InputError(PipelineError):
 
 class CacheError(PipelineError):
     """The response cache could not be read or written."""
+
+
+class StageError(PipelineError):
+    """A stage of yours (``run(..., stages=[...])``, :func:`~pipeline.stages.each`) raised on
+    this row: ``stage`` names it and ``__cause__`` is what it raised. The row fails; the rows
+    around it go on, and an answer it had stays in the cache (a rerun does not pay again)."""
+
+    def __init__(self, message: str, *, stage: str = "") -> None:
+        super().__init__(message)
+        self.stage = stage
 
 
 class RunStoppedError(PipelineError):

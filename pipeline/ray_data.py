@@ -12,7 +12,9 @@ column, comes back with every row failed and the reason).
 
 With ``shared_limit="redis://HOST:PORT/DB"`` every worker on every machine spends one quota
 (:class:`~pipeline.limiter.RedisLimiter`), so ``rpm``/``tpm`` are the key's limits, not a
-worker's.
+worker's. :meth:`BatchJob.check`, on the driver before mapping, makes sure that Redis can be
+used (reached, the password right, scripts allowed): a wrong URL is a
+:class:`~pipeline.errors.ConfigError` there, before any worker starts or anything is sent.
 
 >>> job = BatchJob(model="gpt-4o-mini", prompt="Classify: {text}", max_tokens=5,
 ...                rpm=5_000, tpm=2_000_000, shared_limit="redis://redis.internal:6379/0")
@@ -22,7 +24,7 @@ True
 Then, with ``import ray``::
 
     ds = ray.data.read_parquet("s3://bucket/reviews/")
-    out = ds.map_batches(AnswerBatches, fn_constructor_args=(job,),
+    out = ds.map_batches(AnswerBatches, fn_constructor_args=(job.check(),),
                          compute=ray.data.ActorPoolStrategy(size=8),
                          batch_size=256, batch_format="pandas")
 
@@ -34,12 +36,14 @@ of Ray it serves.)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import msgspec
 
 from pipeline.errors import ConfigError
+from pipeline.stages import DEFAULT_ATTEMPTS, DEFAULT_MAX_WAIT
 
 __all__ = ["AnswerBatches", "BatchJob"]
 
@@ -61,7 +65,9 @@ class BatchJob(msgspec.Struct, frozen=True, kw_only=True):
         rpm, tpm: the key's limits (ceilings for the adaptive limiter, the shared quota
             with ``shared_limit``).
         shared_limit: ``redis://HOST:PORT/DB`` shared by all workers (``?key=NAME`` names
-            the quota; default ``pipeline:<path>``).
+            the quota; default ``pipeline:<path>``): one bucket and one rate controller for
+            them all, so limits not given are discovered as by one client.
+        adaptive: ``False``: fixed rates (``rpm``/``tpm`` as given), as everywhere.
         concurrency, attempts, max_wait, timeout, cache: as for :func:`pipeline.run` (per
             worker; ``cache`` is a directory on the worker).
     """
@@ -78,11 +84,30 @@ class BatchJob(msgspec.Struct, frozen=True, kw_only=True):
     rpm: float | None = None
     tpm: float | None = None
     shared_limit: str | None = None
+    adaptive: bool = True
     concurrency: int = 32
-    attempts: int = 6
-    max_wait: float = 600.0
+    attempts: int = DEFAULT_ATTEMPTS
+    max_wait: float = DEFAULT_MAX_WAIT
     timeout: float | None = None
     cache: str | None = None
+
+    def check(self, *, timeout: float = 2.0) -> BatchJob:
+        """Raise :class:`~pipeline.errors.ConfigError` (one line: the URL with its password
+        masked, what is wrong, what to do) when :attr:`shared_limit` names a Redis the workers
+        could not use; return the job. Call it on the driver, before mapping: run from the
+        workers, a wrong URL would cost every worker its start and fail every batch.
+
+        A job without ``shared_limit`` has nothing to check:
+
+        >>> job = BatchJob(model="gpt-4o-mini", prompt="{text}")
+        >>> job.check() is job
+        True
+        """
+        if self.shared_limit:
+            from pipeline.limiter import check_redis
+
+            _wait_for(check_redis(self.shared_limit, timeout=timeout))
+        return self
 
     def __repr__(self) -> str:  # the key, if given, is not shown
         fields = [f"{name}={getattr(self, name)!r}" for name in self.__struct_fields__
@@ -98,14 +123,19 @@ class AnswerBatches:
     ``AnswerBatches(job)`` takes a :class:`BatchJob` (or a mapping of its fields). Called
     with a batch (pandas DataFrame, pyarrow Table or dict of numpy arrays), it returns the
     batch in the same format with the result columns added; see the module docstring.
+    ``stages``: your own stages, as for :func:`pipeline.run` (Ray pickles them to each
+    worker with cloudpickle); what they leave on ``record.data`` comes back as columns.
+    Give both through ``map_batches(AnswerBatches, fn_constructor_args=(job, stages))``.
     """
 
-    def __init__(self, job: BatchJob | Mapping[str, Any]) -> None:
+    def __init__(self, job: BatchJob | Mapping[str, Any],
+                 stages: Sequence[Any] | None = None) -> None:
         if isinstance(job, Mapping):
             job = msgspec.convert(dict(job), BatchJob)
         if not isinstance(job, BatchJob):
             raise ConfigError(f"AnswerBatches needs a BatchJob, got {type(job).__name__}")
         self.job = job
+        self.stages = list(stages or ())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._service: Any = None
         self._job: Any = None
@@ -132,7 +162,8 @@ class AnswerBatches:
         io.check_columns(source, job.builder)  # a misspelt {column} fails the batch, clearly
         results = await run(source, job, concurrency=self.job.concurrency,
                             attempts=self.job.attempts, max_wait=self.job.max_wait,
-                            timeout=self.job.timeout, cache=self.job.cache)
+                            timeout=self.job.timeout, cache=self.job.cache,
+                            stages=self.stages)
         return io.to_pandas(results, frame)
 
     def _build(self) -> Any:
@@ -142,7 +173,8 @@ class AnswerBatches:
             spec = self.job
             self._service = OpenAIService(api_key=spec.api_key, base_url=spec.base_url,
                                           rpm=spec.rpm, tpm=spec.tpm,
-                                          limiter=spec.shared_limit)
+                                          limiter=spec.shared_limit,
+                                          adaptive=spec.adaptive)
             config: dict[str, Any] = {"model": spec.model, **spec.config}
             config["input" if spec.kind == "embeddings" else "prompt"] = spec.prompt
             for name in ("system", "max_tokens", "temperature"):
@@ -169,6 +201,18 @@ class AnswerBatches:
         return f"AnswerBatches({self.job!r})"
 
 
+def _wait_for(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` to its end from synchronous code, also where a loop already runs in this
+    thread (a notebook): then in a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
 def _to_pandas(batch: Any) -> tuple[Any, Any]:
     """The batch as a pandas frame, and how to turn the result back into its format."""
     from pipeline.core.extras import require
@@ -193,16 +237,16 @@ def _to_pandas(batch: Any) -> tuple[Any, Any]:
 def _all_failed(frame: Any, exc: BaseException, answer: str) -> Any:
     import pandas as pd
 
-    from pipeline.io._sinks import _cost_name, _result_names
+    from pipeline.io import ResultRow
 
     out = frame.copy()
     rows = len(out)
-    names = _result_names(map(str, out.columns), answer)
+    names = ResultRow.column_names(map(str, out.columns), embeddings=answer == "embedding")
     out[names[answer]] = [None] * rows
     out[names["status"]] = ["failed"] * rows
     out[names["error"]] = [f"{type(exc).__name__}: {exc}"] * rows
     out[names["tokens"]] = pd.array([None] * rows, dtype="Int64")
     out[names["latency"]] = [None] * rows
     # The same columns as a batch that ran (Ray Data wants one schema for every batch).
-    out[_cost_name(out.columns)] = pd.array([None] * rows, dtype="Float64")
+    out[names["cost"]] = pd.array([None] * rows, dtype="Float64")
     return out

@@ -26,20 +26,23 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, TypeVar
+from operator import attrgetter
+from typing import Any, TypeVar, overload
 
 from aiostream.core import Stream
 
+from pipeline.core.protocols import BuilderLike
 from pipeline.core.record import Record
 from pipeline.errors import ConfigError, RunStoppedError, TemplateKeyError
+from pipeline.http import Job
+from pipeline.options import DEFAULTS, RunOptions
 from pipeline.payloads.templates import did_you_mean
 from pipeline.pricing.cost import DEFAULT_PRICES, Prices
+from pipeline.schema import OutputSchema
 from pipeline.stages import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MAX_WAIT,
-    DEFAULT_REASKS,
     Backoff,
     Chain,
+    Stage,
     acquire,
     batched,
     build,
@@ -47,10 +50,11 @@ from pipeline.stages import (
     decode,
     lookup,
     retry,
+    rows_in_flight,
     store,
     track,
+    user_stages,
 )
-from pipeline.stages._batch import rows_in_flight
 from pipeline.state.cache import CacheScope, ResponseCache
 from pipeline.state.guard import RunGuard
 from pipeline.state.status import StatusTracker
@@ -88,16 +92,21 @@ class Results(list[Record]):
     ``results.stopped`` says why the run stopped early (``None`` if it did not): the account
     out of quota, or the first requests all failing the same way (a wrong key, an unknown
     model, no server at the base URL). ``results.schema`` is the job's
-    :class:`~pipeline.payloads.structured.OutputSchema` (``None`` without one): each
+    :class:`~pipeline.schema.OutputSchema` (``None`` without one): each
     record's ``value`` is its decoded answer, and frames get its fields as typed columns.
+    ``results.responses_kept`` says whether the records hold their requests and whole
+    responses (``run(..., keep_responses=True)``) or only the answers (the default).
     """
 
     def __init__(self, records: Iterable[Record], status: StatusTracker,
-                 stopped: RunStoppedError | None = None, *, schema: Any = None) -> None:
+                 stopped: RunStoppedError | None = None, *,
+                 schema: OutputSchema[Any] | None = None,
+                 responses_kept: bool = True) -> None:
         super().__init__(records)
         self.status = status
         self.stopped = stopped
         self.schema = schema
+        self.responses_kept = responses_kept
 
     @property
     def succeeded(self) -> list[Record]:
@@ -175,27 +184,33 @@ def _open_cache(cache: str | os.PathLike[str] | ResponseCache | None,
     raise ConfigError(f"cache must be a directory path or a ResponseCache, got {cache!r}")
 
 
-def default_flow(job: Any, *, cache: ResponseCache | None = None,
-                 status: StatusTracker | None = None, concurrency: int = DEFAULT_CONCURRENCY,
-                 attempts: int = 6, backoff: Backoff | None = None, progress: bool = False,
-                 total: int | None = None, max_wait: float = DEFAULT_MAX_WAIT,
-                 timeout: float | None = None, guard: RunGuard | None = None,
-                 initial: int = 0, prices: Any = None,
-                 reasks: int = DEFAULT_REASKS) -> Chain:
+def default_flow(job: Job, options: RunOptions | None = None, *,
+                 cache: ResponseCache | None = None, status: StatusTracker | None = None,
+                 total: int | None = None, guard: RunGuard | None = None, initial: int = 0,
+                 **changes: Any) -> Chain:
     """The default stage chain for a :class:`~pipeline.http.Job`::
 
-        build | lookup | retry(acquire | call) | store | track
+        build | lookup | retry(acquire | call) | store | *stages | track
 
-    (``lookup``/``store`` only with a cache). An embeddings job sends its rows in batches,
+    ``options`` (a :class:`~pipeline.options.RunOptions`; ``changes`` are its fields as
+    keywords, ``default_flow(job, attempts=3)``) say how each row is sent. ``lookup``/``store``
+    come only with a cache. An embeddings job sends its rows in batches,
     ``batched(retry(acquire | call))``, unless its ``batch_size`` is 1. A job with a schema
     (``service.chat(..., schema=...)``) decodes each answer, cached ones too, and asks again
     up to ``reasks`` times when one does not fit: ``retry(acquire | call | decode)``; an
     answer that does not fit is never stored in the cache. ``guard`` (a new one by default; also
     ``status.guard``) stops the run early when every later request would fail; ``initial``
-    rows counted as already done on the progress bar (a resumed run). ``prices`` (a
-    :class:`~pipeline.pricing.cost.Prices`; default: the status's, else the dated defaults) cost the
-    answers in the status table.
+    rows counted as already done on the progress bar (a resumed run). The options' ``prices``
+    (default: the status's, else the dated defaults) cost the answers in the status table;
+    their ``stages`` (yours, see :func:`run`) run after ``store`` and before ``track``.
+
+    >>> from pipeline.testing import InstantService
+    >>> flow = default_flow(InstantService().chat(model="m", prompt="{text}"), attempts=3)
+    >>> [type(s).__name__ for s in flow.stages()], flow.concurrency
+    (['build', 'retry', 'track'], 64)
     """
+    opts = RunOptions.of(options, **changes)
+    concurrency, prices = opts.concurrency, opts.prices
     status = status if status is not None else StatusTracker()
     if prices is not None:
         status.prices = Prices.of(prices)
@@ -206,29 +221,30 @@ def default_flow(job: Any, *, cache: ResponseCache | None = None,
     limiter = job.endpoint.limiter
     status.limiter = limiter
     namespace = job.service.base_url
-    stages: list[Any] = [build(job.builder)]
+    chain: list[Stage] = [build(job.builder)]
     if cache is not None:
-        stages.append(lookup(cache, namespace=namespace, secrets=job.service.secrets()))
-    inner = acquire(limiter, guard=guard) | call(job.service, job.endpoint, timeout=timeout,
-                                                 guard=guard)
-    schema = getattr(job, "schema", None)
+        chain.append(lookup(cache, namespace=namespace, secrets=job.service.secrets()))
+    inner = acquire(limiter, guard=guard) | call(job.service, job.endpoint,
+                                                 timeout=opts.timeout, guard=guard)
+    schema = job.schema
     if schema is not None:
         inner = inner | decode(schema)
-    send = retry(inner, attempts=attempts, backoff=backoff, max_wait=max_wait,
-                 hooks=(status,), reasks=reasks)
-    batch_size = getattr(job, "batch_size", None)
+    send = retry(inner, attempts=opts.attempts, backoff=opts.backoff, max_wait=opts.max_wait,
+                 hooks=(status,), reasks=opts.reasks)
+    batch_size = job.batch_size
     if job.path.strip("/") == "embeddings" and batch_size != 1:
         # Embeddings go many rows per request (batched); the chain then holds enough rows
         # in flight to fill `concurrency` batches (capped), and at most `concurrency`
         # requests are in flight.
-        stages.append(batched(send, batch_size=batch_size, concurrency=concurrency))
+        chain.append(batched(send, batch_size=batch_size, concurrency=concurrency))
         concurrency = rows_in_flight(concurrency, batch_size)
     else:
-        stages.append(send)
+        chain.append(send)
     if cache is not None:
-        stages.append(store(cache, namespace=namespace, secrets=job.service.secrets()))
-    stages.append(track(status, progress=progress, total=total, initial=initial))
-    return Chain(*stages, concurrency=concurrency)
+        chain.append(store(cache, namespace=namespace, secrets=job.service.secrets()))
+    chain.extend(opts.stages)
+    chain.append(track(status, progress=opts.progress, total=total, initial=initial))
+    return Chain(*chain, concurrency=concurrency)
 
 
 def rows_of(rows: Any) -> Any:
@@ -250,7 +266,7 @@ def rows_of(rows: Any) -> Any:
     return rows
 
 
-def check_rows(rows: Any, job: Any) -> None:
+def check_rows(rows: Any, job: Job | BuilderLike) -> None:
     """Raise :class:`~pipeline.errors.TemplateKeyError` when the job's template (or input
     column) needs a column the rows lack, before anything is sent: a misspelt ``{column}``
     is one clear error, not every row failing alone.
@@ -309,27 +325,33 @@ def _total(rows: Any) -> int | None:
         return None
 
 
-def as_completed(rows: Iterable[Any] | AsyncIterable[Any], job: Any,
-                 **options: Any) -> Stream[Record]:
+def as_completed(rows: Iterable[Any] | AsyncIterable[Any], job: Job,
+                 options: RunOptions | None = None, *, cache: ResponseCache | None = None,
+                 status: StatusTracker | None = None, **changes: Any) -> Stream[Record]:
     """The default pipeline as an aiostream stream of records, yielded as they complete
     (not in input order: ``record.index`` says where each belongs).
 
-    Takes the options of :func:`run` except ``cache`` must be a :class:`ResponseCache` (its
-    owner closes it).
+    Takes :func:`run`'s per-row options (a :class:`~pipeline.options.RunOptions`, or its
+    fields as keywords: ``concurrency=``, ``attempts=``, ``stages=``...); ``cache`` must be
+    a :class:`ResponseCache` (its owner closes it).
     """
     rows = rows_of(rows)
     check_rows(rows, job)
-    options.setdefault("total", _total(rows))
-    return default_flow(job, **options)(_source(rows))
+    flow = default_flow(job, RunOptions.of(options, **changes), cache=cache, status=status,
+                        total=_total(rows))
+    return flow(_source(rows))
 
 
-async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
+async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Job, *,
               cache: str | os.PathLike[str] | ResponseCache | None = None,
-              concurrency: int = DEFAULT_CONCURRENCY, progress: bool = False,
-              attempts: int = 6, backoff: Backoff | None = None,
-              status: StatusTracker | None = None, max_wait: float = DEFAULT_MAX_WAIT,
-              timeout: float | None = None, prices: Any = None,
-              reasks: int = DEFAULT_REASKS, cache_scope: CacheScope | None = None) -> Results:
+              concurrency: int = DEFAULTS.concurrency, progress: bool = DEFAULTS.progress,
+              attempts: int = DEFAULTS.attempts, backoff: Backoff | None = DEFAULTS.backoff,
+              status: StatusTracker | None = None, max_wait: float = DEFAULTS.max_wait,
+              timeout: float | None = DEFAULTS.timeout,
+              prices: Prices | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+              reasks: int = DEFAULTS.reasks, cache_scope: CacheScope | None = None,
+              keep_responses: bool = False, keep_rows: bool = True,
+              stages: Sequence[Stage | Callable[[Record], Any]] | None = None) -> Results:
     """Send every row through the default pipeline; return the records in input order.
 
     Args:
@@ -358,6 +380,20 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
         reasks: for a job with a schema, times an answer that does not fit it is asked
             again (default 2; counted in ``status.reasks``); then the row fails with a
             :class:`~pipeline.errors.SchemaValidationError`.
+        keep_responses: keep each record's request and whole response (body and
+            headers) as they were. By default a record keeps what a reader of results uses
+            (its answer text or vector, ``finish_reason``, model, ``usage``, status, error;
+            a :class:`~pipeline.core.record.KeptResponse`) and drops the request: about 2 KB a row
+            less, a million rows in a few hundred MB. Writing the OpenAI Batch output or
+            cookbook format from ``results`` (``pipeline.io.write``) needs the whole bodies.
+        keep_rows: keep each record's input row (``record.row``); ``False`` when the caller
+            holds the rows anyway (``pipeline.io.run_frame`` has the frame).
+        stages: your own steps, each a :class:`~pipeline.stages.Stage` or a function of one
+            record (plain or async; see :func:`~pipeline.stages.each`). They run on every
+            answer, cached ones included, after it is stored in the cache and before it is
+            counted: put what you compute in ``record.data`` (a dict there becomes result
+            columns), or fail the row by setting ``record.error``. A raise fails only its
+            row (:class:`~pipeline.errors.StageError`); the answer stays in the cache.
 
     A template column that a frame or file lacks, or that no row of a list has, raises
     :class:`~pipeline.errors.TemplateKeyError` before anything is sent (:func:`check_rows`).
@@ -376,24 +412,62 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Any, *,
     collected: list[Record] = []
     guard = RunGuard()
     try:
-        flow = default_flow(job, cache=opened_cache, status=status, concurrency=concurrency,
-                            attempts=attempts, backoff=backoff, progress=progress,
-                            total=_total(rows), max_wait=max_wait, timeout=timeout,
-                            guard=guard, prices=prices, reasks=reasks)
+        # The shorthand run() takes (a dict or file of prices, functions as stages) made
+        # the types RunOptions holds; RunOptions would convert them alike.
+        options = RunOptions(concurrency=concurrency, progress=progress, attempts=attempts,
+                             backoff=backoff, max_wait=max_wait, timeout=timeout,
+                             prices=None if prices is None else Prices.of(prices),
+                             reasks=reasks, stages=user_stages(stages))
+        flow = default_flow(job, options, cache=opened_cache, status=status,
+                            total=_total(rows), guard=guard)
         records = flow.records(_source(rows))
+        add = collected.append
         try:
-            async for record in records:
-                collected.append(record)
+            if keep_responses and keep_rows:
+                async for record in records:
+                    add(record)
+            else:
+                # Slimmed as each record finishes, so a long run never holds every body.
+                async for record in records:
+                    if not keep_responses:
+                        record.slim()
+                    if not keep_rows:
+                        record.row = None
+                    add(record)
         finally:
             await records.aclose()
     finally:
         if owned and opened_cache is not None:
             opened_cache.close()
-    collected.sort(key=lambda r: r.index)
-    return Results(collected, status, guard.stopped, schema=getattr(job, "schema", None))
+    return Results(_in_order(collected), status, guard.stopped,
+                   schema=job.schema, responses_kept=keep_responses)
 
 
-def run_sync(coro_or_rows: Any, job: Any = None, **options: Any) -> Any:
+def _in_order(records: list[Record]) -> list[Record]:
+    """``records`` by index: placed directly when the indices are 0..n-1 (a sort's keys
+    would hold an int a row more at the end of a run), else sorted."""
+    n = len(records)
+    placed: list[Record | None] = [None] * n
+    for record in records:
+        i = record.index
+        if not 0 <= i < n or placed[i] is not None:
+            records.sort(key=attrgetter("index"))  # a resumed run's indices have gaps
+            return records
+        placed[i] = record
+    records.clear()  # one list of a million references at a time is enough
+    return placed  # type: ignore[return-value]  # every slot filled: n distinct indices
+
+
+@overload
+def run_sync(coro_or_rows: Coroutine[Any, Any, T], job: None = None) -> T: ...
+
+
+@overload
+def run_sync(coro_or_rows: Iterable[Any] | AsyncIterable[Any], job: Job,
+             **options: Any) -> Results: ...
+
+
+def run_sync(coro_or_rows: Any, job: Job | None = None, **options: Any) -> Any:
     """Run from plain (non-async) code: ``run_sync(rows, job, ...)`` or ``run_sync(coro)``.
 
     Refuses inside a running event loop (a notebook cell): there, use ``await run(...)``.

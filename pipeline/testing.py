@@ -23,17 +23,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import selectors
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from typing import Any, TypeVar, Unpack
 
 from pipeline.core.request import APIRequest, Response
 from pipeline.errors import APIError
-from pipeline.http import OpenAIService
-from pipeline.stages._retry import set_testing
+from pipeline.http import Endpoint, OpenAIService, ServiceOptions
+from pipeline.stages import set_testing
 
 __all__ = ["InstantService", "VirtualTimeLoop", "instant_backoff", "run_virtual", "set_testing"]
 
 T = TypeVar("T")
+
+
+class _InstantOptions(ServiceOptions, total=False):
+    """What :class:`InstantService` takes: an :class:`~pipeline.http.OpenAIService`'s
+    keyword arguments."""
+
+    api_key: str | None
+    base_url: str | None
+    organization: str | None
+    project: str | None
+    azure_api_version: str | None
+    azure_deployment: str | None
+    headers: Mapping[str, str] | None
 
 
 class _JumpingSelector(selectors.DefaultSelector):
@@ -118,7 +131,7 @@ class InstantService(OpenAIService):
 
     def __init__(self, *, latency: float = 0.0,
                  fail: Callable[[APIRequest, int], APIError | None] | None = None,
-                 **options: Any) -> None:
+                 **options: Unpack[_InstantOptions]) -> None:
         options.setdefault("api_key", "sk-instant")
         options.setdefault("base_url", "http://127.0.0.1:9/v1")  # never contacted
         # No provider to learn a rate from: without rpm/tpm, no limit at all.
@@ -130,7 +143,7 @@ class InstantService(OpenAIService):
         self._calls_per_request: dict[int, int] = {}
         self._headers = {"content-type": "application/json"}
 
-    async def call(self, endpoint: Any, request: APIRequest) -> Response:
+    async def call(self, endpoint: Endpoint | str, request: APIRequest) -> Response:
         self.calls += 1
         if self.latency:
             await asyncio.sleep(self.latency)

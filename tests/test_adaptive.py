@@ -6,10 +6,12 @@ import asyncio
 from typing import Any
 
 import pytest
+from _outcomes import outcome
 
 from pipeline.errors import ConfigError, RateLimitError, ServerError
+from pipeline.http.signals import stated_limit as _stated_limit
+from pipeline.http.signals import throttled_dimension as _throttled_dimension
 from pipeline.limiter import AdaptiveLimiter, Lease, TokenBucketLimiter
-from pipeline.limiter._adaptive import _stated_limit, _throttled_dimension
 from pipeline.testing import run_virtual
 
 
@@ -59,11 +61,11 @@ def test_a_429_cuts_the_rate_once_per_round_and_drains_the_bucket():
     async def main() -> tuple[float | None, float | None, float | None]:
         early = [await _lease(limiter) for _ in range(3)]
         await asyncio.sleep(0.1)
-        limiter.settle(early[0], error=_throttle())
+        limiter.settle(early[0], outcome(error=_throttle()))
         after_first = limiter.max_requests
         # The other two were granted before that cut: the same overshoot, no new signal.
-        limiter.settle(early[1], error=_throttle())
-        limiter.settle(early[2], error=_throttle())
+        limiter.settle(early[1], outcome(error=_throttle()))
+        limiter.settle(early[2], outcome(error=_throttle()))
         after_same_round = limiter.max_requests
         available = limiter.snapshot().requests_available
         return after_first, after_same_round, available
@@ -83,7 +85,7 @@ def test_a_429_granted_after_the_cut_cuts_again():
             await asyncio.sleep(0.1)
             lease = await _lease(limiter)
             await asyncio.sleep(0.1)
-            limiter.settle(lease, error=_throttle())
+            limiter.settle(lease, outcome(error=_throttle()))
             rates.append(limiter.max_requests)
         return rates
 
@@ -96,13 +98,13 @@ def test_after_a_cut_the_rate_climbs_back_while_it_binds_and_never_past_the_ceil
 
     async def main() -> list[float]:
         lease = await _lease(limiter)
-        limiter.settle(lease, error=_throttle())
+        limiter.settle(lease, outcome(error=_throttle()))
         rates = [limiter.max_requests or 0.0]
         loop = asyncio.get_running_loop()
         start = loop.time()
         while loop.time() - start < 6:  # keep the limiter busy: it is what binds
             lease = await _lease(limiter)
-            limiter.settle(lease)
+            limiter.settle(lease, outcome())
             rates.append(limiter.max_requests or 0.0)
         return rates
 
@@ -117,11 +119,11 @@ def test_an_idle_limiter_learns_nothing():
 
     async def main() -> tuple[float | None, float | None]:
         lease = await _lease(limiter)
-        limiter.settle(lease, error=_throttle())
+        limiter.settle(lease, outcome(error=_throttle()))
         cut = limiter.max_requests
         for _ in range(20):  # one request a second: the limiter never holds one back
             await asyncio.sleep(1)
-            limiter.settle(await _lease(limiter))
+            limiter.settle(await _lease(limiter), outcome())
         return cut, limiter.max_requests
 
     cut, later = run_virtual(main())
@@ -136,11 +138,11 @@ def test_without_limits_it_slow_starts_and_headers_are_facts():
         loop = asyncio.get_running_loop()
         start = loop.time()
         while loop.time() - start < 1.0:
-            limiter.settle(await _lease(limiter))
+            limiter.settle(await _lease(limiter), outcome())
         grown = limiter.max_requests
         lease = await _lease(limiter)
-        limiter.settle(lease, headers={"x-ratelimit-limit-requests": "3000",
-                                       "x-ratelimit-limit-tokens": "90000"})
+        limiter.settle(lease, outcome(headers={"x-ratelimit-limit-requests": "3000",
+                                       "x-ratelimit-limit-tokens": "90000"}))
         return grown, limiter.max_requests, limiter.max_tokens
 
     grown, told, tokens = run_virtual(main())
@@ -152,7 +154,7 @@ def test_without_limits_it_slow_starts_and_headers_are_facts():
 def test_headers_never_raise_a_ceiling_the_user_set():
     limiter = AdaptiveLimiter(max_requests=600)
     limiter.settle(Lease(limiter, 1, 0, 0.0, False),
-                   headers={"x-ratelimit-limit-requests": "10000"})
+                   outcome(headers={"x-ratelimit-limit-requests": "10000"}))
     assert limiter.ceiling_requests == 600 and limiter.max_requests == 600
 
 
@@ -165,9 +167,9 @@ def test_a_429_naming_tokens_creates_a_token_rate_from_what_got_through():
         while loop.time() - start < 1.0:  # 1,000 requests/s of 30 tokens got through
             lease = await _lease(limiter, tokens=30)
             await asyncio.sleep(0.001)
-            limiter.settle(lease, tokens=30)
+            limiter.settle(lease, outcome(tokens=30))
         lease = await _lease(limiter, tokens=30)
-        limiter.settle(lease, error=_throttle("tokens"))
+        limiter.settle(lease, outcome(error=_throttle("tokens")))
         return limiter.max_tokens
 
     tokens = run_virtual(main())
@@ -177,19 +179,59 @@ def test_a_429_naming_tokens_creates_a_token_rate_from_what_got_through():
     assert tokens is not None and 0.4 * 30_000 * 60 <= tokens <= 0.5 * 30_000 * 60
 
 
+def _unavailable() -> ServerError:
+    # OpenAI's words for a random 503: "overloaded" here says nothing about requests in flight.
+    return ServerError("503 Service Unavailable: The engine is currently overloaded, please "
+                       "try again later", status=503)
+
+
+def test_random_503s_leave_the_in_flight_cap_alone():
+    # 3% of answers fail with a bare 503 at random: a server error, not a concurrency cap
+    # (taken as one, it collapsed 64 in flight to 1-2 and a run to 14x its time).
+    limiter = AdaptiveLimiter(max_requests=600_000, burst_requests=1_000, start_in_flight=64)
+
+    async def main() -> float:
+        for i in range(2_000):
+            lease = await _lease(limiter)
+            await asyncio.sleep(0.001)
+            limiter.settle(lease, outcome(error=_unavailable()) if i % 33 == 0 else outcome())
+        return limiter.max_in_flight
+
+    assert run_virtual(main()) >= 64
+    assert limiter.snapshot().max_in_flight is None  # no overload was ever taken
+
+
+def test_a_storm_of_bare_503s_is_an_in_flight_cap():
+    # A gateway capping requests in flight refuses everything past the cap at once: many
+    # 503s together, a large share of the answers. That is an overload, bare or not.
+    limiter = AdaptiveLimiter(max_requests=600_000, burst_requests=1_000, start_in_flight=40)
+
+    async def main() -> float:
+        leases = [await _lease(limiter) for _ in range(40)]
+        for lease in leases[:30]:
+            limiter.settle(lease, outcome())
+        for lease in leases[30:]:
+            limiter.settle(lease, outcome(error=_unavailable()))
+        return limiter.max_in_flight
+
+    assert run_virtual(main()) < 40
+    assert limiter.snapshot().max_in_flight is not None
+
+
 def test_an_overload_caps_requests_in_flight_and_waiters_wait_for_a_slot():
     # A full bucket (asked for): only the in-flight cap holds requests back here.
     limiter = AdaptiveLimiter(max_requests=60_000, burst_requests=100, start_in_flight=16)
 
     async def main() -> tuple[float, bool, bool]:
         leases = [await _lease(limiter) for _ in range(10)]
-        limiter.settle(leases.pop(), error=ServerError("503 overloaded", status=503))
+        limiter.settle(leases.pop(), outcome(error=ServerError(
+            "503: too many requests in flight", status=503)))
         cap = limiter.max_in_flight  # 9 others in flight when it was refused
         blocked = asyncio.ensure_future(_lease(limiter))
         await asyncio.sleep(0)
         waiting = not blocked.done()
         for lease in leases[:2]:
-            limiter.settle(lease)
+            limiter.settle(lease, outcome())
         await asyncio.sleep(0)
         return cap, waiting, blocked.done()
 
@@ -207,7 +249,7 @@ def test_the_in_flight_cap_slow_starts_while_it_binds():
         while loop.time() - start < 0.05:  # 5 round trips of 10 ms
             lease = await _lease(limiter)
             await asyncio.sleep(0.01)
-            limiter.settle(lease)
+            limiter.settle(lease, outcome())
 
     async def main() -> float:
         await asyncio.gather(*(worker() for _ in range(100)))
@@ -221,7 +263,7 @@ def test_a_retry_after_pauses_everyone():
 
     async def main() -> float:
         lease = await _lease(limiter)
-        limiter.settle(lease, error=_throttle(retry_after=2.0))
+        limiter.settle(lease, outcome(error=_throttle(retry_after=2.0)))
         loop = asyncio.get_running_loop()
         start = loop.time()
         await limiter.acquire()
@@ -235,7 +277,7 @@ def test_a_fixed_rate_limiter_does_not_adapt_but_still_pauses():
 
     async def main() -> tuple[float | None, float]:
         lease = await limiter.lease()
-        limiter.settle(lease, error=_throttle())
+        limiter.settle(lease, outcome(error=_throttle()))
         return limiter.max_requests, limiter.paused_for
 
     assert run_virtual(main()) == (6_000, 1.0)  # no retry-after: the default cooldown
@@ -306,12 +348,12 @@ def test_a_429_that_states_the_limit_sets_the_rate_to_it_and_cuts_no_further():
     async def main() -> None:
         lease = await _lease(unknown, tokens=30)
         await asyncio.sleep(0.01)
-        unknown.settle(lease, error=_stating("tokens", "180000"))
+        unknown.settle(lease, outcome(error=_stating("tokens", "180000")))
         early = await told_high.lease()
         await asyncio.sleep(0.2)
-        told_high.settle(early, error=_stating("requests", "6000"))
+        told_high.settle(early, outcome(error=_stating("requests", "6000")))
         # The rest of that round (granted before the fact) changes nothing.
-        told_high.settle(await told_high.lease(), error=_stating("requests", "6000"))
+        told_high.settle(await told_high.lease(), outcome(error=_stating("requests", "6000")))
 
     run_virtual(main())
     assert (unknown.max_tokens, unknown.ceiling_tokens) == (180_000, 180_000)
@@ -344,7 +386,7 @@ def _run_against(provider: _Provider, limiter: AdaptiveLimiter, seconds: float,
             lease = await limiter.lease()
             ok = provider.admit(loop.time())
             await asyncio.sleep(latency)
-            limiter.settle(lease, error=None if ok else RateLimitError("429", status=429))
+            limiter.settle(lease, outcome(error=None if ok else RateLimitError("429", status=429)))
 
     async def main() -> None:
         await asyncio.gather(*(worker() for _ in range(workers)))
@@ -414,7 +456,7 @@ def _drive(limiter: AdaptiveLimiter, seconds: float, answer: Any) -> int:
             lease = await _lease(limiter)
             most = max(most, limiter.in_flight)
             await answer()
-            limiter.settle(lease)
+            limiter.settle(lease, outcome())
 
     async def main() -> None:
         await asyncio.gather(*(worker() for _ in range(100)))
@@ -464,17 +506,17 @@ def test_refusals_before_the_time_a_429_gave_are_not_news():
         rates = []
         first = await _lease(limiter)
         await asyncio.sleep(0.1)
-        limiter.settle(first, error=refusal())  # at 0.1: the window is full until 0.9
+        limiter.settle(first, outcome(error=refusal()))  # at 0.1: the window is full until 0.9
         rates.append(limiter.max_requests)
         await asyncio.sleep(0.2)
         during = await _lease(limiter)  # granted after the cut, before 0.9
         await asyncio.sleep(0.01)
-        limiter.settle(during, error=refusal())
+        limiter.settle(during, outcome(error=refusal()))
         rates.append(limiter.max_requests)
         await asyncio.sleep(1.0)
         after = await _lease(limiter)  # granted after the time the provider gave
         await asyncio.sleep(0.01)
-        limiter.settle(after, error=refusal())
+        limiter.settle(after, outcome(error=refusal()))
         rates.append(limiter.max_requests)
         return rates
 
@@ -500,8 +542,8 @@ def test_everyone_pauses_for_the_sure_part_of_a_retry_after(headers, everyone, a
 
     async def main() -> float:
         lease = await limiter.lease()
-        limiter.settle(lease, error=RateLimitError("429", status=429, headers=headers,
-                                                   retry_after=2.0))
+        limiter.settle(lease, outcome(error=RateLimitError("429", status=429, headers=headers,
+                                                   retry_after=2.0)))
         return limiter.paused_for
 
     assert run_virtual(main()) == pytest.approx(everyone)

@@ -94,8 +94,12 @@ def test_the_adaptive_limiter_is_a_limiter_kind_scaled_with_time() -> None:
     assert limiter.interval == pytest.approx(6.0)  # a minute, compressed 10x
     assert limiter.ceiling_requests == pytest.approx(300)  # 0.5 x 600 per (compressed) minute
     # Its time constants follow the compression: recovery 2 s -> 0.2 s, rates per second x10.
-    assert limiter._recovery == pytest.approx(0.2)
-    assert limiter._min_rate == pytest.approx(10 / 60)
+    control = limiter._control
+    assert control is not None
+    assert control._recovery == pytest.approx(0.2)
+    assert control._min_rate == pytest.approx(10 / 60)
+    # ... and so do the controller's own timings: slow-start steps of 0.25 s -> 25 ms.
+    assert control._s_slow_start_step == pytest.approx(0.025)
     unknown = _sweep._limiter(bench.Setting(limiter="adaptive"), bench.Provider(rpm=600), 1.0)
     assert unknown.ceiling_requests == pytest.approx(600)
     assert bench.grid(limiters=["adaptive", "token_bucket"])[0].limiter == "adaptive"
@@ -217,6 +221,37 @@ def test_cli_bench_runs_on_a_shared_redis_limiter(tmp_path, capsys) -> None:
 
         keys = redis.Redis.from_url(server.url).keys("pipeline:bench:*")
         assert keys, "the run did not go through the Redis limiter"
+    finally:
+        servers.close()
+
+
+def test_cli_bench_sweeps_the_adaptive_limiter_on_redis_in_compressed_time(
+        tmp_path, capsys) -> None:
+    # The adaptive setting runs on a RedisLimiter too, with its controller's time constants
+    # scaled by the bench's compression: everyone's answers reach the shared state.
+    from _redis_server import redis_server_fixture
+
+    servers = redis_server_fixture()
+    server = next(servers)
+    try:
+        csv_path = tmp_path / "b.csv"
+        code = cli_main(["bench", "--rpm", "3000", "--tpm", "2000000", "--burst", "0.6",
+                         "--latency", "0.05", "--requests", "100", "--fractions", "1.0",
+                         "--concurrency", "8", "--time-scale", "4",
+                         "--limiters", "adaptive", "--no-plot",
+                         "--thread", "--quiet", "--csv", str(csv_path),
+                         "--shared-limit", server.url])
+        assert code == 0
+        table = pd.read_csv(csv_path)
+        assert table["failed"].iloc[0] == 0 and table["sent"].iloc[0] >= 100
+        assert table["n_429"].iloc[0] <= 5
+        import redis
+
+        client = redis.Redis.from_url(server.url)
+        keys = [k for k in client.keys("pipeline:bench:*")
+                if b":" not in k[len("pipeline:bench:"):]]
+        assert keys, "the run did not go through the Redis limiter"
+        assert any(float(client.hget(k, "ok_r") or 0) > 0 for k in keys)  # answers shared
     finally:
         servers.close()
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from _redis_server import REDIS_SERVER, SKIP_REASON
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -41,3 +42,45 @@ def test_fault_matrix_runs_quick_and_finds_no_wrong_or_twice_paid_answer() -> No
                  "content_filter", "echo_headers"):
         assert f"\n{kind} " in out, f"{kind!r} missing from:\n{out}"
     assert "answers paid twice in all cells: 0" in out
+
+
+@pytest.mark.timeout(180)
+def test_shared_limiter_end_to_end_rows_run_smallest_and_pay_no_row_twice() -> None:
+    # The N-process table: real `pipeline run --shared-limit` processes and the peers' httpx
+    # scripts against one simulator; counts come from its log.
+    if REDIS_SERVER is None:
+        pytest.skip(SKIP_REASON)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/shared_limiter.py", "--table", "e2e", "--processes", "2",
+         "--rows", "100", "--budget", "60"],
+        cwd=ROOT, capture_output=True, text=True, timeout=150, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    for column in ("answered", "2x", "429s", "429 %", "x min", "cmds/req", "target"):
+        assert column in out, f"column {column!r} missing from:\n{out}"
+    rows = {}
+    for line in out.splitlines():
+        for label in ("ours pipeline run", "httpx, no limiter", "httpx + pyrate Redis",
+                      "httpx + limits Redis"):
+            if line.startswith(label):
+                setting = "not told" if "not told" in line else "told right"
+                rows[label, setting] = line[len(label):].split()
+    assert set(rows) == {("ours pipeline run", "not told"), ("ours pipeline run", "told right"),
+                         ("httpx, no limiter", "not told"), ("httpx + pyrate Redis", "told right"),
+                         ("httpx + limits Redis", "told right")}, out
+    for fields in rows.values():
+        # setting (2 words), procs, answered, 2x, ...: every row answered, none paid twice.
+        assert fields[2:5] == ["2", "100/100", "0"], out
+
+
+@pytest.mark.timeout(120)
+def test_memory_benchmark_runs_every_case() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/memory.py", "--rows", "2000"],
+        cwd=ROOT, capture_output=True, text=True, timeout=100, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    for row in ("as_completed", "run()", "run(keep_responses=True)", "run(keep_rows=False)",
+                "run(a list of rows)", "run_frame (pandas)"):
+        assert out.count(row) == 1, f"{row!r} missing from:\n{out}"
+    assert "peak MB" in out and "B/row" in out

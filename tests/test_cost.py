@@ -368,7 +368,7 @@ def test_cli_dry_run_leaves_out_the_rows_the_resume_journal_answered(tmp_path):
     with Simulator(faults={"500": 0.5}, seed=4, latency=0) as flaky:
         common = ("run", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.csv"),
                   "--template", "Classify: {text}", "--max-tokens", str(MAX_TOKENS),
-                  "--base-url", flaky.base_url, "--max-attempts", "1", "--no-progress")
+                  "--base-url", flaky.base_url, "--attempts", "1", "--no-progress")
         first = pipeline_cli(*common)
         sent = len(flaky.log())
         answered = sum(1 for e in flaky.log() if e.outcome == "ok")

@@ -63,9 +63,9 @@ def test_read_refuses_what_it_cannot_read(tmp_path):
 
 
 def test_polars_lazyframe_streams_every_row_in_order(monkeypatch):
-    from pipeline.io import _sources
+    from pipeline.io import _frames
 
-    monkeypatch.setattr(_sources, "_BATCH_SIZE", 7)  # many batches
+    monkeypatch.setattr(_frames, "BATCH_SIZE", 7)  # many batches
     lazy = pl.LazyFrame({"n": list(range(50))}).with_columns(sq=pl.col("n") ** 2)
     source = io.read(lazy)
     assert source.kind == "polars-lazy" and source.length is None
@@ -301,8 +301,29 @@ def test_entry_of_an_unfinished_record_is_pending():
     from pipeline.core.record import Record
 
     e = io.entry(Record(index=2, row={"a": 1}))
-    assert e["status"] == "pending" and e["i"] == 2
-    assert not any(isinstance(v, float) and math.isnan(v) for v in e.values())
+    assert e.status == "pending" and e.index == 2
+    assert not any(isinstance(v, float) and math.isnan(v) for v in e.cells())
+
+
+def test_frames_line_records_up_by_index_whatever_their_order():
+    from pipeline.core.record import Record
+    from pipeline.core.request import Response
+
+    def answered(i):
+        return Record(index=i, response=Response(status=200, body={"choices": [
+            {"message": {"content": f"a{i}"}}], "usage": {"prompt_tokens": 1,
+                                                        "completion_tokens": 1,
+                                                        "total_tokens": 2}}))
+
+    records = [answered(3), answered(0), Record(index=1, error=ValueError("bad")),
+               answered(9)]  # position 2 has no record; 9 is past the frame
+    like = pd.DataFrame({"text": list("abcd")}, index=[10, 11, 12, 13])
+    for out in (io.to_pandas(records, like), io.to_polars(records, pl.from_pandas(like))):
+        frame = out if isinstance(out, pd.DataFrame) else out.to_pandas()
+        assert list(frame["answer"].replace({float("nan"): None})) == ["a0", None, None, "a3"]
+        assert list(frame["status"]) == ["succeeded", "failed", "pending", "succeeded"]
+        assert list(frame["tokens"].fillna(-1)) == [2, -1, -1, 2]
+        assert frame["error"].iloc[1] == "ValueError: bad"
 
 
 async def test_a_column_of_ready_request_bodies_is_sent_as_it_is(tmp_path, service):
@@ -432,7 +453,10 @@ async def test_parquet_is_written_with_pyarrow_alone(tmp_path, service, monkeypa
 
 async def test_write_in_the_cookbook_format(tmp_path, service):
     rows = [{"text": "a"}, {"text": None}]
-    results = await run(rows, chat(service))
+    slim = await run(rows, chat(service))  # answers only, by default: the format says how
+    with pytest.raises(ConfigError, match=r"run\(\.\.\., keep_responses=True\)"):
+        io.write(slim, tmp_path / "out.jsonl", rows, format="cookbook")
+    results = await run(rows, chat(service), keep_responses=True)
     io.write(results, tmp_path / "out.jsonl", rows, format="cookbook")
     first, second = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert first[0]["messages"][-1]["content"] == "Q: a"

@@ -1,4 +1,4 @@
-"""Structured answers as typed columns in every sink (pipeline.io._sinks, pipeline.io.resume):
+"""Structured answers as typed columns in every sink (pipeline.io's writers, pipeline.io.resume):
 pandas and Polars frames, CSV/JSONL/Parquet files and resumed runs; failed rows get nulls
 plus their error; empty and all-failed frames are typed too. Against the simulator."""
 

@@ -9,6 +9,7 @@ import asyncio
 import math
 
 import pytest
+from _outcomes import outcome
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -338,14 +339,14 @@ def test_update_from_headers_lowers_limits_and_remaining():
     limiter = full_bucket(max_requests=10_000, max_tokens=1_000_000)
 
     async def main() -> None:
-        limiter.update_from_headers({
+        limiter.observe(outcome(headers={
             "x-ratelimit-limit-requests": "5000",
             "X-RateLimit-Limit-Tokens": "2000000",  # higher than ours: ignored
             "x-ratelimit-remaining-requests": "4",
             "x-ratelimit-remaining-tokens": "garbage",
             "x-ratelimit-reset-requests": "12ms",
             "x-ratelimit-reset-tokens": "6m0s",
-        })
+        }))
         snap = limiter.snapshot()
         assert snap.max_requests == 5000
         assert snap.max_tokens == 1_000_000
@@ -361,7 +362,7 @@ def test_update_from_headers_ignores_missing_and_garbage(value):
     headers = {} if value is None else {
         "x-ratelimit-limit-requests": value, "x-ratelimit-remaining-tokens": value,
         "x-ratelimit-reset-requests": value}
-    limiter.update_from_headers(headers)
+    limiter.observe(outcome(headers=headers))
     snap = limiter.snapshot()
     assert (snap.max_requests, snap.max_tokens) == (100, 1000)
     assert snap.requests_available == pytest.approx(100)
@@ -370,7 +371,7 @@ def test_update_from_headers_ignores_missing_and_garbage(value):
 
 def test_header_limits_apply_to_an_unlimited_dimension():
     limiter = TokenBucketLimiter()
-    limiter.update_from_headers({"x-ratelimit-limit-requests": "60"})
+    limiter.observe(outcome(headers={"x-ratelimit-limit-requests": "60"}))
     assert limiter.max_requests == 60
 
 
@@ -395,7 +396,9 @@ def test_interval_limiter_aligns_its_window_to_the_server_reset():
     async def main() -> float:
         loop = asyncio.get_running_loop()
         await limiter.acquire()
-        limiter.update_from_headers({"x-ratelimit-reset-requests": "2s"})
+        # (A reset counts beside a limit or what remains: Azure's lone "0" says nothing.)
+        limiter.observe(outcome(headers={"x-ratelimit-remaining-requests": "0",
+                                         "x-ratelimit-reset-requests": "2s"}))
         start = loop.time()
         await limiter.acquire()
         return loop.time() - start
@@ -445,7 +448,7 @@ def test_repr_and_snapshot_show_live_state():
 
 def test_header_limits_shrink_an_explicit_burst_in_proportion():
     limiter = TokenBucketLimiter(max_requests=1200, burst_requests=120)
-    limiter.update_from_headers({"x-ratelimit-limit-requests": "600"})
+    limiter.observe(outcome(headers={"x-ratelimit-limit-requests": "600"}))
     assert limiter.max_requests == 600
     assert limiter.snapshot().requests_available == pytest.approx(60)
 
@@ -495,8 +498,8 @@ def test_a_pause_lasts_max_pause_at_most_and_a_capped_429_is_said_once(caplog):
     async def main():
         for _ in range(3):
             lease = await limiter.lease()
-            limiter.settle(lease, error=RateLimitError(
-                "429", status=429, headers={"retry-after": "86400"}, retry_after=86400.0))
+            limiter.settle(lease, outcome(error=RateLimitError(
+                "429", status=429, headers={"retry-after": "86400"}, retry_after=86400.0)))
         return limiter.paused_for
 
     limiter = TokenBucketLimiter(max_requests=600)
@@ -506,3 +509,25 @@ def test_a_pause_lasts_max_pause_at_most_and_a_capped_429_is_said_once(caplog):
     said = [r.getMessage() for r in caplog.records if r.name == "pipeline.limiter"]
     assert said == ["the server asked to wait 86,400 s (Retry-After); waiting at most 30 s "
                     "at a time"]
+
+
+def test_wait_estimate_counts_the_pause_the_bucket_and_the_queue():
+    limiter = TokenBucketLimiter(max_requests=10, max_tokens=1_000, interval=1.0,
+                                 burst_requests=1, burst_tokens=100)
+
+    async def main() -> list[float]:
+        await limiter.acquire(1, 100)  # both buckets empty now
+        seen = [limiter.wait_estimate(1, 0), limiter.wait_estimate(1, 100)]
+        waiters = [asyncio.ensure_future(limiter.acquire(1, 0)) for _ in range(3)]
+        await asyncio.sleep(0)
+        seen.append(limiter.wait_estimate(1, 0))  # behind three: four requests at 10/s
+        assert limiter.queued == 3
+        limiter.pause(2.0)
+        seen.append(limiter.wait_estimate(1, 0))
+        for waiter in waiters:
+            waiter.cancel()
+        return seen
+
+    bucket, tokens, queued, paused = run_virtual(main())
+    assert bucket == pytest.approx(0.1) and tokens == pytest.approx(0.1)
+    assert queued == pytest.approx(0.4) and paused == pytest.approx(2.0)

@@ -152,7 +152,7 @@ async def test_an_output_that_cannot_be_written_after_the_run_keeps_the_journal(
 
     async with OpenAIService(api_key=KEY, base_url=sim.base_url) as service:
         job = service.chat(model="gpt-4o-mini", prompt="{text}")
-        monkeypatch.setattr(resume, "write_entries", full_disk)
+        monkeypatch.setattr(resume, "write_rows", full_disk)
         with pytest.raises(OutputWriteError, match="20 answered rows are kept in the journal"):
             await io.run_file(rows, output, job)
         monkeypatch.undo()
@@ -172,7 +172,9 @@ def test_journal_lines_are_json(tmp_path):
     # The rescue copy is a journal: the same header and lines.
     journal = Journal(tmp_path / "j", fingerprint="f")
     journal.open()
-    journal.append({"i": 0, "status": "succeeded"})
+    journal.append(io.ResultRow(index=0, answer="yes", status="succeeded"))
     journal.close()
     lines = [json.loads(x) for x in (tmp_path / "j").read_text().splitlines()]
-    assert lines == [{"journal": 1, "fingerprint": "f"}, {"i": 0, "status": "succeeded"}]
+    assert lines == [{"journal": 1, "fingerprint": "f"}, {
+        "i": 0, "answer": "yes", "status": "succeeded", "error": None, "tokens": None,
+        "latency": None}]

@@ -7,7 +7,6 @@ reached the server, when, and what the server answered.
 from __future__ import annotations
 
 import collections
-import time
 
 import pytest
 
@@ -36,7 +35,7 @@ def _service(sim: Simulator, limiter: TokenBucketLimiter | None = None, **option
                                   **options)
 
 
-async def test_at_the_servers_limits_no_429s_and_near_the_fastest_possible_time():
+async def test_at_the_servers_limits_no_429s_and_nothing_sent_twice():
     # 200 requests/s. The server's bucket holds 0.25 s worth (50 requests); the client's
     # limiter runs at the same rate with a smaller burst (10), which leaves room for the
     # jitter between a grant and the request's arrival (new connections, a busy loop).
@@ -49,19 +48,15 @@ async def test_at_the_servers_limits_no_429s_and_near_the_fastest_possible_time(
                                      burst_tokens=tpm * fraction)
         async with _service(sim, limiter) as service:
             job = service.chat(model="gpt-4o-mini", prompt="Classify: {text}", max_tokens=20)
-            start = time.perf_counter()
             results = await pipeline.run(_rows(n), job, concurrency=64)
-            elapsed = time.perf_counter() - start
         stats = sim.stats()
     assert all(r.ok for r in results) and len(results) == n
     assert stats.rate_limited == 0 and results.status.rate_limit_errors == 0
     assert stats.requests == n
-    # The server's limits allow nothing quicker than this (plus the last request's latency).
-    # What this pins is that nothing stalls the run (a cooldown, a cut): one 429 cooldown
-    # alone would cost a second. 200 requests/s through httpx is about half of what one core
-    # moves, so a busy machine costs a few percent (1.085x seen in a full suite run).
-    fastest = (n - server_burst) / (rpm / 60)
-    assert elapsed <= 1.15 * fastest + 0.2, (elapsed, fastest)
+    # Nothing stalls the run: no cooldown, no cut, no retry (each would cost a second or
+    # more). How close to the fastest the server allows this gets is a benchmark's figure
+    # (benchmarks/quota_control.py), not a timed assertion here.
+    assert all(r.attempts == 1 for r in results)
 
 
 async def test_a_limiter_set_20_percent_too_high_still_answers_every_row():

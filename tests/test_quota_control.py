@@ -3,11 +3,11 @@
 The matrix: provider mode x {limits told right, told 2x too high, not told} x {requests bind,
 tokens bind}. In every cell, from the simulator's own log: every row answered exactly once;
 429s (and overload refusals) at most 1% of the rows when told right and 5% when told 2x too
-high or not told (the issue's targets); wall time at most 1.10x the fastest the provider's
-sustained pace allows when told right, 1.3x otherwise. "Pace" is the work divided by the
-provider's rate (the in-flight mode: rows x round trip / cap): a provider bucket holding more
-than a second, or a fixed window, lets a bursting client beat it, so these runs are sized to
-need many times what any bucket holds.
+high or not told (the issue's targets); told right, the limiter never cuts below what it was
+told. The wall time against the provider's pace (1.10x told right, 1.3x otherwise) is a
+benchmark's figure, ``python benchmarks/quota_control.py``, not an assertion here: a test that
+times itself fails on a loaded machine (one CI run: 2.17x in one cell that is 1.00x alone).
+Each cell still prints its wall time and pace with ``-s``.
 
 Each cell takes about as long as the provider's pace allows (400 rows when told right, about
 4 s; 600 when told wrong or not told, as in benchmarks/quota_control.py); the whole matrix
@@ -101,7 +101,6 @@ def _check(sim: Simulator, results: Any, wall: float, minimum: float, told: str,
     assert len(answered) == rows and set(answered.values()) == {1}, report
     allowed = {"right": 0.01}.get(told, 0.05)
     assert refused <= allowed * rows, report
-    assert wall <= (1.10 if told == "right" else 1.3) * minimum, report
     print(report)  # shown with -s: the figures of each cell
     return report
 
@@ -118,6 +117,12 @@ def test_every_row_answered_once_at_the_quota_pace(mode: str, told: str, binding
         charged = sum(e.tokens for e in sim.log() if e.status == 200)
         minimum = max(rows / (rpm / 60), charged / (tpm / 60))
         _check(sim, results, wall, minimum, told, rows)
+    if told == "right":  # told the truth, it keeps to it: no cut, no probing past it
+        snap = results.status.limiter.snapshot()
+        per_minute = 60.0 / snap.interval
+        assert snap.mode == "at ceiling", results.status.rate_text()
+        assert snap.max_requests * per_minute == pytest.approx(rpm)
+        assert snap.max_tokens * per_minute == pytest.approx(tpm)
 
 
 @pytest.mark.parametrize("status", [503, 429])

@@ -45,16 +45,20 @@ PASSWORD = "hunter2-redis-password"
 ])
 async def test_a_redis_password_is_in_no_repr_url_or_warning(url, caplog):
     pytest.importorskip("redis")
+    from pipeline.errors import ConfigError
     from pipeline.limiter import RedisLimiter
 
     limiter = RedisLimiter(url, max_requests=600, redis_timeout=0.2)
     try:
-        with caplog.at_level("WARNING", logger="pipeline.limiter"):
-            await limiter.acquire(1)  # nothing listens there: the limiter goes local, and says so
+        with caplog.at_level("WARNING", logger="pipeline.limiter"), \
+                pytest.raises(ConfigError) as caught:
+            # Nothing listens there, and never did: a clear error, said on the console too.
+            await limiter.acquire(1)
         assert "***" in limiter.url and "***" in repr(limiter)
         warned = "\n".join(r.getMessage() for r in caplog.records)
-        assert "not answering" in warned
-        for shown in (limiter.url, repr(limiter), warned, repr(limiter.snapshot())):
+        assert warned
+        for shown in (limiter.url, repr(limiter), warned, repr(limiter.snapshot()),
+                      str(caught.value)):
             assert PASSWORD not in shown, shown
     finally:
         await limiter.aclose()
@@ -63,10 +67,10 @@ async def test_a_redis_password_is_in_no_repr_url_or_warning(url, caplog):
 def test_a_bad_shared_limiter_url_error_masks_its_password():
     pytest.importorskip("redis")
     from pipeline.errors import ConfigError
-    from pipeline.limiter._redis import check_url
+    from pipeline.limiter import check_redis_url
 
     with pytest.raises(ConfigError) as caught:
-        check_url(f"http://:{PASSWORD}@127.0.0.1:6379/0?password={PASSWORD}")
+        check_redis_url(f"http://:{PASSWORD}@127.0.0.1:6379/0?password={PASSWORD}")
     assert PASSWORD not in str(caught.value)
 
 
@@ -82,14 +86,15 @@ def test_the_cli_never_prints_the_shared_limiters_password(tmp_path):
     source.write_text('{"text": "a"}\n{"text": "b"}\n')
     output = tmp_path / "out.jsonl"
     env = {**os.environ, "OPENAI_API_KEY": "sk-test-0123456789abcdef"}
-    with Simulator() as sim:  # nothing listens on port 1: the limiter warns that it goes local
+    with Simulator() as sim:  # nothing listens on port 1: the run stops before sending
         done = subprocess.run(
             [sys.executable, "-m", "pipeline", "run", str(source), "-o", str(output),
              "--no-cache", "--no-progress", "--base-url", sim.base_url, "--model",
              "gpt-4o-mini", "--template", "{text}", "--rpm", "600", "--shared-limit",
              f"redis://:{PASSWORD}@127.0.0.1:1/0?password={PASSWORD}"],
             env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "not answering" in done.stderr and "redis://:***@127.0.0.1:1/0" in done.stderr
-    for shown in (done.stdout, done.stderr, output.read_text()):
+    assert done.returncode == 2, done.stderr
+    assert "connection refused" in done.stderr and "redis://:***@127.0.0.1:1/0" in done.stderr
+    assert not output.exists()
+    for shown in (done.stdout, done.stderr):
         assert PASSWORD not in shown

@@ -44,16 +44,16 @@ def test_journal_drops_a_line_cut_short_and_keeps_the_latest_result(tmp_path):
     path = tmp_path / "out.csv.journal"
     journal = io.Journal(path, fingerprint="f1")
     assert journal.open() == {}
-    journal.append({"i": 0, "status": "failed"})
-    journal.append({"i": 1, "status": "succeeded"})
-    journal.append({"i": 0, "status": "succeeded"})
+    journal.append(io.ResultRow(index=0, status="failed"))
+    journal.append(io.ResultRow(index=1, status="succeeded"))
+    journal.append(io.ResultRow(index=0, status="succeeded"))
     journal.close()
     with open(path, "ab") as f:
         f.write(b'{"i": 2, "stat')  # killed mid-line
     again = io.Journal(path, fingerprint="f1")
-    assert again.open() == {0: {"i": 0, "status": "succeeded"},
-                            1: {"i": 1, "status": "succeeded"}}
-    again.append({"i": 2, "status": "succeeded"})
+    assert again.open() == {0: io.ResultRow(index=0, status="succeeded"),
+                            1: io.ResultRow(index=1, status="succeeded")}
+    again.append(io.ResultRow(index=2, status="succeeded"))
     again.close()
     assert sorted(io.Journal(path, fingerprint="f1").open()) == [0, 1, 2]
 
@@ -62,7 +62,7 @@ def test_journal_of_another_run_is_started_afresh(tmp_path):
     path = tmp_path / "j"
     first = io.Journal(path, fingerprint="f1")
     first.open()
-    first.append({"i": 0, "status": "succeeded"})
+    first.append(io.ResultRow(index=0, status="succeeded"))
     first.close()
     other = io.Journal(path, fingerprint="f2")
     assert other.open() == {} and other.restarted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 
 import pytest
 from aiostream import stream
@@ -106,6 +107,7 @@ async def test_run_takes_frames_and_refuses_things_that_are_not_rows(tmp_path):
             await run(bad, _job(InstantService()))
 
 
+@pytest.mark.filterwarnings("ignore::pipeline.pricing.cost.UnknownPriceWarning")  # model "m"
 async def test_results_become_frames_lined_up_with_the_rows():
     pd = pytest.importorskip("pandas")
     pl = pytest.importorskip("polars")
@@ -118,3 +120,107 @@ async def test_results_become_frames_lined_up_with_the_rows():
     assert list(results.to_pandas(like).index) == ["x", "y", "z"]
     assert results.to_polars()["status"].to_list() == ["succeeded", "failed", "succeeded"]
     assert isinstance(results.to_polars(), pl.DataFrame)
+
+
+class _Answers(InstantService):
+    """Answers each request with the body ``answer(request)`` gives."""
+
+    def __init__(self, answer, **options):
+        super().__init__(**options)
+        self.answer = answer
+
+    async def call(self, endpoint, request):
+        from pipeline.core.request import Response
+
+        self.calls += 1
+        return Response(status=200, body=self.answer(request),
+                        headers={"x-request-id": "req_1"})
+
+
+def _chat_body(text, **extra):
+    message = {"role": "assistant", "content": text, "refusal": None, **extra.pop("message", {})}
+    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 1,
+            "model": "served-as", "system_fingerprint": "fp",
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11,
+                      "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0},
+                      "completion_tokens_details": {"reasoning_tokens": 0}},
+            **extra}
+
+
+async def test_results_keep_the_answers_not_the_bodies_unless_asked():
+    from pipeline.core.record import KeptResponse
+    from pipeline.pricing.cost import ModelPrice, Prices
+
+    # By the model the request asked for; cached prompt tokens at their own price.
+    prices = Prices({"m": ModelPrice(1.0, 2.0, cached_input=0.25)})
+    service = _Answers(lambda request: _chat_body(f"answer {request.body['messages'][0]}"))
+    slim = await run(ROWS, _job(service), prices=prices)
+    whole = await run(ROWS, _job(service), prices=prices, keep_responses=True)
+    assert not slim.responses_kept and whole.responses_kept
+    assert all(type(r.response) is KeptResponse and r.request is None for r in slim)
+    assert all(type(r.response) is not KeptResponse and r.request is not None for r in whole)
+    # What a reader of results uses is the same either way.
+    assert [r.text for r in slim] == [r.text for r in whole]
+    assert [r.response.usage for r in slim] == [r.response.usage for r in whole]
+    assert [r.row for r in slim] == ROWS and slim.cost == whole.cost and slim.cost > 0
+    assert slim.costs() == whole.costs() == [(5 * 1.0 + 4 * 0.25 + 2 * 2.0) / 1e6] * 20
+    assert slim[0].body["choices"][0]["message"]["content"] == whole[0].text
+    assert slim[0].body["usage"]["prompt_tokens_details"] == {"cached_tokens": 4}
+    assert slim[0].body["model"] == "served-as" and "id" not in slim[0].body
+    assert not slim[0].response.headers and whole[0].response.headers["x-request-id"]
+    again = pickle.loads(pickle.dumps(slim[0]))  # results go to disk and across processes
+    assert again.text == slim[0].text and again.response == slim[0].response
+    assert slim.to_pandas().drop(columns="cost").equals(whole.to_pandas().drop(columns="cost"))
+
+
+async def test_a_body_with_more_than_a_plain_answer_is_kept_whole():
+    from pipeline.core.record import KeptResponse
+
+    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    bodies = [_chat_body("a", message={"tool_calls": calls}),   # a tool call
+              {**_chat_body("b"), "choices": [_chat_body("b")["choices"][0]] * 2},  # n=2
+              _chat_body("c", citations=["x"]),                   # a field not known here
+              {**_chat_body("d"), "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                             "total_tokens": 2, "completion_tokens_details":
+                                                 {"reasoning_tokens": 7}}},
+              _chat_body("e")]                                     # plain: slimmed
+    service = _Answers(lambda request: bodies[int(request.body["messages"][0]["content"][-1])])
+    results = await run([{"text": f"row {i}"} for i in range(5)], _job(service))
+    kinds = [type(r.response).__name__ for r in results]
+    assert kinds == ["Response"] * 4 + ["KeptResponse"]
+    assert results[0].body["choices"][0]["message"]["tool_calls"] == calls
+    assert results[3].body["usage"]["completion_tokens_details"] == {"reasoning_tokens": 7}
+    assert isinstance(results[4].response, KeptResponse) and results[4].text == "e"
+
+
+async def test_keep_rows_false_drops_the_rows_and_run_frame_still_lines_up():
+    import pandas as pd
+
+    from pipeline import io
+
+    service = InstantService()
+    results = await run(ROWS, _job(service), keep_rows=False)
+    assert all(r.row is None and r.ok for r in results)
+    frame = pd.DataFrame(ROWS, index=[f"k{i}" for i in range(20)])
+    out = await io.run_frame(frame, _job(service))
+    assert list(out.index) == list(frame.index) and (out["answer"] == "ok").all()
+    assert list(out["text"]) == [r["text"] for r in ROWS]
+
+
+async def test_an_embedding_is_kept_as_its_vector():
+    from pipeline.core.record import KeptResponse
+
+    def answer(request):
+        vector = [0.5, float(len(request.body["input"]))]
+        return {"object": "list", "model": "e",
+                "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+                "usage": {"prompt_tokens": 3, "total_tokens": 3}}
+
+    service = _Answers(answer)
+    results = await run(["a", "bb"], service.embeddings(model="e", batch_size=1))
+    assert [type(r.response) for r in results] == [KeptResponse] * 2
+    assert [r.embedding for r in results] == [[0.5, 1.0], [0.5, 2.0]]
+    assert results[1].body["data"][0]["embedding"] == [0.5, 2.0] and results[1].text is None
+    assert results[0].response.usage.prompt_tokens == 3

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import errors
 from pipeline.core.request import APIRequest, FilePart, Response
-from pipeline.http import BaseService, Endpoint, Job, JSONService, OpenAIService
+from pipeline.http import BaseService, Endpoint, EndpointLimits, Job, JSONService, OpenAIService
 
 KEY = "sk-test-SUPERSECRET-0123456789abcdef"
 CHAT = APIRequest(
@@ -402,6 +402,28 @@ def test_bad_limits_are_config_errors(limits):
         OpenAIService(KEY, "http://127.0.0.1:9/v1", limits=limits).endpoint("x")
 
 
+def test_endpoint_limits_values_say_what_the_dicts_say():
+    as_values = OpenAIService(KEY, "http://127.0.0.1:9/v1", rpm=100, tpm=10_000, limits={
+        "embeddings": EndpointLimits(rpm=3000, tpm=1_000_000),
+        "chat/completions": EndpointLimits(max_requests=5, interval=1, config={"model": "m"}),
+        "completions": EndpointLimits(tpm=None),  # None: not limited here, whatever the service
+    })
+    emb = as_values.endpoint("embeddings")
+    assert (emb.rpm, emb.tpm) == (3000, 1_000_000)
+    chat = as_values.endpoint("chat/completions")
+    assert (chat.max_requests, chat.interval, chat.config["model"]) == (5, 1.0, "m")
+    legacy = as_values.endpoint("completions")
+    assert (legacy.rpm, legacy.tpm) == (100, None)
+    assert repr(EndpointLimits(rpm=3000)) == "EndpointLimits(rpm=3000)"
+
+
+def test_a_misspelt_limit_names_the_path_and_the_closest_setting():
+    with pytest.raises(errors.ConfigError, match=r"'rmp' for 'embeddings' \(did you mean 'rpm'"):
+        OpenAIService(KEY, "http://127.0.0.1:9/v1", limits={"embeddings": {"rmp": 3000}})
+    with pytest.raises(errors.ConfigError, match="must be an EndpointLimits or a dict"):
+        OpenAIService(KEY, "http://127.0.0.1:9/v1", limits={"embeddings": 3000})
+
+
 # -- OpenAIService configuration --------------------------------------------------------------
 
 
@@ -606,6 +628,7 @@ async def test_openai_job_helpers_use_the_payload_builders_and_endpoint_config()
     assert msgspec.json.decode(seen[0].content) == request.body
     assert service.embeddings(model="e", input="{text}").build({"text": "x"}).path == "embeddings"
     assert service.completions(model="c", prompt="{p}").path == "completions"
+    assert service.completion(model="c", prompt="{p}").path == "completions"  # the builder's name
     assert service.fine_tuning_job(model="f", training_file="file-1").path == "fine_tuning/jobs"
     assert service.file_upload(purpose="batch").endpoint.path == "files"
     with pytest.raises(errors.PayloadError):

@@ -1,6 +1,6 @@
 """The simulator's structured answers over loopback: schema-valid JSON for a ``json_schema``
 response format (read back with the openai SDK and
-:class:`~pipeline.payloads.structured.OutputSchema`), and ``invalid_json``: a seeded share of
+:class:`~pipeline.schema.OutputSchema`), and ``invalid_json``: a seeded share of
 JSON answers spoiled the ways real models spoil them."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.cli import serve as sim_cli
 from pipeline.errors import ConfigError, SchemaValidationError
-from pipeline.payloads.structured import OutputSchema
+from pipeline.schema import OutputSchema
 from pipeline.simulator import Simulator, SimulatorConfig
 
 

@@ -98,10 +98,11 @@ async def test_cached_answers_keep_no_echoed_key_or_cookie(tmp_path):
     with _EchoServer() as base_url:
         async with OpenAIService(api_key=KEY_A, base_url=base_url) as service:
             job = service.chat(model="m", prompt="Classify: {text}", max_tokens=5)
-            first = await run(_rows(5), job, cache=tmp_path / "cache")
+            first = await run(_rows(5), job, cache=tmp_path / "cache", keep_responses=True)
             assert all(r.ok for r in first)
             assert KEY_A in first[0].response.headers["x-api-key"]  # the echo did happen
-            second = await run(_rows(5), job, cache=tmp_path / "cache")
+            second = await run(_rows(5), job, cache=tmp_path / "cache",
+                               keep_responses=True)
     assert second.status.cached == 5
     # What a later reader needs is kept; the echoed secrets are not.
     assert second[0].response.headers == {"content-type": "application/json",

@@ -137,9 +137,58 @@ def test_records_do_not_keep_references_alive():
     gc.collect()
     service = InstantService()
     results = run_sync(ROWS[:2], _job(service))
-    assert all(r.reservation is None for r in results)
+    assert all(r.lease is None for r in results)
 
 
 def test_chain_keeps_its_concurrency_when_extended():
     chain = Chain(build(lambda r: r), concurrency=7) | track(None)
     assert chain.concurrency == 7
+
+
+async def test_map_unordered_does_not_lose_an_item_cancelled_from_inside():
+    async def work(i: int) -> int:
+        await asyncio.sleep(0)
+        if i == 2:
+            raise asyncio.CancelledError  # not the stream's doing: the run must hear of it
+        return i
+
+    with pytest.raises(asyncio.CancelledError):
+        await stream.list(stream.iterate(range(10)) | map_unordered.pipe(work, limit=3))
+    await asyncio.sleep(0)
+    assert len(asyncio.all_tasks()) == 1
+
+
+def test_a_slow_consumer_holds_the_source_back():
+    pulled = 0
+
+    def rows():
+        nonlocal pulled
+        for i in range(10_000):
+            pulled += 1
+            yield i
+
+    async def main() -> list[int]:
+        seen = []
+        async with (stream.iterate(rows()) | map_unordered.pipe(_echo, limit=4)).stream() as xs:
+            async for _ in xs:
+                seen.append(pulled - len(seen))  # taken but not yet read
+                await asyncio.sleep(1)  # the consumer is the slow part
+                if len(seen) == 50:
+                    break
+        return seen
+
+    assert max(run_virtual(main())) <= 4 + 4 + 1  # in the workers, waiting, being taken
+
+
+def test_items_start_in_the_order_they_are_taken():
+    async def main() -> list[int]:
+        flow = Chain(build(lambda row: row), concurrency=8)
+        return [r.row for r in sorted(await stream.list(stream.iterate(range(100)) | flow),
+                                      key=lambda r: r.index)]
+
+    assert run_virtual(main()) == list(range(100))
+
+
+async def _echo(i: int) -> int:
+    await asyncio.sleep(0)
+    return i

@@ -183,8 +183,8 @@ async def test_each_reask_acquires_the_limiter_again():
 async def test_a_flow_without_decode_is_unchanged():
     stage = retry(acquire(TokenBucketLimiter(60, 1000)) | call(
         InstantService(), "chat/completions"))
-    assert stage.after_done is False and "reasks" not in repr(stage)
-    assert retry(decode(Label), reasks=5).after_done is True
+    assert stage.on_answered is False and "reasks" not in repr(stage)
+    assert retry(decode(Label), reasks=5).on_answered is True
 
 
 def test_the_default_flow_decodes_inside_the_retry_when_the_job_has_a_schema():
@@ -232,7 +232,8 @@ async def test_a_reask_tells_the_model_what_did_not_fit():
 
     with Simulator(latency=0, process=False, responder=model) as sim:
         async with _service(sim) as service:
-            results = await pipeline.run(ROWS[:5], _job(service), reasks=1)
+            results = await pipeline.run(ROWS[:5], _job(service), reasks=1,
+                                         keep_responses=True)  # the requests, to read
         bodies = [e for e in sim.log() if e.outcome == "ok"]
     assert all(r.ok and r.value == Label("spam", 0.9, []) for r in results), list(results)
     assert all(r.reasks == 1 for r in results) and len(bodies) == 10

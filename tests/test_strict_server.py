@@ -11,8 +11,10 @@ which has whole-second resolution. It counts tokens its own way (characters / 4 
 not as the client estimates them.
 
 Every cell checks from the server's own log that every row was answered exactly once, and
-bounds the 429s (5% of the rows) and the wall time (1.5x told, 1.8x not told, of the window's
-sustained pace: rows / rate; see _check for why these are looser than the simulator's).
+bounds the 429s (5% of the rows) and the limiter's rate cuts (a window still full from one
+overshoot must not be read as a lower rate, cut after cut). The wall time against the
+window's sustained pace (rows / rate: 1.2-1.4x seen) is printed with ``-s``, not asserted: a
+test that times itself fails on a loaded machine.
 
 Written against this server, the adaptive limiter was found cutting three times in 0.15 s
 (70 to 9 requests/s, 2.7x the pace) while the window was still full from one overshoot:
@@ -33,6 +35,7 @@ from typing import Any
 import pytest
 
 import pipeline
+from pipeline.limiter._control import RateController
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
@@ -156,11 +159,29 @@ async def _run(server: StrictServer, limits: dict[str, float]) -> tuple[Any, flo
         return results, time.perf_counter() - start
 
 
-def _check(server: StrictServer, results: Any, wall: float, pace: float, told: bool) -> None:
+@pytest.fixture
+def cuts(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The limiter's rate cuts in this test, as they happen (one entry per cut made)."""
+    made: list[float] = []
+    cut = RateController._cut
+
+    def counted(self: RateController, dim: Any, granted_at: float, now: float) -> bool:
+        done = cut(self, dim, granted_at, now)
+        if done:
+            made.append(now)
+        return done
+
+    monkeypatch.setattr(RateController, "_cut", counted)
+    return made
+
+
+def _check(server: StrictServer, results: Any, wall: float, pace: float, told: bool,
+           cuts: list[float]) -> None:
     answered = Counter(digest for _, status, digest in server.log if status == 200)
     refused = sum(1 for _, status, _ in server.log if status == 429)
-    report = (f"answered {len(answered)}/{ROWS}, refused {refused}, wall {wall:.2f} s, "
-              f"pace {pace:.2f} s ({wall / pace:.2f}x); {results.status.rate_text()}")
+    report = (f"answered {len(answered)}/{ROWS}, refused {refused}, cuts {len(cuts)}, "
+              f"wall {wall:.2f} s, pace {pace:.2f} s ({wall / pace:.2f}x); "
+              f"{results.status.rate_text()}")
     print(report)  # shown with -s: the figures of each cell
     assert all(r.ok for r in results), report + f"; failed: {results.failed[:3]}"
     assert len(answered) == ROWS and set(answered.values()) == {1}, report
@@ -169,24 +190,28 @@ def _check(server: StrictServer, results: Any, wall: float, pace: float, told: b
     # 19-23 not told with tokens binding (a window stays full for a second after the first
     # overshoot, and a Retry-After rounded up to the second does not say how long of it).
     assert refused <= 0.05 * ROWS, report
-    # Looser than the simulator's matrix (1.1x / 1.3x). Told its token limit, the client still
-    # counts tokens its own way (36 a request where this server counts 21): 1.38x. Not told,
-    # the first cut of an unknown limit aims at 0.49x of what got through in the last
-    # second, which fits a one-second bucket (what got through includes its saved-up second)
-    # but halves a window's rate: 1.20-1.31x seen (once 1.66x with 500 rows). Known, open.
-    assert wall <= (1.5 if told else 1.8) * pace, report
+    # 2-4 cuts seen in every cell: finding the rate, then one more as the window turns over.
+    # Reading a window still full from one overshoot as a lower rate cut again and again
+    # (three cuts in 0.15 s took 70 requests/s to 9; the run took 2.7x its pace).
+    assert len(cuts) <= 8, report
+    # The wall time (printed above) is looser than the simulator's matrix: told its token
+    # limit, the client still counts tokens its own way (36 a request where this server counts
+    # 21): 1.38x. Not told, the first cut of an unknown limit aims at 0.49x of what got
+    # through in the last second, which fits a one-second bucket (what got through includes
+    # its saved-up second) but halves a window's rate: 1.20-1.31x seen. Known, open.
 
 
 @pytest.mark.parametrize("told", [True, False], ids=["told", "not-told"])
-async def test_a_sliding_window_on_requests(told: bool) -> None:
+async def test_a_sliding_window_on_requests(told: bool, cuts: list[float]) -> None:
     async with StrictServer(requests_per_s=RATE, tokens_per_s=None) as server:
         results, wall = await _run(server, {"rpm": RATE * 60} if told else {})
-        _check(server, results, wall, ROWS / RATE, told)
+        _check(server, results, wall, ROWS / RATE, told, cuts)
 
 
 @pytest.mark.parametrize("told", [True, False], ids=["told", "not-told"])
-async def test_a_sliding_window_on_tokens_counted_the_servers_way(told: bool) -> None:
+async def test_a_sliding_window_on_tokens_counted_the_servers_way(told: bool,
+                                                                  cuts: list[float]) -> None:
     async with StrictServer(requests_per_s=None, tokens_per_s=TOKENS) as server:
         results, wall = await _run(server, {"tpm": TOKENS * 60} if told else {})
         charged = sum(math.ceil(len(f"Echo row {i}: hello") / 4) + 16 for i in range(ROWS))
-        _check(server, results, wall, charged / TOKENS, told)
+        _check(server, results, wall, charged / TOKENS, told, cuts)

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from pipeline.core.display import html_table
+from pipeline.core.protocols import BuilderLike, JobLike
 from pipeline.core.record import Record
 from pipeline.core.request import APIRequest
 from pipeline.errors import ConfigError
@@ -177,15 +178,16 @@ def _duration(minutes: float) -> str:
     return f"{minutes / 60:.1f} h"
 
 
-def _output_bound(request: APIRequest, builder: Any) -> int:
+def _output_bound(request: APIRequest, builder: BuilderLike) -> int:
     config = getattr(builder, "config", None)
     default = config.get("default_max_tokens") if isinstance(config, dict) else None
     return output_tokens_bound(request.body, request.path, default)
 
 
-def estimate(rows: Any, job: Any, *, rpm: float | None = None, tpm: float | None = None,
-             cache: Any = None, prices: Prices | Mapping[str, Any] | str | os.PathLike[str]
-             | None = None, answered: Collection[int] = ()) -> Estimate:
+def estimate(rows: Any, job: JobLike, *, rpm: float | None = None, tpm: float | None = None,
+             cache: str | os.PathLike[str] | ResponseCache | None = None,
+             prices: Prices | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+             answered: Collection[int] = ()) -> Estimate:
     """Plan a run of ``rows`` through ``job`` without sending anything.
 
     Each row is built as the run would build it; the cache (a directory or a
@@ -199,7 +201,7 @@ def estimate(rows: Any, job: Any, *, rpm: float | None = None, tpm: float | None
         print(pipeline.estimate(rows, job, cache=".cache"))   # a table; or .as_dict()
     """
     table = Prices.of(prices)
-    endpoint = getattr(job, "endpoint", None)
+    endpoint = job.endpoint
     rpm = rpm if rpm is not None else getattr(endpoint, "rpm", None)
     tpm = tpm if tpm is not None else getattr(endpoint, "tpm", None)
     for name, value in (("rpm", rpm), ("tpm", tpm)):

@@ -21,16 +21,25 @@ from __future__ import annotations
 import mimetypes
 import os
 import pathlib
-from typing import Any
+from typing import TypedDict, Unpack
 
 from pipeline.core.record import Record
 from pipeline.core.request import APIRequest, FilePart, Response
 from pipeline.errors import InputError
 from pipeline.http import BaseService, Endpoint
-from pipeline.stages import DEFAULT_MAX_WAIT, Backoff, Stage, acquire, call, retry
+from pipeline.stages import DEFAULT_ATTEMPTS, DEFAULT_MAX_WAIT, Backoff, Stage, acquire, call, retry
 from pipeline.state.cache import ResponseCache
 
 __all__ = ["cached_call", "call_with_retry", "upload_file_with_retry"]
+
+
+class _RetryOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`call_with_retry` that :func:`cached_call` passes on."""
+
+    attempts: int
+    backoff: Backoff | None
+    max_wait: float
+    timeout: float | None
 
 
 def _endpoint(service: BaseService, endpoint: Endpoint | str) -> Endpoint:
@@ -57,7 +66,7 @@ async def _run_one(service: BaseService, endpoint: Endpoint, request: APIRequest
 
 
 async def call_with_retry(service: BaseService, endpoint: Endpoint | str,
-                          request: APIRequest, *, attempts: int = 6,
+                          request: APIRequest, *, attempts: int = DEFAULT_ATTEMPTS,
                           backoff: Backoff | None = None,
                           max_wait: float = DEFAULT_MAX_WAIT,
                           timeout: float | None = None) -> Response:
@@ -74,7 +83,7 @@ async def call_with_retry(service: BaseService, endpoint: Endpoint | str,
 
 async def cached_call(service: BaseService, endpoint: Endpoint | str, request: APIRequest,
                       cache: ResponseCache | str | os.PathLike[str],
-                      **options: Any) -> Response:
+                      **options: Unpack[_RetryOptions]) -> Response:
     """:func:`call_with_retry`, answered from ``cache`` when the same request was answered
     before (the key a pipeline's cache stages use: a pipeline run and this share answers).
 
@@ -99,6 +108,8 @@ async def cached_call(service: BaseService, endpoint: Endpoint | str, request: A
 
 class _read_file(Stage):
     """Read the file into the record's request on every attempt (never a spent stream)."""
+
+    on_answered = False  # a request stage: an answered record needs none
 
     def __init__(self, path: pathlib.Path, purpose: str, endpoint: str) -> None:
         self.path, self.purpose, self.endpoint = path, purpose, endpoint

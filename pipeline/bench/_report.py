@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.bench._sweep import SETTING_COLUMNS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["format_table", "plot"]
 
@@ -51,7 +55,7 @@ def _label(row: Mapping[str, Any], columns: Sequence[str]) -> str:
     return ", ".join(parts) or "all"
 
 
-def plot(df: Any, path: str | Any, *, x: str | None = None) -> Any:
+def plot(df: Any, path: str | os.PathLike[str], *, x: str | None = None) -> Figure:
     """Save a PNG of throughput (utilisation of the provider's rpm) and 429s against ``x``.
 
     ``x`` defaults to the first setting column that varies (``fraction`` first); one line per

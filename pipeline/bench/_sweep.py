@@ -17,7 +17,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 import msgspec
 
@@ -32,14 +32,23 @@ from pipeline.limiter import (
     TokenBucketLimiter,
 )
 from pipeline.runner import run
-from pipeline.simulator import Faults, Latency, LogEntry, Simulator, SimulatorConfig
-from pipeline.simulator._config import ErrorFormat, RetryAfter
-from pipeline.simulator._ratelimit import Policy
-from pipeline.stages import Backoff
+from pipeline.simulator import (
+    ErrorFormat,
+    Faults,
+    Latency,
+    LogEntry,
+    Policy,
+    RetryAfter,
+    Simulator,
+    SimulatorConfig,
+)
+from pipeline.stages import DEFAULT_ATTEMPTS, DEFAULT_CONCURRENCY, Backoff
 
 if TYPE_CHECKING:
     import pandas as pd
     import polars as pl
+
+    from pipeline.core.record import Record
 
 __all__ = [
     "Provider",
@@ -215,8 +224,8 @@ class Setting:
     limiter: LimiterKind = "token_bucket"
     fraction: float = 1.0
     burst_s: float | None = None
-    concurrency: int = 64
-    attempts: int = 6
+    concurrency: int = DEFAULT_CONCURRENCY
+    attempts: int = DEFAULT_ATTEMPTS
     backoff_s: float = 0.5
 
     def __post_init__(self) -> None:
@@ -312,14 +321,14 @@ def _limiter(setting: Setting, provider: Provider, k: float,
     as in the provider's time: a default bucket is sized here, from the provider-time
     default, because the limiter's own default (half a second of its rate) would hold k
     times too much in compressed time. The adaptive limiter's time constants (``start_rate``,
-    ``recovery``, ``min_rate``) are scaled the same way; its default bucket stays its own
-    (half a second of the *effective* rate, empty at the start), and so do its internal
-    timings (slow-start steps, the 10 s round-trip window): keep ``time_scale`` small when
-    its growth after a cut is what you measure.
+    ``recovery``, ``min_rate``) are scaled the same way, and so are its controller's own
+    timings (``time_scale=k``: slow-start steps, its meters, the cut gap); its default bucket
+    stays its own (half a second of the *effective* rate, empty at the start).
 
-    With ``shared_limit`` (a ``redis://`` URL) a token-bucket setting is a
-    :class:`~pipeline.limiter.RedisLimiter` of the same rates and burst, on a key of its own
-    (a fresh bucket per setting: settings must not spend each other's quota).
+    With ``shared_limit`` (a ``redis://`` URL) a token-bucket or adaptive setting is a
+    :class:`~pipeline.limiter.RedisLimiter` of the same rates, burst and controller (fixed
+    for a token bucket), on a key of its own (a fresh bucket per setting: settings must not
+    spend each other's quota).
     """
     rpm = provider.rpm * setting.fraction
     tpm = None if provider.tpm is None else provider.tpm * setting.fraction
@@ -334,10 +343,19 @@ def _limiter(setting: Setting, provider: Provider, k: float,
             burst_r = max(1.0, rpm / 60 * setting.burst_s)
             burst_t = None if tpm is None else tpm / 60 * setting.burst_s
         defaults = _ADAPTIVE_DEFAULTS
+        start_rate, min_rate = defaults["start_rate"] * k, defaults["min_rate"] * k
+        recovery = defaults["recovery"] / k
+        if shared_limit is not None:
+            from pipeline.limiter import RedisLimiter
+
+            return RedisLimiter(shared_limit, key=f"pipeline:bench:{uuid.uuid4().hex}",
+                                max_requests=rpm, max_tokens=tpm, interval=60.0 / k,
+                                burst_requests=burst_r, burst_tokens=burst_t,
+                                start_rate=start_rate, recovery=recovery, min_rate=min_rate,
+                                time_scale=k)
         return AdaptiveLimiter(rpm, tpm, interval=60.0 / k, burst_requests=burst_r,
-                               burst_tokens=burst_t, start_rate=defaults["start_rate"] * k,
-                               recovery=defaults["recovery"] / k,
-                               min_rate=defaults["min_rate"] * k)
+                               burst_tokens=burst_t, start_rate=start_rate, recovery=recovery,
+                               min_rate=min_rate, time_scale=k)
     seconds = DEFAULT_BURST_SECONDS if setting.burst_s is None else setting.burst_s
     burst_r = max(1.0, rpm / 60 * seconds)
     burst_t = None if tpm is None else tpm / 60 * seconds
@@ -346,12 +364,12 @@ def _limiter(setting: Setting, provider: Provider, k: float,
 
         return RedisLimiter(shared_limit, key=f"pipeline:bench:{uuid.uuid4().hex}",
                             max_requests=rpm, max_tokens=tpm, interval=60.0 / k,
-                            burst_requests=burst_r, burst_tokens=burst_t)
+                            adaptive=False, burst_requests=burst_r, burst_tokens=burst_t)
     return TokenBucketLimiter(rpm, tpm, interval=60.0 / k, burst_requests=burst_r,
                               burst_tokens=burst_t)
 
 
-def _measure(log: list[LogEntry], records: list[Any], setting: Setting, provider: Provider,
+def _measure(log: list[LogEntry], records: list[Record], setting: Setting, provider: Provider,
              k: float, wall: float, cpu: float) -> dict[str, Any]:
     """One table row: the setting, then figures from the simulator's log (and the client's
     records for failures and per-row latency), in the provider's time."""
@@ -452,10 +470,11 @@ async def sweep_async(provider: Provider, settings: Iterable[Setting] | None = N
             thread (faster to start, shares the GIL with the client).
         verbose: print a line per setting to stderr as it finishes.
         polars: return a Polars DataFrame instead of pandas.
-        shared_limit: a ``redis://HOST:PORT/DB`` URL: token-bucket settings run on a
-            :class:`~pipeline.limiter.RedisLimiter` there (a fresh key each), to see what the
-            shared limiter does to throughput and 429s before several processes share it.
-            Its lease and regrowth times are not compressed: prefer ``time_scale`` near 1.
+        shared_limit: a ``redis://HOST:PORT/DB`` URL: token-bucket and adaptive settings run
+            on a :class:`~pipeline.limiter.RedisLimiter` there (a fresh key each), to see what
+            the shared limiter does to throughput and 429s before several processes share it.
+            The controller's times are compressed; its lease and sync times are not: prefer
+            ``time_scale`` near 1.
 
     Columns: the setting (``limiter fraction burst_s concurrency attempts backoff_s``), then
     ``run_s`` (run time in provider seconds), ``wall_s`` (real seconds here), ``req_per_s``
@@ -488,9 +507,9 @@ async def sweep_async(provider: Provider, settings: Iterable[Setting] | None = N
                       "no rate limit will bind; send more requests or give a smaller burst",
                       stacklevel=2)
     if shared_limit is not None:
-        from pipeline.limiter._redis import check_url
+        from pipeline.limiter import check_redis_url
 
-        check_url(shared_limit)  # a typo or a missing redis-py: before any setting runs
+        check_redis_url(shared_limit)  # a typo or a missing redis-py: before any setting runs
     if time_scale is None:
         time_scale = auto_time_scale(provider, requests, tokens,
                                      max(s.concurrency for s in chosen), target_seconds)
@@ -499,8 +518,8 @@ async def sweep_async(provider: Provider, settings: Iterable[Setting] | None = N
         row = await run_setting(provider, setting, requests=requests,
                                 prompt_tokens=prompt_tokens, max_tokens=max_tokens,
                                 time_scale=time_scale, timeout=timeout, process=process,
-                                shared_limit=shared_limit if setting.limiter == "token_bucket"
-                                else None)
+                                shared_limit=shared_limit if setting.limiter in
+                                ("token_bucket", "adaptive") else None)
         rows.append(row)
         if verbose:
             print(f"[{number}/{len(chosen)}] {setting.limiter} x{setting.fraction:g} "
@@ -518,8 +537,23 @@ async def sweep_async(provider: Provider, settings: Iterable[Setting] | None = N
     return df
 
 
+class _SweepOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`sweep_async`, which :func:`sweep` passes on."""
+
+    requests: int
+    prompt_tokens: int
+    max_tokens: int
+    time_scale: float | None
+    target_seconds: float
+    timeout: float
+    process: bool
+    verbose: bool
+    polars: bool
+    shared_limit: str | None
+
+
 def sweep(provider: Provider, settings: Iterable[Setting] | None = None,
-          **options: Any) -> pd.DataFrame | pl.DataFrame:
+          **options: Unpack[_SweepOptions]) -> pd.DataFrame | pl.DataFrame:
     """:func:`sweep_async` from plain code (a script); in a notebook ``await sweep_async``.
 
     For example, inside a coroutine (or a notebook cell)::

@@ -24,6 +24,7 @@ needs, e.g. bench-model=300,50000).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Callable
@@ -116,8 +117,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--no-plot", action="store_true", help="no plot")
     job.add_argument("--quiet", action="store_true", help="no line per setting on stderr")
     job.add_argument("--shared-limit", default=None, metavar="redis://HOST:PORT/DB",
-                     help="run token-bucket settings on the Redis-shared limiter at this URL "
-                          "(a fresh key per setting), as pipeline run --shared-limit would")
+                     help="run token-bucket and adaptive settings on the Redis-shared limiter "
+                          "at this URL (a fresh key per setting), as pipeline run "
+                          "--shared-limit would; "
+                          "checked first: one that cannot be used is exit 2")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -140,6 +143,10 @@ def main(args: argparse.Namespace) -> int:
             require("matplotlib", feature="pipeline bench --out (the plot)", extra="plot")
         elif not args.no_plot and importlib.util.find_spec("matplotlib") is not None:
             plot_path = DEFAULT_PLOT
+        if args.shared_limit is not None:  # a Redis that cannot be used: now, not mid-sweep
+            from pipeline.limiter import check_redis
+
+            asyncio.run(check_redis(args.shared_limit))
         provider = bench.Provider(rpm=args.rpm, tpm=args.tpm or None, burst=burst,
                                   latency=args.latency, faults=_faults(args.fault),
                                   seed=args.seed, **provider_modes(args))

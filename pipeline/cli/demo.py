@@ -90,6 +90,7 @@ def _classify(endpoint: str, body: dict[str, Any]) -> str:
 async def _demo(args: argparse.Namespace) -> int:
     from pipeline import io
     from pipeline.http import OpenAIService
+    from pipeline.io import resume
     from pipeline.simulator import Latency, Simulator
 
     out = sys.stderr
@@ -108,7 +109,7 @@ async def _demo(args: argparse.Namespace) -> int:
         async with service:
             job = service.chat(model="gpt-4o-mini", prompt=_TEMPLATE, max_tokens=3,
                                temperature=0)
-            summary = await io.run_file(
+            summary = await resume.run_file(
                 sample_path(), args.output, job, cache=os.path.join(tmp, "cache"),
                 journal=os.path.join(tmp, "journal"), concurrency=args.concurrency,
                 progress=not args.no_progress, resume=False, overwrite=True)

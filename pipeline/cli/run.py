@@ -32,9 +32,30 @@ One run per output: a second run on the same output stops at once, naming the on
 beside it is never replaced without --overwrite. The API key comes only from
 OPENAI_API_KEY (a --dry-run needs none), the server from --base-url or OPENAI_BASE_URL.
 
+Several servers: --base-url A --base-url B spreads the rows over both (same key and model;
+--rpm/--tpm are each one's ceiling), at the sum of their quotas; --deployments FILE gives
+each its own key, model names and limits:
+
+    # deployments.toml (keys by environment variable name: the file holds none)
+    [[deployments]]
+    name = "east"
+    base_url = "https://east.openai.azure.com"
+    api_key_env = "AZURE_EAST_KEY"
+    azure_api_version = "2024-10-21"
+    models = { "gpt-4o-mini" = "mini-east" }
+    rpm = 3000
+
+    [[deployments]]
+    name = "openai"
+    base_url = "https://api.openai.com/v1"
+    api_key_env = "OPENAI_API_KEY"
+
+A deployment that stops answering or refuses its key is left out (one line says so) and
+tried again later; its rows go to the others.
+
 Exit codes: 0 every row answered, 1 some rows failed, 2 bad arguments or input, an output
-that cannot be written (a read-only directory, a full disk) or another run on the output,
-130 interrupted.
+that cannot be written (a read-only directory, a full disk), another run on the output or a
+--shared-limit Redis that cannot be used (checked before anything is sent), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -46,11 +67,21 @@ import importlib.util
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from typing import Any, Literal
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from pipeline.errors import PipelineError
-from pipeline.io._sinks import OUTPUT_FORMATS
+from pipeline.io import OUTPUT_FORMATS
+from pipeline.options import DEFAULTS
+
+if TYPE_CHECKING:
+    from pipeline.http import Job, OpenAIService
+    from pipeline.http.deployments import Deployment, RoutedService
+    from pipeline.io import Source
+    from pipeline.io.resume import RunControl
+    from pipeline.schema import OutputSchema
+    from pipeline.state.status import StatusTracker
 
 __all__ = ["build_job", "configure", "execute", "load_schema", "main"]
 
@@ -81,15 +112,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--schema", metavar="FILE.json", default=None,
         help="JSON Schema of the answer (an object): structured answers, one typed column "
         "per field (chat only)")
-    add("--reasks", type=int, default=2, metavar="N",
-        help="with --schema: times an answer that does not fit is asked again (default 2)")
+    add("--reasks", type=int, default=DEFAULTS.reasks, metavar="N",
+        help="with --schema: times an answer that does not fit is asked again "
+        f"(default {DEFAULTS.reasks})")
     add("--endpoint", choices=sorted(_PATHS), default=None,
         help="API endpoint (default: chat, or the one the input's request bodies are for)")
     add("--model", help="model (default: gpt-4o-mini; text-embedding-3-small for embeddings)")
     add("--max-tokens", type=int, default=None, help="most tokens per answer")
     add("--temperature", type=float, default=None,
         help="sampling temperature, 0 to 2 (default: the model's; 0 for repeatable answers)")
-    add("--base-url", default=None, help="API base URL (default: OPENAI_BASE_URL, else OpenAI)")
+    add("--base-url", action="append", default=None,
+        help="API base URL (default: OPENAI_BASE_URL, else OpenAI); given more than once, the "
+        "rows are spread over those servers (same key and model) at the sum of their quotas, "
+        "and one that goes down or refuses the key is left out while the others go on")
+    add("--deployments", default=None, metavar="FILE",
+        help="a TOML or JSON file of deployments to spread the rows over, each with its own "
+        "base_url, key (api_key_env: the name of the environment variable holding it), model "
+        "names, rpm/tpm and weight (see the README, 'Several deployments')")
     add("--rpm", type=float, default=None,
         help="requests per minute your key allows: a ceiling (default: found out from the "
         "provider's headers and 429s)")
@@ -102,15 +141,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "enforces its minute limit per second takes that)")
     add("--shared-limit", default=None, metavar="redis://HOST:PORT/DB",
         help="share --rpm/--tpm with every process and machine using this Redis "
-        "(default: PIPELINE_LIMITER_URL; needs pip install \"ratelimited-pipeline[redis]\")")
-    add("--concurrency", type=int, default=64, help="requests in flight at most (default 64)")
+        "(default: PIPELINE_LIMITER_URL; needs pip install \"ratelimited-pipeline[redis]\"); "
+        "checked before anything is sent: one that cannot be used stops the run (exit 2)")
+    add("--provider", default=None, metavar="NAME",
+        help="how the server states its limits: openai, azure, anthropic, groq, together, "
+        "fireworks, litellm, none or auto (default: chosen by the --base-url host; name it "
+        "for a LiteLLM proxy on localhost or Azure behind a gateway)")
+    add("--concurrency", type=int, default=DEFAULTS.concurrency,
+        help=f"requests in flight at most (default {DEFAULTS.concurrency})")
     add("--batch-size", type=int, default=None, metavar="N",
         help="embeddings: rows per request at most (default: as many as fit the limits, up "
              "to 2,048 inputs and 300,000 tokens; 1 sends one row per request)")
-    add("--max-attempts", type=int, default=6,
-        help="attempts per row on errors (default 6); 429 rate limits do not count")
-    add("--max-wait", type=float, default=600.0, metavar="SECONDS",
-        help="how long a row may be held back by 429s before it fails (default 600)")
+    add("--attempts", "--max-attempts", dest="attempts", type=int, default=DEFAULTS.attempts,
+        metavar="N", help=f"attempts per row on errors, run()'s attempts= (default "
+        f"{DEFAULTS.attempts}); 429 rate limits do not count")
+    add("--max-wait", type=float, default=DEFAULTS.max_wait, metavar="SECONDS",
+        help="how long a row may be held back by 429s before it fails "
+        f"(default {DEFAULTS.max_wait:g})")
     add("--timeout", type=float, default=None, metavar="SECONDS",
         help="seconds one attempt may take (default: 6x the slowest answers seen so far, "
         "at least 10 s, once 20 have arrived)")
@@ -125,6 +172,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--batch-poll", type=float, default=5.0, metavar="SECONDS",
         help="with --batch-api: seconds between looks at a batch at first (default 5; it "
         "grows to 60 while nothing changes)")
+    add("--stage", action="append", default=None, metavar="MODULE:NAME",
+        help="your own stage (a Stage instance or class, or a function of one record) from "
+        "a module importable here (the working directory included), run on every answer; "
+        "what it leaves on record.data becomes columns (repeatable, in order)")
     add("--overwrite", action="store_true",
         help="replace an existing output that has no journal of this tool beside it "
         "(without it, such a file is never overwritten)")
@@ -149,7 +200,8 @@ def _transport(choice: str) -> Literal["httpx", "aiohttp"]:
     return "aiohttp" if found else "httpx"
 
 
-def build_job(service: Any, args: argparse.Namespace, source: Any) -> Any:
+def build_job(service: OpenAIService | RoutedService, args: argparse.Namespace,
+              source: Source) -> Job:
     """The job the arguments describe, for ``source`` (a :class:`~pipeline.io.Source`)."""
     endpoint = args.endpoint
     if endpoint is None:
@@ -188,15 +240,15 @@ def build_job(service: Any, args: argparse.Namespace, source: Any) -> Any:
         config["prompt"] = template
     if column is not None:
         config["prompt_column"] = column
-    return service.completions(**config)
+    return service.completion(**config)
 
 
-def load_schema(path: str) -> Any:
-    """The :class:`~pipeline.payloads.structured.OutputSchema` in a JSON Schema file; a
+def load_schema(path: str) -> OutputSchema[Any]:
+    """The :class:`~pipeline.schema.OutputSchema` in a JSON Schema file; a
     :class:`~pipeline.errors.PipelineError` with one clear line when it cannot be used."""
     import json
 
-    from pipeline.payloads.structured import OutputSchema
+    from pipeline.schema import OutputSchema
 
     try:
         with open(path, encoding="utf-8") as f:
@@ -214,6 +266,67 @@ def load_schema(path: str) -> Any:
         raise PipelineError(f"--schema {path}: {exc}") from None
 
 
+def load_stages(specs: list[str] | None) -> list[Any]:
+    """The stages ``--stage MODULE:NAME`` names, imported (the working directory is on the
+    path, as for ``python -m``): a :class:`~pipeline.stages.Stage` class is made with no
+    arguments; an instance or a function of one record is taken as it is. A
+    :class:`~pipeline.errors.PipelineError` with one clear line when one cannot be used."""
+    import importlib
+
+    from pipeline.stages import Stage, user_stages
+
+    found: list[Any] = []
+    for spec in specs or ():
+        module_name, _, name = spec.partition(":")
+        if not module_name or not name:
+            raise PipelineError(f"--stage {spec!r}: write MODULE:NAME, e.g. --stage "
+                                "scoring:Score (a file scoring.py here)")
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise PipelineError(f"--stage {spec}: cannot import {module_name!r} ({exc})"
+                                ) from None
+        except Exception as exc:  # the user's module failed while it ran
+            raise PipelineError(f"--stage {spec}: importing {module_name!r} raised "
+                                f"{type(exc).__name__}: {exc}") from None
+        target = module
+        for part in name.split("."):
+            if not hasattr(target, part):
+                raise PipelineError(f"--stage {spec}: {module_name!r} has no {name!r}")
+            target = getattr(target, part)
+        if isinstance(target, type) and issubclass(target, Stage):
+            try:
+                target = target()
+            except TypeError as exc:
+                raise PipelineError(f"--stage {spec}: {name} needs arguments ({exc}); give "
+                                    "an instance made in the module instead") from None
+        found.append(target)
+    try:
+        user_stages(found)  # the same check run() makes: a stage or a function of a record
+    except PipelineError as exc:
+        raise PipelineError(f"--stage: {exc}") from None
+    return found
+
+
+def _deployments(args: argparse.Namespace) -> list[Deployment] | None:
+    """The deployments to spread the rows over (``--deployments``, ``--base-url`` more than
+    once), or ``None`` for one server."""
+    from pipeline.http.deployments import Deployment, load_deployments
+
+    base_urls = args.base_url or []
+    path = getattr(args, "deployments", None)
+    if path is not None:
+        if base_urls:
+            raise PipelineError("give --deployments FILE or --base-url, not both (put every "
+                                "server in the file)")
+        return load_deployments(path)
+    if len(base_urls) > 1:
+        return [Deployment(base_url=url) for url in base_urls]
+    return None
+
+
 def _check_args(args: argparse.Namespace) -> None:
     for flag in ("rpm", "tpm", "burst", "timeout"):
         value = getattr(args, flag)
@@ -225,10 +338,17 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.no_adaptive and args.rpm is None and args.tpm is None:
         raise PipelineError("--no-adaptive needs --rpm and/or --tpm: without them nothing "
                             "would limit the rate at all")
+    provider = getattr(args, "provider", None)
+    if provider is not None:
+        from pipeline.http.signals import PROVIDERS
+
+        if provider.strip().lower() not in PROVIDERS:
+            raise PipelineError(f"--provider {provider!r} is not one this knows; use one of: "
+                                f"{', '.join(PROVIDERS)}")
     if args.concurrency < 1:
         raise PipelineError(f"--concurrency must be at least 1, got {args.concurrency}")
-    if args.max_attempts < 1:
-        raise PipelineError(f"--max-attempts must be at least 1, got {args.max_attempts}")
+    if args.attempts < 1:
+        raise PipelineError(f"--attempts must be at least 1, got {args.attempts}")
     if getattr(args, "reasks", 2) < 0:
         raise PipelineError(f"--reasks must be at least 0, got {args.reasks}")
     if getattr(args, "schema", None) is not None:
@@ -236,11 +356,16 @@ def _check_args(args: argparse.Namespace) -> None:
             raise PipelineError("--schema is for chat answers, not --endpoint "
                                 f"{args.endpoint}")
         load_schema(args.schema)  # a bad schema: one line, before anything is read or sent
+    if getattr(args, "stage", None):
+        if getattr(args, "batch_api", False):
+            raise PipelineError("--stage runs on rows sent one request each; --batch-api "
+                                "sends them through the Batch API: give one or the other")
+        load_stages(args.stage)  # an import error: one line, before anything is sent
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise PipelineError("the output must be another file than the input")
 
 
-async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
+async def execute(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     """Run the job the parsed arguments describe; return the exit code."""
     from pipeline import io
     from pipeline.adapters.estimate import estimate
@@ -255,25 +380,55 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
     source = io.read(args.input, request_column=args.request_column, endpoint=endpoint,
                      encoding=args.encoding)
     output_format = io.check_output(args.output, args.output_format, source)
+    shared = args.shared_limit if args.shared_limit is not None else \
+        os.environ.get("PIPELINE_LIMITER_URL")
+    deployments = _deployments(args)
+    redis_urls = {shared} if shared else set()
+    redis_urls.update(d.shared_limit for d in deployments or () if d.shared_limit)
+    if redis_urls and not args.dry_run:
+        # A Redis that cannot be used (a typo, no password, a port nothing listens on) is a
+        # mistake to say now, with exit 2, not an outage to run through at a share of the
+        # rate; nothing is opened or sent before this.
+        from pipeline.limiter import check_redis
+
+        for url in sorted(redis_urls):
+            await check_redis(url)
     cache = None if args.no_cache else (args.cache or f"{args.output}.cache")
     status = StatusTracker()
     status.prices = Prices.from_file(args.prices) if args.prices else None
     # A dry run sends nothing, so it needs no key (a placeholder stands in for a missing one).
     dry_key = "dry-run-no-key" if args.dry_run and not os.environ.get("OPENAI_API_KEY") \
         else None
-    service = OpenAIService(base_url=args.base_url, rpm=args.rpm, tpm=args.tpm,
-                            adaptive=not args.no_adaptive, burst=args.burst,
-                            limiter=args.shared_limit, transport=_transport(args.transport),
-                            api_key=dry_key)
+    options: dict[str, Any] = {
+        "rpm": args.rpm, "tpm": args.tpm, "adaptive": not args.no_adaptive,
+        "burst": args.burst, "limiter": args.shared_limit,
+        "transport": _transport(args.transport), "provider": getattr(args, "provider", None)}
+    service: OpenAIService | RoutedService
+    if deployments is not None:
+        from pipeline.http.deployments import RoutedService
+
+        if dry_key is not None:  # nothing is sent: a placeholder for the keys not set
+            deployments = [replace(d, api_key=dry_key, api_key_env=None)
+                           if d.api_key is None else d for d in deployments]
+        service = RoutedService(deployments, **options)
+    else:
+        base_urls = args.base_url or [None]
+        service = OpenAIService(base_url=base_urls[0], api_key=dry_key, **options)
     if not os.environ.get("OPENAI_API_KEY") and not args.dry_run:
         print("note: OPENAI_API_KEY is not set: requests go out without a key (fine for a "
               "local server; a hosted API will answer 401 and the run will stop)", file=out)
     control = resume.RunControl()
     async with service:
         job = build_job(service, args, source)
-        model = "from the file" if source.ready_requests else job.builder.config.get("model")
+        # (the builders of service.chat() and friends have a config; PayloadBuilder does not)
+        config: Mapping[str, Any] = getattr(job.builder, "config", {})
+        model = "from the file" if source.ready_requests else config.get("model")
+        if isinstance(service, OpenAIService):
+            where = service.base_url
+        else:
+            where = f"{len(service.deployments)} deployments: {service.server_name}"
         print(f"pipeline run: {args.input} -> {args.output} ({job.path} at "
-              f"{service.base_url}, model {model})", file=out)
+              f"{where}, model {model})", file=out)
         if args.dry_run:  # before the run's first request: nothing is sent
             done = set() if args.fresh else resume.answered(
                 source, args.output, job, output_format=args.output_format)
@@ -285,15 +440,16 @@ async def execute(args: argparse.Namespace, *, out: Any = None) -> int:
                                 "the batches' ids and answers for the rerun")
         with _ctrl_c_stops(control, out):
             try:
-                summary = await io.run_file(
+                summary = await resume.run_file(
                     source, args.output, job, cache=cache, concurrency=args.concurrency,
-                    attempts=args.max_attempts, progress=not args.no_progress,
+                    attempts=args.attempts, progress=not args.no_progress,
                     resume=not args.fresh, output_format=output_format,
                     max_wait=args.max_wait, timeout=args.timeout, status=status,
                     reasks=getattr(args, "reasks", 2), overwrite=args.overwrite,
                     wait=args.wait_for_lock, control=control,
                     batch_api=getattr(args, "batch_api", False),
-                    batch_poll=getattr(args, "batch_poll", 5.0))
+                    batch_poll=getattr(args, "batch_poll", 5.0),
+                    stages=load_stages(getattr(args, "stage", None)))
             except resume.JournalBusyError:
                 if control.stopping:  # Ctrl-C while waiting for another run's lock
                     raise KeyboardInterrupt from None
@@ -330,7 +486,7 @@ _TRANSIENT = {"RateLimitError", "ThrottledError", "ServerError", "APITimeoutErro
               "ErrorBodyError", "BatchExpiredError"}
 
 
-def failure_advice(status: Any) -> str:
+def failure_advice(status: StatusTracker) -> str:
     """What to do about the failures: the first message of each kind, and whether rerunning
     the same command can help (it cannot for a wrong key, a bad request or a full context).
 
@@ -361,7 +517,7 @@ def failure_advice(status: Any) -> str:
 
 
 @contextlib.contextmanager
-def _ctrl_c_stops(control: Any, out: Any) -> Iterator[None]:
+def _ctrl_c_stops(control: RunControl, out: TextIO) -> Iterator[None]:
     """While the run sends: a first Ctrl-C stops sending and waits for the requests in flight
     (their answers are paid for: they are journaled and written); a second abandons them."""
     loop = asyncio.get_running_loop()

@@ -24,16 +24,17 @@ import sys
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.simulator._config import (
+from pipeline.simulator import (
     ERROR_FORMATS,
+    HEADER_STYLES,
+    POLICIES,
     RETRY_AFTER,
     Faults,
     Latency,
     SimulatorConfig,
     parse_model_limit,
+    serve_forever,
 )
-from pipeline.simulator._ratelimit import POLICIES
-from pipeline.simulator._serve import serve_forever
 
 __all__ = ["add_burst", "add_faults", "add_provider_modes", "burst_share", "configure", "main",
            "provider_modes"]
@@ -141,6 +142,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--tpm", type=float, default=None, help="tokens per minute per key (default: none)")
     add_burst(parser, default="default: the --policy's own (1 for second, 60 for minute)")
     add_provider_modes(parser)
+    add("--header-style", choices=HEADER_STYLES, default="openai",
+        help="whose rate-limit headers and 429 bodies to imitate: openai (default), azure, "
+             "anthropic, groq (requests per day), litellm (a proxy) or none (vLLM, Ollama)")
     add("--quota-tokens", type=int, default=None,
         help="total tokens before every request gets 429 insufficient_quota")
     add("--latency", default="0", help="SECONDS, uniform:LOW,HIGH or lognormal:MEDIAN,SIGMA")
@@ -168,7 +172,8 @@ def _config(args: argparse.Namespace) -> SimulatorConfig:
         latency=Latency.parse(args.latency, per_output_token=args.latency_per_token),
         faults=Faults.parse(args.fault), seed=args.seed, api_keys=tuple(args.api_key),
         context_window=args.context_window, default_max_tokens=args.default_max_tokens,
-        invalid_json=args.invalid_json, **provider_modes(args))
+        invalid_json=args.invalid_json, header_style=args.header_style,
+        **provider_modes(args))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@
 * :mod:`~pipeline.http.openai_service`: :class:`OpenAIService` (OpenAI, Azure, vLLM, Ollama...).
 * :mod:`~pipeline.http.endpoint`: :class:`Endpoint` (a path, its method, limits and limiter)
   and the way from a URL to a path (:func:`endpoint_from_url`).
+* :mod:`~pipeline.http.limits`: :class:`EndpointLimits`, one endpoint's limits as a value.
 * :mod:`~pipeline.http.transports`: the HTTP transport (httpx's own, sharded; or aiohttp).
 * :mod:`~pipeline.http.classify`: an error answer or exception as a :mod:`pipeline.errors`
   value, and :func:`retry_after`.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from pipeline.http.classify import classify_error, classify_exception, decode_body, retry_after
 from pipeline.http.endpoint import HTTP_METHODS, Endpoint, api_method, endpoint_from_url
+from pipeline.http.limits import EndpointLimits
 from pipeline.http.openai_service import OpenAIService
 from pipeline.http.service import BaseService, Job, JSONService, PayloadBuilder, ServiceOptions
 
@@ -24,6 +26,7 @@ __all__ = [
     "HTTP_METHODS",
     "BaseService",
     "Endpoint",
+    "EndpointLimits",
     "JSONService",
     "Job",
     "OpenAIService",

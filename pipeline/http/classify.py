@@ -8,8 +8,8 @@
   (:class:`NoAnswerError`, :class:`ErrorBodyError`, :class:`ContentFilterError`).
 * :func:`retry_after` reads ``retry-after-ms``, ``Retry-After`` and ``x-ratelimit-reset-*``.
 
-The retry stage (:class:`pipeline.stages.retry`), the services and the standalone helpers
-of :mod:`pipeline.adapters.standalone` all decide with these, so a status means the same thing
+The retry stage (:class:`pipeline.stages.retry`), the services and the standalone helpers of
+:mod:`pipeline.adapters.standalone` all decide with these, so a status means the same thing
 everywhere.
 """
 

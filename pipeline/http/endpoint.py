@@ -92,9 +92,9 @@ class Endpoint:
         interval_s = positive("interval", interval)
         self._limiter_url: str | None = None
         if isinstance(limiter, str):
-            from pipeline.limiter._redis import check_url
+            from pipeline.limiter import check_redis_url
 
-            self._limiter_url = check_url(limiter)  # a typo or a missing redis-py fails here
+            self._limiter_url = check_redis_url(limiter)  # a typo or a missing redis-py fails here
             limiter = None
         if limiter is not None and not callable(getattr(limiter, "acquire", None)):
             raise ConfigError(f"limiter must have an async acquire() method, got {limiter!r}")
@@ -130,6 +130,7 @@ class Endpoint:
                                              max_requests=self.max_requests,
                                              max_tokens=self.max_tokens,
                                              interval=self.interval,
+                                             adaptive=self.adaptive,
                                              burst_requests=bursts["burst_requests"],
                                              burst_tokens=bursts["burst_tokens"])
                 return self._limiter

@@ -9,10 +9,8 @@ import urllib.parse
 import warnings
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, Unpack
+from typing import TYPE_CHECKING, Any, ClassVar, Unpack
 
-from pipeline.core.redaction import Secret, redact_url
-from pipeline.core.request import APIRequest
 from pipeline.errors import ConfigError, InsecureConnectionWarning
 from pipeline.http.service import (
     DEFAULT_OPENAI_BASE_URL,
@@ -23,7 +21,12 @@ from pipeline.http.service import (
 )
 from pipeline.http.transports import is_loopback
 
-__all__ = ["OpenAIService"]
+if TYPE_CHECKING:
+    from pipeline.http.endpoint import Endpoint
+from pipeline.core.redaction import Secret, redact_url
+from pipeline.core.request import APIRequest
+
+__all__ = ["OpenAIJobs", "OpenAIService"]
 
 
 _AZURE_RESOURCE_PATHS = ("files", "fine_tuning", "batches", "models")
@@ -46,7 +49,87 @@ def _refuse_credentials_in(base_url: str | None) -> None:
     )
 
 
-class OpenAIService(BaseService):
+class OpenAIJobs:
+    """The job helpers of an OpenAI-compatible service (chat, completions, embeddings,
+    fine-tuning, files), for :class:`OpenAIService` and
+    :class:`~pipeline.http.deployments.RoutedService` alike: each makes a
+    :class:`~pipeline.http.service.Job` on the service's endpoint for its path."""
+
+    default_endpoints: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            "chat/completions": "POST",
+            "completions": "POST",
+            "embeddings": "POST",
+            "files": "POST",
+            "fine_tuning/jobs": "POST",
+        }
+    )
+
+    if TYPE_CHECKING:  # what the service it is mixed into provides (BaseService's)
+        def endpoint(self, path: str, *, method: str | None = None) -> Endpoint: ...
+
+        def job(self, builder: PayloadBuilder, *, endpoint: Endpoint | None = None) -> Job: ...
+
+    def chat(self, **config: Any) -> Job:
+        """A chat-completions :class:`Job`: ``service.chat(model=..., prompt="Q: {q}")``.
+
+        ``schema=`` (a msgspec Struct, a JSON Schema dict or a pydantic model) asks for a
+        structured answer: each is decoded into that type and its fields become typed columns
+        (see :class:`~pipeline.payloads.ChatBuilder`).
+        """
+        return self._payload_job("chat/completions", "chat", config)
+
+    def completion(self, **config: Any) -> Job:
+        """A legacy completions :class:`Job`: ``service.completion(model=..., prompt=...)``,
+        the same name as its builder, :func:`pipeline.payloads.completion`.
+
+        >>> OpenAIService(api_key="sk-test").completion(model="m", prompt="{q}").path
+        'completions'
+        """
+        return self._payload_job("completions", "completion", config)
+
+    def completions(self, **config: Any) -> Job:
+        """The same as :meth:`completion` (the name earlier versions had)."""
+        return self.completion(**config)
+
+    def embeddings(self, *, batch_size: int | None = None, **config: Any) -> Job:
+        """An embeddings :class:`Job`: ``service.embeddings(model=..., input="{text}")``.
+
+        A run sends rows in batches, many rows per request: up to 2,048 inputs and 300,000
+        tokens (OpenAI's limits per request), never more tokens than the endpoint's limiter
+        grants at once, and at most ``batch_size`` rows when given; ``batch_size=1`` sends
+        one row per request. Each row still gets its own vector, cache entry and share of
+        the tokens.
+
+        >>> service = OpenAIService(api_key="sk-test")
+        >>> service.embeddings(model="text-embedding-3-small", batch_size=100).batch_size
+        100
+        """
+        if batch_size is not None and (isinstance(batch_size, bool) or
+                                       not isinstance(batch_size, int) or batch_size < 1):
+            raise ConfigError(f"batch_size must be an int >= 1 (rows per request), got "
+                              f"{batch_size!r}")
+        job = self._payload_job("embeddings", "embeddings", config)
+        return dataclasses.replace(job, batch_size=batch_size)
+
+    def fine_tuning_job(self, **config: Any) -> Job:
+        """A fine-tuning :class:`Job`: ``service.fine_tuning_job(model=..., training_file=...)``."""
+        return self._payload_job("fine_tuning/jobs", "fine_tuning_job", config)
+
+    def file_upload(self, **config: Any) -> Job:
+        """A file-upload :class:`Job`: ``service.file_upload(purpose="batch")``."""
+        return self._payload_job("files", "file_upload", config)
+
+    def _payload_job(self, path: str, kind: str, config: dict[str, Any]) -> Job:
+        from pipeline import payloads  # written alongside; imported when a job is made
+
+        endpoint = self.endpoint(path)
+        factory = getattr(payloads, kind)
+        builder: PayloadBuilder = factory(**endpoint.merged_config(config))
+        return self.job(builder, endpoint=endpoint)
+
+
+class OpenAIService(OpenAIJobs, BaseService):
     """Any OpenAI-compatible API: OpenAI, Azure OpenAI, vLLM, Ollama, the simulator...
 
     ``api_key`` and ``base_url`` default to ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` (then
@@ -69,16 +152,6 @@ class OpenAIService(BaseService):
     ...               azure_deployment="gpt4o", azure_api_version="2024-10-21")
     OpenAIService(base_url='https://r.openai.azure.com', api_key='...kkkk', azure_deployment='gpt4o', azure_api_version='2024-10-21', transport='httpx')
     """  # noqa: E501
-
-    default_endpoints: ClassVar[Mapping[str, str]] = MappingProxyType(
-        {
-            "chat/completions": "POST",
-            "completions": "POST",
-            "embeddings": "POST",
-            "files": "POST",
-            "fine_tuning/jobs": "POST",
-        }
-    )
 
     def __init__(
         self,
@@ -180,57 +253,6 @@ class OpenAIService(BaseService):
             raise ConfigError(f"Azure request to {path!r} needs azure_deployment= or a model")
         quoted = urllib.parse.quote(deployment, safe="")
         return f"{self._azure_root}/openai/deployments/{quoted}/{path}", params
-
-    # -- jobs ------------------------------------------------------------------------------
-
-    def chat(self, **config: Any) -> Job:
-        """A chat-completions :class:`Job`: ``service.chat(model=..., prompt="Q: {q}")``.
-
-        ``schema=`` (a msgspec Struct, a JSON Schema dict or a pydantic model) asks for a
-        structured answer: each is decoded into that type and its fields become typed columns
-        (see :class:`~pipeline.payloads.ChatBuilder`).
-        """
-        return self._payload_job("chat/completions", "chat", config)
-
-    def completions(self, **config: Any) -> Job:
-        """A legacy completions :class:`Job`: ``service.completions(model=..., prompt=...)``."""
-        return self._payload_job("completions", "completion", config)
-
-    def embeddings(self, *, batch_size: int | None = None, **config: Any) -> Job:
-        """An embeddings :class:`Job`: ``service.embeddings(model=..., input="{text}")``.
-
-        A run sends rows in batches, many rows per request: up to 2,048 inputs and 300,000
-        tokens (OpenAI's limits per request), never more tokens than the endpoint's limiter
-        grants at once, and at most ``batch_size`` rows when given; ``batch_size=1`` sends
-        one row per request. Each row still gets its own vector, cache entry and share of
-        the tokens.
-
-        >>> service = OpenAIService(api_key="sk-test")
-        >>> service.embeddings(model="text-embedding-3-small", batch_size=100).batch_size
-        100
-        """
-        if batch_size is not None and (isinstance(batch_size, bool) or
-                                       not isinstance(batch_size, int) or batch_size < 1):
-            raise ConfigError(f"batch_size must be an int >= 1 (rows per request), got "
-                              f"{batch_size!r}")
-        job = self._payload_job("embeddings", "embeddings", config)
-        return dataclasses.replace(job, batch_size=batch_size)
-
-    def fine_tuning_job(self, **config: Any) -> Job:
-        """A fine-tuning :class:`Job`: ``service.fine_tuning_job(model=..., training_file=...)``."""
-        return self._payload_job("fine_tuning/jobs", "fine_tuning_job", config)
-
-    def file_upload(self, **config: Any) -> Job:
-        """A file-upload :class:`Job`: ``service.file_upload(purpose="batch")``."""
-        return self._payload_job("files", "file_upload", config)
-
-    def _payload_job(self, path: str, kind: str, config: dict[str, Any]) -> Job:
-        from pipeline import payloads  # written alongside; imported when a job is made
-
-        endpoint = self.endpoint(path)
-        factory = getattr(payloads, kind)
-        builder: PayloadBuilder = factory(**endpoint.merged_config(config))
-        return self.job(builder, endpoint=endpoint)
 
     def _repr_fields(self) -> list[str]:
         fields = super()._repr_fields()

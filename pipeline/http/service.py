@@ -24,7 +24,6 @@ import logging
 import os
 import sys
 import time
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
@@ -36,6 +35,8 @@ import msgspec
 from pipeline.core.redaction import SECRET_HEADERS, Secret, redact_url
 from pipeline.core.request import APIRequest, Response
 from pipeline.errors import APIError, ConfigError, PayloadError
+from pipeline.http import signals
+from pipeline.http._settings import _check_base_url, _endpoint_kwargs
 from pipeline.http.classify import (
     ANSWER_SHAPES,
     AnswerShape,
@@ -45,6 +46,7 @@ from pipeline.http.classify import (
     decode_body,
 )
 from pipeline.http.endpoint import Endpoint
+from pipeline.http.limits import EndpointLimits
 from pipeline.http.transports import (
     TransportChoice,
     check_transport,
@@ -63,10 +65,6 @@ _JSON_HEADERS = {"content-type": "application/json"}
 _URL_CACHE_SIZE = 1024
 # 2xx bodies passed through as bytes (e.g. GET files/{id}/content), not decoded as JSON.
 _RAW_CONTENT_TYPES = ("application/octet-stream", "application/jsonl", "application/x-ndjson")
-_LIMIT_KEYS = frozenset(
-    {"rpm", "tpm", "max_requests", "max_tokens", "interval", "limiter", "config", "method",
-     "adaptive", "burst"}
-)
 
 
 def _is_send_error(exc: Exception) -> bool:
@@ -136,7 +134,7 @@ class Job:
 
     @property
     def schema(self) -> Any:
-        """The structured answer's :class:`~pipeline.payloads.structured.OutputSchema`
+        """The structured answer's :class:`~pipeline.schema.OutputSchema`
         (``service.chat(..., schema=...)``), or ``None``: a run decodes each answer with it."""
         return getattr(self.builder, "schema", None)
 
@@ -152,54 +150,19 @@ class Job:
         return f"Job({self.endpoint.path!r}, service={self.service!r}, builder={self.builder!r})"
 
 
-def _check_base_url(base_url: str) -> str:
-    if not isinstance(base_url, str):
-        raise ConfigError(f"base_url must be a string, got {base_url!r}")
-    text = base_url.strip().rstrip("/")
-    parts = urllib.parse.urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
-        raise ConfigError(
-            f"base_url must be an http(s) URL without a query, like "
-            f"'https://api.openai.com/v1'; got {redact_url(base_url)!r}"
-        )
-    return text
-
-
-def _endpoint_kwargs(path: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(spec) - _LIMIT_KEYS
-    if unknown:
-        raise ConfigError(
-            f"unknown limit setting(s) {sorted(unknown)} for {path!r}; "
-            f"expected some of {sorted(_LIMIT_KEYS)}"
-        )
-    kwargs = dict(spec)
-    interval = kwargs.get("interval", 60.0)
-    for per_minute, name in (("rpm", "max_requests"), ("tpm", "max_tokens")):
-        if per_minute in kwargs:
-            if name in kwargs:
-                raise ConfigError(f"give {per_minute} or {name} for {path!r}, not both")
-            value = kwargs.pop(per_minute)
-            if value is not None:
-                numbers = (value, interval)
-                if any(isinstance(v, bool) or not isinstance(v, int | float) for v in numbers):
-                    raise ConfigError(f"{per_minute} and interval for {path!r} must be numbers")
-                value = value * interval / 60.0
-            kwargs[name] = value
-    return kwargs
-
-
 class ServiceOptions(TypedDict, total=False):
     """The keyword arguments every service takes (see :class:`BaseService`), said once."""
 
     rpm: float | None
     tpm: float | None
-    limits: Mapping[str, Mapping[str, Any]] | None
+    limits: Mapping[str, EndpointLimits | Mapping[str, Any]] | None
     timeout: float | httpx.Timeout | None
     transport: TransportChoice
     max_connections: int
     adaptive: bool
     burst: float | None
     limiter: str | None
+    provider: str | None
 
 
 class BaseService(abc.ABC):
@@ -208,9 +171,10 @@ class BaseService(abc.ABC):
     Args:
         base_url: the API root, e.g. ``"https://api.openai.com/v1"``.
         rpm, tpm: default requests and tokens per minute for every endpoint.
-        limits: per-endpoint settings overriding those, e.g.
-            ``{"embeddings": {"rpm": 3000, "tpm": 1_000_000}}`` (keys: ``rpm``, ``tpm``,
-            ``max_requests``, ``max_tokens``, ``interval``, ``limiter``, ``config``, ``method``).
+        limits: per-endpoint settings overriding those, each an
+            :class:`~pipeline.http.limits.EndpointLimits` or a dict of its fields, e.g.
+            ``{"embeddings": EndpointLimits(rpm=3000, tpm=1_000_000)}`` or
+            ``{"embeddings": {"rpm": 3000, "tpm": 1_000_000}}``.
         timeout: seconds or an ``httpx.Timeout``; default connect 10 s, read 600 s.
         transport: ``"httpx"`` (default: httpx's own transport, as
             :class:`~pipeline.http.transports.ShardedTransport`), ``"aiohttp"`` (faster;
@@ -227,6 +191,11 @@ class BaseService(abc.ABC):
         limiter: ``"redis://HOST:PORT/DB"``: every endpoint's limits are shared, through that
             Redis, with every process using it (:class:`~pipeline.limiter.RedisLimiter`);
             by default the ``PIPELINE_LIMITER_URL`` environment variable, if set.
+        provider: how the server states its limits, a row of
+            :data:`~pipeline.http.signals.PROVIDERS` (``"openai"``, ``"azure"``,
+            ``"anthropic"``, ``"groq"``, ``"together"``, ``"fireworks"``, ``"litellm"``,
+            ``"none"``, ``"auto"``); by default chosen by the base URL's host. Name it when
+            the host does not tell: a LiteLLM proxy on localhost, Azure behind a gateway.
 
     The client is created on the first call inside a running event loop (never at
     construction), and again if a later call runs in a different event loop. Use the service
@@ -242,7 +211,7 @@ class BaseService(abc.ABC):
         *,
         rpm: float | None = None,
         tpm: float | None = None,
-        limits: Mapping[str, Mapping[str, Any]] | None = None,
+        limits: Mapping[str, EndpointLimits | Mapping[str, Any]] | None = None,
         timeout: float | httpx.Timeout | None = None,
         transport: TransportChoice = "httpx",
         max_connections: int = 100,
@@ -250,8 +219,11 @@ class BaseService(abc.ABC):
         adaptive: bool = True,
         burst: float | None = None,
         limiter: str | None = None,
+        provider: str | None = None,
     ) -> None:
         self._base_url = _check_base_url(base_url)
+        #: The provider table row named by the user (``None``: chosen by host).
+        self.provider = None if provider is None else signals.provider_for(None, provider).name
         self._timeout = make_timeout(timeout)
         self._limits = make_limits(max_connections)
         check_transport(transport)  # a typo or a missing extra fails here, not at first call
@@ -263,7 +235,8 @@ class BaseService(abc.ABC):
         if shared:  # a shared limiter for every endpoint (a limits= entry may override it)
             self._default_policy["limiter"] = shared
         self._endpoint_limits = {
-            path.strip("/ "): dict(spec) for path, spec in (limits or {}).items()
+            path.strip("/ "): EndpointLimits.of(spec, path).settings()
+            for path, spec in (limits or {}).items()
         }
         for path in self._endpoint_limits:  # bad settings fail here, not at first use
             Endpoint(path, **self._endpoint_settings(path))

@@ -11,7 +11,13 @@ Sinks: :func:`to_pandas` / :func:`to_polars` (the input columns plus ``answer`` 
 :func:`write` (``.jsonl``, ``.csv``, ``.tsv``, ``.parquet`` written with pyarrow; the OpenAI
 Batch output format for a Batch input; ``format="cookbook"`` for the OpenAI cookbook's
 ``[request, response, metadata]`` lines). ``results`` of :func:`pipeline.run` is already a
-list in input order.
+list in input order. What a finished record becomes in any of them (and in the journal of
+a resumable run) is one typed :class:`ResultRow` (:func:`entry` makes it).
+
+One module per format family, each reading and writing it: ``_jsonl``, ``_delimited`` (CSV,
+TSV), ``_parquet``, ``_frames`` (pandas, Polars), ``_batch`` (OpenAI Batch input and output
+lines), ``_cookbook`` (ready request bodies in, ``[request, response]`` lines out);
+``_formats`` maps names to formats and dispatches :func:`read` and :func:`write`.
 
 Bad input: a None/NaN prompt, a row without a column the template needs, a value that is not
 valid text (a lone surrogate, ``"x\\ud800"``), an unreadable JSONL line or a body that is not
@@ -50,17 +56,18 @@ import os
 from typing import Any
 
 from pipeline.core.extras import require
-from pipeline.io._sinks import (
+from pipeline.http import Job
+from pipeline.io._formats import (
+    FORMATS,
     OUTPUT_FORMATS,
-    RESULT_COLUMNS,
     check_output,
-    entry,
-    to_pandas,
-    to_polars,
-    valid_text,
+    format_of,
+    read,
     write,
 )
-from pipeline.io._sources import FORMATS, BatchRequest, Source, check_columns, format_of, read
+from pipeline.io._frames import to_pandas, to_polars
+from pipeline.io._row import RESULT_COLUMNS, ResultRow, entry
+from pipeline.io._source import BatchRequest, Source, check_columns, valid_text
 from pipeline.runner import Results, register_frame_writer, register_rows_adapter, run
 
 __all__ = [
@@ -68,6 +75,7 @@ __all__ = [
     "OUTPUT_FORMATS",
     "RESULT_COLUMNS",
     "BatchRequest",
+    "ResultRow",
     "Source",
     "check_columns",
     "check_output",
@@ -81,12 +89,13 @@ __all__ = [
 ]
 
 
-async def run_frame(frame: Any, job: Any, **options: Any) -> Any:
+async def run_frame(frame: Any, job: Job, **options: Any) -> Any:
     """Run every row of a pandas or Polars frame; return it with the result columns added.
 
     ``options`` are :func:`pipeline.run`'s (``cache=``, ``concurrency=``, ``progress=``,
-    ``reasks=``...). A job with a schema (``service.chat(..., schema=...)``) adds one typed
-    column per answer field.
+    ``reasks=``, ``stages=``...). A job with a schema (``service.chat(..., schema=...)``)
+    adds one typed column per answer field, and what your stages leave on ``record.data``
+    comes last, as columns of its own.
     A pandas frame keeps its index (any index); a LazyFrame is streamed in and comes back as
     a DataFrame.
 
@@ -99,6 +108,7 @@ async def run_frame(frame: Any, job: Any, **options: Any) -> Any:
     if source.kind not in ("pandas", "polars", "polars-lazy"):
         raise TypeError(f"run_frame() takes a pandas or Polars frame, not {type(frame).__name__}")
     check_columns(source, job.builder)  # a misspelt {column}: once, before anything is sent
+    options.setdefault("keep_rows", False)  # the frame has them
     results = await run(source, job, **options)
     if source.kind == "pandas":
         return to_pandas(results, frame)

@@ -32,31 +32,40 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
-import hashlib
 import os
-import socket
-import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-import msgspec
 from aiostream import stream as aiostream_stream
 
 from pipeline.core.record import Record
-from pipeline.errors import ConfigError, InputError, PipelineError, RunStoppedError
-from pipeline.io._sinks import check_output, entry, write_entries
-from pipeline.io._sources import Source, check_columns, read
+from pipeline.errors import ConfigError, InputError, RunStoppedError
+from pipeline.http import BaseService, Job
+from pipeline.io._control import CountingService, RunControl, drain, grace_of
+from pipeline.io._formats import check_output, read, write_rows
+from pipeline.io._journal import (
+    VERSION,
+    Journal,
+    JournalBusyError,
+    JournalLock,
+    OutputExistsError,
+    OutputWriteError,
+    encode,
+    fingerprint,
+)
+from pipeline.io._row import ResultRow, entry
+from pipeline.io._source import Source, check_columns
 from pipeline.runner import default_flow
 from pipeline.stages import (
+    DEFAULT_ATTEMPTS,
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_WAIT,
     DEFAULT_REASKS,
     Backoff,
     Stage,
-    call,
+    user_stages,
 )
 from pipeline.state.cache import ResponseCache
 from pipeline.state.guard import RunGuard
@@ -75,253 +84,10 @@ __all__ = [
     "write_journal",
 ]
 
-_VERSION = 1
-_encode = msgspec.json.Encoder(enc_hook=str).encode
-_decode = msgspec.json.Decoder().decode
-
-
-class JournalBusyError(PipelineError):
-    """Another run (this process or another) holds the journal: two runs on one output
-    would both pay for every row and mix their answers. Says who holds it and since when."""
-
-
-class OutputExistsError(PipelineError):
-    """The output is a file this tool did not write for this job (no journal beside it):
-    refused unless ``overwrite=True`` (``--overwrite``)."""
-
-
-class OutputWriteError(PipelineError):
-    """The output or the journal cannot be written (a read-only or missing directory, a full
-    disk); the message says where the answers that arrived are kept."""
-
-
-class JournalLock:
-    """An OS lock held for one run on a journal, in a ``JOURNAL.lock`` file beside it.
-
-    The operating system drops the lock when its process ends, however it ends (a crash,
-    ``kill -9``), so it never stays stuck; the file holds who took it (pid, host, time) for
-    the message a second run gets. POSIX uses ``flock``; Windows ``msvcrt.locking`` on the
-    file's first byte (the file is then left in place: an open file cannot be removed there).
-
-    >>> import tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "out.csv.journal")
-    >>> lock = JournalLock(path); lock.acquire()
-    >>> JournalLock(path).acquire()  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    pipeline.io.resume.JournalBusyError: another run is using the journal ...
-    >>> lock.release()
-    """
-
-    __slots__ = ("_fd", "journal", "path")
-
-    def __init__(self, journal: str | os.PathLike[str]) -> None:
-        self.journal = os.fspath(journal)
-        self.path = self.journal + ".lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock now, or raise :class:`JournalBusyError` naming who holds it."""
-        if self._fd is not None:
-            return
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:
-                raise OutputWriteError(f"cannot create the lock file {self.path}: "
-                                       f"{exc.strerror}") from None
-            if not _try_lock(fd):
-                holder = _read_holder(fd)
-                os.close(fd)
-                raise JournalBusyError(
-                    f"another run is using the journal {self.journal} ({holder}): two runs "
-                    "on one output would both pay for every row; wait for it to end, stop "
-                    "it, or wait for it (--wait-for-lock, wait=True)")
-            # A run that ended removed the file after we opened it: lock the new one.
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        since = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        info = _encode({"pid": os.getpid(), "host": socket.gethostname(), "since": since})
-        try:
-            os.ftruncate(fd, 1)  # byte 0 is the one Windows locks; who holds it follows
-            os.lseek(fd, 1, os.SEEK_SET)
-            os.write(fd, info + b"\n")
-        except OSError:
-            pass  # the message of a second run is then vaguer; the lock holds all the same
-        self._fd = fd
-
-    def release(self) -> None:
-        """Let go (safe to call twice)."""
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        if sys.platform != "win32":
-            try:
-                os.unlink(self.path)  # still held: a run waiting on it sees it go, retries
-            except OSError:
-                pass
-        os.close(fd)  # closing drops the lock
-
-    @property
-    def held(self) -> bool:
-        """Whether this object holds the lock."""
-        return self._fd is not None
-
-    def __repr__(self) -> str:
-        return f"<JournalLock {self.path!r} {'held' if self.held else 'free'}>"
-
-
-def _try_lock(fd: int) -> bool:
-    if sys.platform == "win32":
-        import msvcrt
-
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    import fcntl
-
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _read_holder(fd: int) -> str:
-    try:
-        os.lseek(fd, 1, os.SEEK_SET)
-        data = os.read(fd, 4096)
-        info = _decode(data.strip() or b"null")
-    except (OSError, msgspec.DecodeError):
-        info = None
-    if not isinstance(info, dict):
-        return "holder unknown"
-    return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}"
-
-
-class Journal:
-    """An append-only file of results, one JSON line per finished record.
-
-    The first line holds a fingerprint of the run (input and job); :meth:`open` keeps the
-    entries of a journal with the same fingerprint and starts a new file otherwise. An open
-    journal holds a :class:`JournalLock` until :meth:`close`: a second run on the same
-    journal raises :class:`JournalBusyError` instead of paying for the same rows again.
-
-    >>> import tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "out.csv.journal")
-    >>> j = Journal(path, fingerprint="abc"); j.open()
-    {}
-    >>> j.append({"i": 0, "status": "succeeded"}); j.close()
-    >>> again = Journal(path, fingerprint="abc"); again.open()
-    {0: {'i': 0, 'status': 'succeeded'}}
-    >>> again.close()
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, fingerprint: str) -> None:
-        self.path = os.fspath(path)
-        self.fingerprint = fingerprint
-        self.restarted = False  # an old journal of another run was replaced
-        self._file: Any = None
-        self._lock = JournalLock(self.path)
-        #: The entries :meth:`open` returned (kept from earlier runs), by input position.
-        self.entries: dict[int, dict[str, Any]] = {}
-
-    def open(self, *, resume: bool = True) -> dict[int, dict[str, Any]]:
-        """Lock, then open for appending; return the entries kept from earlier runs, by input
-        position. Raises :class:`JournalBusyError` when another run holds the lock."""
-        self._lock.acquire()
-        try:
-            self.entries = self._open(resume)
-            return self.entries
-        except BaseException:
-            self._lock.release()
-            raise
-
-    def _open(self, resume: bool) -> dict[int, dict[str, Any]]:
-        entries: dict[int, dict[str, Any]] = {}
-        fresh = True
-        if resume and os.path.exists(self.path):
-            entries, fresh = self._load()
-        elif os.path.exists(self.path):
-            self.restarted = True
-        if fresh:
-            with open(self.path, "wb") as f:
-                f.write(_encode({"journal": _VERSION, "fingerprint": self.fingerprint}) + b"\n")
-            entries = {}
-        # Unbuffered: each line is one write() to the OS, which a killed process cannot undo.
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (closed in close())
-        return entries
-
-    def header(self) -> dict[str, Any] | None:
-        """The first line of the journal file when this tool wrote it (``None``: no journal,
-        or a file that is not one); read only."""
-        try:
-            with open(self.path, "rb") as f:
-                first = f.readline(65536)
-            header = _decode(first)
-        except (OSError, msgspec.DecodeError):
-            return None
-        return header if isinstance(header, dict) and "fingerprint" in header else None
-
-    def read(self) -> dict[int, dict[str, Any]]:
-        """The entries an earlier run of the same fingerprint left, by input position, without
-        opening the journal for writing or changing it ({} when there is none or it is for
-        another run)."""
-        if not os.path.exists(self.path):
-            return {}
-        entries, _ = self._load(repair=False)
-        return entries
-
-    def _load(self, *, repair: bool = True) -> tuple[dict[int, dict[str, Any]], bool]:
-        with open(self.path, "rb") as f:
-            data = f.read()
-        end = data.rfind(b"\n") + 1
-        lines = data[:end].split(b"\n")
-        try:
-            header = _decode(lines[0])
-        except msgspec.DecodeError:
-            header = None
-        if not isinstance(header, dict) or header.get("fingerprint") != self.fingerprint:
-            self.restarted = True
-            return {}, True
-        if repair and end < len(data):  # a line cut short by a kill: drop it, it runs again
-            with open(self.path, "r+b") as f:
-                f.truncate(end)
-        entries: dict[int, dict[str, Any]] = {}
-        for line in lines[1:]:
-            if not line:
-                continue
-            try:
-                item = _decode(line)
-            except msgspec.DecodeError:
-                continue
-            if isinstance(item, dict) and isinstance(item.get("i"), int):
-                entries[item["i"]] = item  # the latest result of a row wins
-        return entries, False
-
-    def append(self, item: dict[str, Any]) -> None:
-        """Append one entry (``{"i": position, ...}``) as one line."""
-        self._file.write(_encode(item) + b"\n")
-
-    def close(self) -> None:
-        """Close the file and release the lock (safe to call twice)."""
-        try:
-            if self._file is not None:
-                self._file.close()
-        finally:
-            self._file = None
-            self._lock.release()
-
-    def __repr__(self) -> str:
-        state = "open" if self._file is not None else "closed"
-        return f"<Journal {self.path!r} {state}>"
+# Their home, as users import them (the classes live in this package's private modules).
+for _public in (Journal, JournalBusyError, JournalLock, OutputExistsError, OutputWriteError,
+                RunControl):
+    _public.__module__ = __name__
 
 
 class write_journal(Stage):
@@ -340,7 +106,7 @@ class write_journal(Stage):
 
     def __init__(self, journal: Journal, *, embeddings: bool = False,
                  keep_body: bool = False, keep_request: bool = False,
-                 entries: dict[int, dict[str, Any]] | None = None,
+                 entries: dict[int, ResultRow] | None = None,
                  on_error: Callable[[OSError], None] | None = None) -> None:
         self.journal = journal
         self.embeddings = embeddings
@@ -373,84 +139,6 @@ class write_journal(Stage):
         return f"write_journal({self.journal!r})"
 
 
-class RunControl:
-    """Stop a :func:`run_file` early without losing anything paid for (what a first Ctrl-C
-    does in ``pipeline run``).
-
-    :meth:`stop` sends nothing more (rows waiting for the rate limiter or for a retry are
-    not sent), waits for the requests in flight (at most :attr:`grace` seconds: the attempt
-    timeout), journals them and writes the output; :meth:`abandon` stops waiting for them.
-    :attr:`in_flight` counts the requests on the wire. For example, inside a coroutine::
-
-        control = RunControl()
-        task = asyncio.create_task(run_file("in.csv", "out.csv", job, control=control))
-        ...
-        control.stop("enough for today")   # later: summary = await task
-    """
-
-    __slots__ = ("_abandoned", "_grace", "_guard", "_stopped", "in_flight", "reason")
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.reason: str | None = None
-        self._guard: RunGuard | None = None
-        self._grace: Callable[[], float] = lambda: 600.0
-        self._stopped = asyncio.Event()
-        self._abandoned = asyncio.Event()
-
-    def stop(self, reason: str = "stopped by the user") -> None:
-        """Send nothing more; the run finishes what is in flight and writes its output."""
-        if self.reason is None:
-            self.reason = reason
-        if self._guard is not None and self._guard.stopped is None:
-            self._guard.stopped = RunStoppedError(f"stopped: {self.reason}")
-        self._stopped.set()
-
-    def abandon(self) -> None:
-        """Stop waiting for the requests in flight (their answers, if any, are lost)."""
-        self.stop()
-        self._abandoned.set()
-
-    @property
-    def stopping(self) -> bool:
-        """Whether :meth:`stop` was called."""
-        return self.reason is not None
-
-    @property
-    def grace(self) -> float:
-        """Seconds the run waits for the requests in flight after :meth:`stop`."""
-        return self._grace()
-
-    def _attach(self, guard: RunGuard, grace: Callable[[], float]) -> None:
-        self._guard, self._grace = guard, grace
-        if self.reason is not None:
-            self.stop(self.reason)
-
-    def __repr__(self) -> str:
-        state = "running" if self.reason is None else f"stopping ({self.reason})"
-        return f"<RunControl {state}, {self.in_flight} in flight>"
-
-
-class _CountingService:
-    """The job's service, counting the requests on the wire (for :class:`RunControl`)."""
-
-    def __init__(self, service: Any, control: RunControl) -> None:
-        self._service = service
-        self._control = control
-
-    async def call(self, *args: Any, **kwargs: Any) -> Any:
-        self._control.in_flight += 1
-        try:
-            return await self._service.call(*args, **kwargs)
-        finally:
-            self._control.in_flight -= 1
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._service, name)
-
-    def __repr__(self) -> str:
-        return repr(self._service)
-
 
 @dataclass
 class RunSummary:
@@ -481,70 +169,9 @@ class RunSummary:
     interrupted: bool = False
 
 
-def fingerprint(source: Source, job: Any, output_format: str = "") -> str:
-    """A hash of what decides a run's answers: the input (file, size, mtime), the whole job
-    (every builder option, exactly: template, system prompt, schema, model, parameters; the
-    endpoint path, the base URL and an Azure deployment) and the output format, which decides
-    what each journal line keeps.
-
-    Only a hash is kept, so nothing in the job (a URL with a password, say) reaches the
-    journal. Options that change only the token estimate (``tokenizer``,
-    ``default_max_tokens``) and how rows are grouped into requests (an embeddings job's
-    ``batch_size``) leave it unchanged: they do not change any row's answer.
-    """
-    service = job.service
-    parts = [str(_VERSION), source.kind, _job_text(job.builder), job.path,
-             str(getattr(service, "base_url", "")),
-             str(getattr(service, "_azure_deployment", None) or ""),
-             str(getattr(service, "_azure_api_version", None) or "")]
-    # Only a layout whose journal lines keep other fields than the default's counts.
-    batch = source.kind == "batch"
-    if output_format == "cookbook" or (output_format == "batch" and not batch) or \
-            (output_format == "jsonl" and batch):
-        parts.append(output_format)
-    if source.path is not None:
-        stat = os.stat(source.path)
-        parts += [os.path.abspath(source.path), str(stat.st_size), str(stat.st_mtime_ns)]
-    else:
-        parts.append(str(source.length))
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-# Builder options that change the token estimate only, never what is sent.
-_ESTIMATE_ONLY = frozenset({"tokenizer", "default_max_tokens"})
-
-
-def _job_text(builder: Any) -> str:
-    """A canonical text of everything a builder sends: its class and every option, whole
-    (JSON with sorted keys; a schema as what it sends). A builder that is not one of
-    :mod:`pipeline.payloads`' is taken by its full ``repr``."""
-    options = getattr(builder, "_options", None)
-    if not isinstance(options, dict):
-        return f"{type(builder).__qualname__}:{builder!r}"
-    shown = {k: v for k, v in options.items() if k not in _ESTIMATE_ONLY}
-    text = _canonical([type(builder).__module__, type(builder).__qualname__, shown])
-    return text.decode()
-
-
-def _canonical(value: Any) -> bytes:
-    return msgspec.json.encode(value, enc_hook=_canonical_hook, order="sorted")
-
-
-def _canonical_hook(value: Any) -> Any:
-    from pipeline.payloads.structured import OutputSchema
-
-    if isinstance(value, OutputSchema):  # what it sends and how it becomes columns
-        return ["OutputSchema", value.kind, value.separator, value.response_format()]
-    if isinstance(value, bytes | bytearray | memoryview):
-        return ["bytes", hashlib.sha256(bytes(value)).hexdigest()]
-    if isinstance(value, set | frozenset):
-        return sorted(repr(v) for v in value)
-    if isinstance(value, type):
-        return f"{value.__module__}.{value.__qualname__}"
-    return [type(value).__qualname__, repr(value)]
-
-
-def answered(source: Any, output: str | os.PathLike[str], job: Any, *,
+def answered(source: Any, output: str | os.PathLike[str], job: Job, *,
              journal: str | os.PathLike[str] | None = None,
              output_format: str | None = None) -> set[int]:
     """Input positions that a rerun of :func:`run_file` with these arguments would not send
@@ -557,12 +184,12 @@ def answered(source: Any, output: str | os.PathLike[str], job: Any, *,
     layout = check_output(output, output_format, src)
     path = journal if journal is not None else f"{output}.journal"
     entries = Journal(path, fingerprint=fingerprint(src, job, layout)).read()
-    return {i for i, e in entries.items() if e.get("status") == "succeeded"}
+    return {i for i, e in entries.items() if e.status == "succeeded"}
 
 
-async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
+async def run_file(source: Any, output: str | os.PathLike[str], job: Job, *,
                    cache: str | os.PathLike[str] | ResponseCache | None = None,
-                   concurrency: int = DEFAULT_CONCURRENCY, attempts: int = 6,
+                   concurrency: int = DEFAULT_CONCURRENCY, attempts: int = DEFAULT_ATTEMPTS,
                    backoff: Backoff | None = None, progress: bool = False,
                    status: StatusTracker | None = None, resume: bool = True,
                    journal: str | os.PathLike[str] | None = None,
@@ -570,7 +197,9 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
                    timeout: float | None = None, reasks: int = DEFAULT_REASKS,
                    overwrite: bool = False, wait: bool = False,
                    control: RunControl | None = None, batch_api: bool = False,
-                   batch_poll: float = 5.0) -> RunSummary:
+                   batch_poll: float = 5.0,
+                   stages: Sequence[Stage | Callable[[Record], Any]] | None = None
+                   ) -> RunSummary:
     """Run every row of ``source`` not answered yet and write ``output``; resumable.
 
     Args:
@@ -595,6 +224,12 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
             needs ``cache``, which keeps the batches' ids and answers. Stopped (``control``,
             Ctrl-C), the run detaches: the batches go on, and the same call picks them up.
             ``batch_poll``: seconds between looks at a batch at first (it grows to 60).
+        stages: your own stages, as for :func:`pipeline.run`: run on every answer before
+            it is journaled, and what they leave on ``record.data`` is written as columns
+            (a dict's keys; a taken name gets ``_data``) and kept in the journal, so a
+            resumed run writes it without running them again. A row a stage failed is
+            sent again by a resumed run unless ``cache`` kept its answer. Not with
+            ``batch_api``.
         concurrency, attempts, backoff, progress, status, max_wait, timeout, reasks: as
             for :func:`pipeline.run`.
 
@@ -624,6 +259,9 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
     # request: paying for answers and then losing them is the worst way to fail.
     layout = check_output(output, output_format, src)
     check_columns(src, job.builder)
+    if batch_api and stages:
+        raise ConfigError("stages= runs on rows sent one request each; batch_api=True sends "
+                          "them through the Batch API: give one or the other")
     if batch_api and cache is None:
         raise ConfigError("batch_api needs a cache (a directory): it keeps the batches' ids "
                           "and answers, so a rerun picks up what was already submitted")
@@ -639,7 +277,7 @@ async def run_file(source: Any, output: str | os.PathLike[str], job: Any, *,
                           concurrency=concurrency, attempts=attempts, backoff=backoff,
                           progress=progress, status=status, max_wait=max_wait,
                           timeout=timeout, reasks=reasks, control=control,
-                          batch_api=batch_api, batch_poll=batch_poll)
+                          batch_api=batch_api, batch_poll=batch_poll, stages=stages)
     finally:
         journal_file.close()  # after the output is written: the lock covers the whole run
 
@@ -684,15 +322,16 @@ def _check_writable(path: str, what: str) -> None:
         raise OutputWriteError(f"cannot write the {what} {path}: it is a directory")
 
 
-async def _run(src: Source, output: str, job: Any, journal_file: Journal, layout: str, *,
+async def _run(src: Source, output: str, job: Job, journal_file: Journal, layout: str, *,
                cache: Any, concurrency: int, attempts: int, backoff: Backoff | None,
                progress: bool, status: StatusTracker | None, max_wait: float,
                timeout: float | None, reasks: int, control: RunControl | None,
-               batch_api: bool = False, batch_poll: float = 5.0) -> RunSummary:
+               batch_api: bool = False, batch_poll: float = 5.0,
+               stages: Sequence[Stage | Callable[[Record], Any]] | None = None) -> RunSummary:
     status = status if status is not None else StatusTracker()
     control = control if control is not None else RunControl()
     entries = journal_file.entries
-    done = {i for i, e in entries.items() if e.get("status") == "succeeded"}
+    done = {i for i, e in entries.items() if e.status == "succeeded"}
     remaining = src.length - len(done) if src.length is not None else None
     # Ready requests go where their bodies say, whatever the job's endpoint.
     path = src.endpoint if src.ready_requests and src.endpoint else job.path
@@ -700,7 +339,11 @@ async def _run(src: Source, output: str, job: Any, journal_file: Journal, layout
     keep_body = layout in ("batch", "cookbook")
     keep_request = layout == "cookbook" and not src.ready_requests
     if dataclasses.is_dataclass(job) and not isinstance(job, type):
-        job = dataclasses.replace(job, service=_CountingService(job.service, control))
+        # The proxy is not a BaseService, but it answers for one: call() is counted, every
+        # other attribute is the service's own (run_file's job is not checked at run time:
+        # one that is no dataclass is sent uncounted, as before).
+        counted = cast(BaseService, CountingService(job.service, control))
+        job = dataclasses.replace(job, service=counted)
     guard = RunGuard()
     failed_disk: list[OSError] = []
 
@@ -714,8 +357,9 @@ async def _run(src: Source, output: str, job: Any, journal_file: Journal, layout
         flow = default_flow(job, cache=opened, status=status, concurrency=concurrency,
                             attempts=attempts, backoff=backoff, progress=progress,
                             total=remaining, max_wait=max_wait, timeout=timeout,
-                            initial=len(done), reasks=reasks, guard=guard)
-        control._attach(guard, _grace(flow, timeout))
+                            initial=len(done), reasks=reasks, guard=guard,
+                            stages=user_stages(stages))
+        control._attach(guard, grace_of(flow, timeout))
         # Extending a chain with `|` keeps its concurrency.
         journaling = write_journal(journal_file, embeddings=embeddings, keep_body=keep_body,
                                    keep_request=keep_request, entries=entries,
@@ -725,14 +369,14 @@ async def _run(src: Source, output: str, job: Any, journal_file: Journal, layout
                                progress=progress, status=status, poll=batch_poll)
         else:
             records = aiostream_stream.iterate(src.records(skip=done)) | flow | journaling
-            await _drain(records, control)
+            await drain(records, control)
     finally:
         if owned and opened is not None:
             opened.close()
-    answered_now = sum(1 for e in entries.values() if e.get("status") == "succeeded")
+    answered_now = sum(1 for e in entries.values() if e.status == "succeeded")
     written = False
     try:
-        rows = write_entries(list(entries.values()), src, output, layout,
+        rows = write_rows(list(entries.values()), src, output, layout,
                              schema=getattr(job, "schema", None))
         written = True
     except OSError as exc:
@@ -746,14 +390,14 @@ async def _run(src: Source, output: str, job: Any, journal_file: Journal, layout
     if failed_disk:
         raise OutputWriteError(_journal_failure(failed_disk[0], journal_file, journaling,
                                                 entries, output if written else None))
-    succeeded = sum(1 for e in entries.values() if e.get("status") == "succeeded")
+    succeeded = sum(1 for e in entries.values() if e.status == "succeeded")
     return RunSummary(rows=rows, succeeded=succeeded, failed=rows - succeeded,
                       resumed=len(done), output=output, journal=journal_file.path,
                       restarted=journal_file.restarted, status=status,
                       stopped=status.stopped, interrupted=control.stopping)
 
 
-async def _run_batches(src: Source, done: set[int], job: Any, cache: ResponseCache,
+async def _run_batches(src: Source, done: set[int], job: Job, cache: ResponseCache,
                        journaling: write_journal, control: RunControl, *, progress: bool,
                        status: StatusTracker, poll: float) -> None:
     """The rows not answered yet through the Batch API, each journaled once it is done.
@@ -783,63 +427,11 @@ async def _run_batches(src: Source, done: set[int], job: Any, cache: ResponseCac
         task.result()
 
 
-async def _drain(records: Any, control: RunControl) -> None:
-    """Run the stream to its end; after ``control.stop()``, wait at most ``control.grace``
-    seconds (or until ``control.abandon()``) for what is in flight, then cancel the rest."""
-
-    async def consume() -> None:
-        async with records.stream() as finished:
-            async for _ in finished:
-                pass
-
-    task = asyncio.ensure_future(consume())
-    stopped = asyncio.ensure_future(control._stopped.wait())
-    abandoned = asyncio.ensure_future(control._abandoned.wait())
-    try:
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not task.done():  # stopping: nothing new is sent, what is in flight ends
-            await asyncio.wait({task, abandoned}, timeout=control.grace,
-                               return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for helper in (stopped, abandoned):
-            helper.cancel()
-        if not task.done():  # cancelled, abandoned or past the grace: rows not sent stay so
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-    if not task.cancelled():
-        task.result()  # a bug in a stage: raise it here
-
-
-def _grace(flow: Any, timeout: float | None) -> Callable[[], float]:
-    """How long a stopped run waits for its requests in flight: the attempt timeout."""
-    calls = [s for s in _all_stages(flow) if isinstance(s, call)]
-
-    def grace() -> float:
-        limits = [c.attempt_timeout() for c in calls]
-        known = [x for x in limits if x is not None]
-        return (max(known) if known else timeout or 600.0) + 1.0
-
-    return grace
-
-
-def _all_stages(stage: Any) -> list[Any]:
-    found: list[Any] = []
-    for inner in stage.stages() if isinstance(stage, Stage) else ():
-        found.append(inner)
-        for name in ("inner", "send"):
-            nested = getattr(inner, name, None)
-            if isinstance(nested, Stage) and nested is not inner:
-                found.extend(_all_stages(nested))
-    return found
-
-
 def _journal_failure(exc: OSError, journal: Journal, journaling: write_journal,
-                     entries: dict[int, dict[str, Any]], written: str | None) -> str:
+                     entries: dict[int, ResultRow], written: str | None) -> str:
     """The one line a journal that could not be written ends a run with."""
-    lost = [i for i in journaling.unjournaled if entries.get(i, {}).get("status") == "succeeded"]
+    lost = [i for i in journaling.unjournaled
+            if (row := entries.get(i)) is not None and row.status == "succeeded"]
     head = f"cannot write the journal {journal.path}: {exc.strerror or exc}; sending stopped"
     if not lost:
         where = f", the output {written} is written" if written else ""
@@ -854,15 +446,15 @@ def _journal_failure(exc: OSError, journal: Journal, journaling: write_journal,
             f"{kept}{advice}")
 
 
-def _rescue(journal: Journal, entries: dict[int, dict[str, Any]]) -> str | None:
+def _rescue(journal: Journal, entries: dict[int, ResultRow]) -> str | None:
     """A whole copy of the journal in the temporary directory (often another disk)."""
     name = f"{os.path.basename(journal.path)}.{os.getpid()}.rescued"
     path = os.path.join(tempfile.gettempdir(), name)
     try:
         with open(path, "wb") as f:
-            f.write(_encode({"journal": _VERSION, "fingerprint": journal.fingerprint}) + b"\n")
+            f.write(encode({"journal": VERSION, "fingerprint": journal.fingerprint}) + b"\n")
             for item in entries.values():
-                f.write(_encode(item) + b"\n")
+                f.write(encode(item) + b"\n")
     except OSError:
         return None
     return path

@@ -3,7 +3,10 @@
 A provider such as OpenAI limits a key on two dimensions at once: requests per minute and
 tokens per minute. A limiter here grants ``(requests, tokens)`` atomically on both.
 
-Three policies share one waiting machinery (:class:`RateLimiter`):
+Every limiter is one waiting machinery (:class:`RateLimiter`, a FIFO queue) over a bucket;
+the adaptive ones add one rate controller (``_control.RateController``) that drives
+whichever bucket is in use from :class:`Outcome` values (``pipeline.http.signals`` reads them
+from the provider's answers; nothing here knows a header):
 
 * :class:`AdaptiveLimiter` (the default of every endpoint): a token bucket whose rates follow
   the provider's answers, the user's limits acting as ceilings (slow start when they are
@@ -11,7 +14,8 @@ Three policies share one waiting machinery (:class:`RateLimiter`):
 * :class:`TokenBucketLimiter` (``adaptive=False``) refills continuously at fixed rates: in any
   window of length ``W`` it grants at most ``rate * W + burst`` on each dimension.
 * :class:`RedisLimiter` shares one quota among processes and machines: a token bucket in
-  Redis, leased in small chunks, failing closed to a local share when Redis is away.
+  Redis, leased in small chunks, driven by the same rate controller, whose state every
+  process shares; it fails closed to a share by live processes when Redis is away.
 * :class:`IntervalLimiter` restores full capacity at the start of every ``interval`` (the
   classic "N per minute" window). It never grants past capacity and owns no background task.
 
@@ -43,21 +47,38 @@ The waiting machinery, shared by both:
 from __future__ import annotations
 
 from pipeline.limiter._adaptive import AdaptiveLimiter
-from pipeline.limiter._base import (
+from pipeline.limiter._base import RateLimiter
+from pipeline.limiter._interval import IntervalLimiter
+from pipeline.limiter._outcome import Dimension, Outcome, OutcomeKind
+from pipeline.limiter._queue import Lease, set_clock
+from pipeline.limiter._redis import RedisLimiter
+from pipeline.limiter._redis_check import check_redis
+from pipeline.limiter._redis_url import check_redis_url
+from pipeline.limiter._token_bucket import TokenBucketLimiter
+from pipeline.limiter._values import (
     DEFAULT_BURST_SECONDS,
     DEFAULT_COOLDOWN,
     KEEP,
     MAX_PAUSE,
-    Lease,
     LimiterSnapshot,
-    RateLimiter,
-    set_clock,
-    stated_by,
 )
-from pipeline.limiter._interval import IntervalLimiter
-from pipeline.limiter._redis import RedisLimiter
-from pipeline.limiter._token_bucket import TokenBucketLimiter
 
-__all__ = ["DEFAULT_BURST_SECONDS", "DEFAULT_COOLDOWN", "KEEP", "MAX_PAUSE", "AdaptiveLimiter",
-           "IntervalLimiter", "Lease", "LimiterSnapshot", "RateLimiter", "RedisLimiter",
-           "TokenBucketLimiter", "set_clock", "stated_by"]
+__all__ = [
+    "DEFAULT_BURST_SECONDS",
+    "DEFAULT_COOLDOWN",
+    "KEEP",
+    "MAX_PAUSE",
+    "AdaptiveLimiter",
+    "Dimension",
+    "IntervalLimiter",
+    "Lease",
+    "LimiterSnapshot",
+    "Outcome",
+    "OutcomeKind",
+    "RateLimiter",
+    "RedisLimiter",
+    "TokenBucketLimiter",
+    "check_redis",
+    "check_redis_url",
+    "set_clock",
+]

@@ -36,7 +36,7 @@ from typing import Any, TypeAlias
 
 from pipeline.errors import PayloadError, TemplateKeyError
 
-__all__ = ["Row", "Template", "did_you_mean", "invalid_text"]
+__all__ = ["Row", "Template", "as_mapping", "did_you_mean", "invalid_text"]
 
 #: A row: a mapping, an object with ``to_dict()``/``_asdict()``, a string, or ``None``.
 Row: TypeAlias = Any
@@ -55,7 +55,7 @@ def _is_missing(value: Any) -> bool:
         return type(value).__name__ == "NAType"
 
 
-def _as_mapping(row: Row) -> Mapping[str, Any]:
+def as_mapping(row: Row) -> Mapping[str, Any]:
     if type(row) is dict or isinstance(row, Mapping):
         return row
     for method in ("to_dict", "_asdict"):
@@ -310,7 +310,7 @@ def _split_row(row: Row) -> tuple[Mapping[str, Any] | None, str | None]:
         return None, None
     if isinstance(row, str):
         return None, row
-    return _as_mapping(row), None
+    return as_mapping(row), None
 
 
 def _plain(value: Any) -> Any:

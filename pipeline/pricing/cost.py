@@ -36,6 +36,7 @@ __all__ = [
     "ModelPrice",
     "Prices",
     "UnknownPriceWarning",
+    "record_cached_tokens",
     "record_model",
     "usd",
 ]
@@ -285,7 +286,7 @@ class Prices:
         if paid == (0, 0):
             return 0.0
         return self.cost(record_model(record), paid[0], paid[1],
-                         cached_tokens=_cached_tokens(record), say=say,
+                         cached_tokens=record_cached_tokens(record), say=say,
                          batch=getattr(record, "batch_id", None) is not None)
 
     def total(self, records: Iterable[Record]) -> float | None:
@@ -329,6 +330,9 @@ DEFAULT_PRICES: Final = Prices()
 
 def record_model(record: Record) -> str | None:
     """The model a record's request asked for (else the one its response names)."""
+    asked = getattr(record.response, "requested_model", None)  # a KeptResponse: no request
+    if record.request is None and isinstance(asked, str) and asked:
+        return asked
     for body in (record.request.body if record.request is not None else None,
                  record.response.body if record.response is not None else None):
         model = body.get("model") if isinstance(body, dict) else None
@@ -337,11 +341,16 @@ def record_model(record: Record) -> str | None:
     return None
 
 
-def _cached_tokens(record: Record) -> int:
+def record_cached_tokens(record: Record) -> int:
     # The kept answer's prompt tokens read from the server's prompt cache (OpenAI's
     # usage.prompt_tokens_details.cached_tokens); 0 when it does not say.
     response = record.response
-    if response is None or record.cached or not isinstance(response.body, dict):
+    if response is None or record.cached:
+        return 0
+    kept = getattr(response, "cached_tokens", None)  # a KeptResponse: no body to read
+    if isinstance(kept, int):
+        return max(kept, 0)
+    if not isinstance(response.body, dict):
         return 0
     usage = response.body.get("usage")
     details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None

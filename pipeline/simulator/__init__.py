@@ -30,21 +30,42 @@ prompt; a request costs ``prompt + max_tokens * n`` against the tpm limit. Detai
 
 from __future__ import annotations
 
-from pipeline.simulator._config import Faults, Latency, SimulatorConfig
+from pipeline.simulator._config import (
+    ERROR_FORMATS,
+    RETRY_AFTER,
+    ErrorFormat,
+    Faults,
+    Latency,
+    RetryAfter,
+    SimulatorConfig,
+    parse_model_limit,
+)
 from pipeline.simulator._log import LogEntry, Stats
 from pipeline.simulator._model import Responder
+from pipeline.simulator._ratelimit import HEADER_STYLES, POLICIES, HeaderStyle, Policy
+from pipeline.simulator._serve import serve_forever
 from pipeline.simulator._simulator import Simulator
 from pipeline.simulator._tokens import count_chat_tokens, count_input_tokens, count_text_tokens
 
 __all__ = [
+    "ERROR_FORMATS",
+    "HEADER_STYLES",
+    "POLICIES",
+    "RETRY_AFTER",
+    "ErrorFormat",
     "Faults",
+    "HeaderStyle",
     "Latency",
     "LogEntry",
+    "Policy",
     "Responder",
+    "RetryAfter",
     "Simulator",
     "SimulatorConfig",
     "Stats",
     "count_chat_tokens",
     "count_input_tokens",
     "count_text_tokens",
+    "parse_model_limit",
+    "serve_forever",
 ]

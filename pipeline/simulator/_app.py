@@ -17,7 +17,9 @@ Every API request goes through the same steps, in the order a provider's front d
 Steps 0-5 answer at once; only requests that pass step 5 are charged to the limits and quota.
 Unless ``headers=False``, every answer to a known key carries its ``x-ratelimit-*`` headers
 (the model's limits when it has its own; only ``remaining`` with ``error_format="azure"``;
-none on a ``"text"`` 429). 401s, 404s for unknown paths and admin answers have none, as no
+none on a ``"text"`` 429), or those of ``header_style``'s provider, whose 429 bodies it also
+imitates (see :meth:`~pipeline.simulator._ratelimit.KeyLimits.headers`). 401s, 404s for
+unknown paths and admin answers have none, as no
 key's limits apply to them.
 Admin endpoints under ``/_sim/`` (``GET log``, ``GET stats``, ``POST reset[?limits=1]``,
 ``POST limits``, ``GET health``) skip all of it and are not logged.
@@ -154,7 +156,8 @@ class SimulatorApp:
         cfg = self.config
         self._faults_on = cfg.faults.any
         self._max_in_flight = cfg.max_in_flight
-        self._headers_on = cfg.headers
+        self._style = cfg.header_style
+        self._headers_on = cfg.headers and cfg.header_style != "none"
         self._remaining_only = cfg.error_format == "azure"
         self._model_limits = cfg.model_limits
         status = cfg.overload_status
@@ -279,8 +282,8 @@ class SimulatorApp:
             try:
                 prepared = self.model.prepare(kind, req.body)
             except RequestError as exc:
-                self._reject(conn, entry, exc, limits.headers(now, self._remaining_only)
-                             if self._headers_on else None)
+                self._reject(conn, entry, exc, limits.headers(
+                    now, self._remaining_only, self._style) if self._headers_on else None)
                 return
         cost = prepared.cost if prepared is not None else 0
         model_scope = None
@@ -294,7 +297,8 @@ class SimulatorApp:
             conn.respond(429, error_body(
                 "You exceeded your current quota, please check your plan and billing details.",
                 "insufficient_quota", None, "insufficient_quota"),
-                shown.headers(now, self._remaining_only) if self._headers_on else None)
+                shown.headers(now, self._remaining_only, self._style) if self._headers_on
+                else None)
             return
         wait = limits.acquire(cost, now, model_scope)
         if wait > 0:
@@ -302,7 +306,8 @@ class SimulatorApp:
                                now)
             return
         self.quota_used += cost
-        headers = shown.headers(now, self._remaining_only) if self._headers_on else []
+        headers = shown.headers(now, self._remaining_only, self._style) if self._headers_on \
+            else []
         self._counter += 1
         headers.append(("x-request-id", f"req_sim{self._counter:010d}"))
 
@@ -394,15 +399,25 @@ class SimulatorApp:
                 unit, limiter, who = model_unit, model_limiter, prepared.request.model
         assert limiter is not None
         fmt = cfg.error_format
+        style = self._style
+        if style == "azure":
+            fmt = "azure"
+        elif style == "none":
+            fmt = "text"
         headers: list[tuple[str, str]] = []
         if self._headers_on and fmt != "text":
             shown = limits if model_scope is None else model_scope
-            headers = shown.headers(now, self._remaining_only)
+            headers = shown.headers(now, self._remaining_only, style)
         too_large = math.isinf(wait)
+        retry = cfg.retry_after
+        if style in ("anthropic", "groq", "litellm"):
+            retry = "seconds" if retry != "none" else "none"  # they send Retry-After only
+        elif style == "none":
+            retry = "none"
         if not too_large:
-            if cfg.retry_after in ("both", "seconds"):
+            if retry in ("both", "seconds"):
                 headers.append(("retry-after", str(max(1, math.ceil(wait)))))
-            if cfg.retry_after in ("both", "ms"):
+            if retry in ("both", "ms"):
                 headers.append(("retry-after-ms", str(max(1, math.ceil(wait * 1000)))))
         self._log(entry, 429, "rate_limited", cost)
         if fmt == "text":
@@ -412,7 +427,29 @@ class SimulatorApp:
             conn.respond(429, _encode({"error": {"code": "429", "message": _azure_message(
                 route, unit, limiter, cost, wait)}}), headers)
             return
+        if style == "anthropic":
+            kind = "requests" if unit == "requests" else "input tokens"
+            message = (f"This request would exceed the rate limit for your organization "
+                       f"(org-simulator) of {limiter.limit:,.0f} {kind} per minute. For "
+                       "details, refer to: https://docs.claude.com/en/api/rate-limits. You "
+                       "can see the response headers for current usage. Please reduce the "
+                       "prompt length or the maximum tokens requested, or try again later.")
+            conn.respond(429, _encode({"type": "error", "error": {
+                "type": "rate_limit_error", "message": message}}), headers)
+            return
+        if style == "litellm":
+            headers.append(("rate_limit_type", unit))
+            message = (f"Rate limit exceeded for api_key: 8f4e2c. Limit type: {unit}. "
+                       f"Current limit: {_whole(limiter.limit)}, Remaining: 0. Limit resets "
+                       f"at: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
+            conn.respond(429, _encode({"error": {"message": message, "type": "None",
+                                                 "param": "None", "code": "429"}}), headers)
+            return
         name = "requests per min (RPM)" if unit == "requests" else "tokens per min (TPM)"
+        if style == "groq":
+            name = ("requests per minute (RPM)" if unit == "requests" else
+                    "tokens per minute (TPM)")
+            who = f"model `{prepared.request.model}`" if prepared is not None else who
         if too_large:
             message = (f"Request too large for {who} on {name}: Limit {_whole(limiter.limit)}, "
                        f"Requested {cost}. The input or output tokens must be reduced in order "

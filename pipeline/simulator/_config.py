@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 from pipeline.errors import ConfigError
-from pipeline.simulator._ratelimit import POLICIES, Policy
+from pipeline.simulator._ratelimit import HEADER_STYLES, POLICIES, HeaderStyle, Policy
 
 __all__ = ["BAD_ANSWER_FAULTS", "ERROR_FORMATS", "FAULT_KINDS", "RETRY_AFTER", "Faults",
            "Latency", "SimulatorConfig", "parse_model_limit"]
@@ -309,6 +309,8 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     headers: bool = True
     retry_after: RetryAfter = "both"
     error_format: ErrorFormat = "openai"
+    #: Whose rate-limit headers and 429 bodies to imitate (see ``Simulator``).
+    header_style: HeaderStyle = "openai"
     model_limits: ModelLimits = msgspec.field(default_factory=dict)
     invalid_json: float = 0.0
     #: The Batch API: seconds a batch takes, the fraction of its lines answered before it
@@ -345,6 +347,9 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
         if self.error_format not in ERROR_FORMATS:
             raise ConfigError(f"error_format must be one of {ERROR_FORMATS}, got "
                               f"{self.error_format!r}")
+        if self.header_style not in HEADER_STYLES:
+            raise ConfigError(f"header_style must be one of {HEADER_STYLES}, got "
+                              f"{self.header_style!r}")
         if self.burst is not None and not (0 < self.burst <= 1):
             raise ConfigError(
                 f"burst is a fraction of the minute limit in (0, 1], got {self.burst}")
@@ -392,6 +397,7 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True):
                 "headers": None if self.headers else "off",
                 "retry_after": None if self.retry_after == "both" else self.retry_after,
                 "error_format": None if self.error_format == "openai" else self.error_format,
+                "header_style": None if self.header_style == "openai" else self.header_style,
                 "invalid_json": self.invalid_json or None}
 
 

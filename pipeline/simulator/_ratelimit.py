@@ -22,14 +22,21 @@ limit).
 from __future__ import annotations
 
 import math
+import time
+from datetime import UTC, datetime
 from typing import Literal
 
 from pipeline.core.durations import format_duration
 
-__all__ = ["POLICIES", "Bucket", "KeyLimits", "Policy", "Window"]
+__all__ = ["HEADER_STYLES", "POLICIES", "Bucket", "HeaderStyle", "KeyLimits", "Policy",
+           "Window"]
 
 Policy = Literal["second", "minute", "window"]
 POLICIES: tuple[Policy, ...] = ("second", "minute", "window")
+HeaderStyle = Literal["openai", "azure", "anthropic", "groq", "litellm", "none"]
+#: How a provider states its limits (see :meth:`KeyLimits.headers`).
+HEADER_STYLES: tuple[HeaderStyle, ...] = ("openai", "azure", "anthropic", "groq", "litellm",
+                                          "none")
 _EPS = 1e-9  # float slack, so 3 x (1/3 of a window) still fits the window
 
 
@@ -234,19 +241,70 @@ class KeyLimits:
             found = (w, "tokens", self.tokens)
         return found
 
-    def headers(self, now: float, remaining_only: bool = False) -> list[tuple[str, str]]:
-        """The ``x-ratelimit-*`` headers describing this scope at ``now`` (``remaining_only``:
-        just ``x-ratelimit-remaining-*``, as Azure OpenAI sends)."""
+    def headers(self, now: float, remaining_only: bool = False,
+                style: HeaderStyle = "openai") -> list[tuple[str, str]]:
+        """The rate-limit headers describing this scope at ``now``, as ``style``'s provider
+        sends them (``remaining_only``: just ``x-ratelimit-remaining-*``, as Azure OpenAI):
+
+        - ``"openai"``: ``x-ratelimit-limit|remaining|reset-requests|tokens``, resets as Go
+          durations;
+        - ``"azure"``: only ``x-ratelimit-remaining-requests|tokens``;
+        - ``"anthropic"``: ``anthropic-ratelimit-requests|tokens|input-tokens|output-tokens-
+          limit|remaining|reset``, resets as RFC 3339 times (the simulator's one token limit
+          stands for all three token kinds);
+        - ``"groq"``: as OpenAI, but ``-requests`` counts per day (the minute limit times
+          1,440, refilling at the minute rate);
+        - ``"litellm"``: a LiteLLM proxy's per-key ``x-ratelimit-api_key-limit|remaining-
+          requests|tokens`` and its upstream's ``llm_provider-x-ratelimit-*`` (ten times the
+          key's limits: the key's are the ones that bind);
+        - ``"none"``: nothing.
+
+        >>> limits = KeyLimits(rpm=600, tpm=None, burst=None, now=0.0)
+        >>> limits.headers(0.0, style="groq")[:2]
+        [('x-ratelimit-limit-requests', '864000'), ('x-ratelimit-remaining-requests', '864000')]
+        """
+        if style == "azure":
+            remaining_only = True
         out: list[tuple[str, str]] = []
+        if style == "none":
+            return out
+        wall = time.time()
         for name, limiter in (("requests", self.requests), ("tokens", self.tokens)):
             if limiter is None:
                 continue
+            remaining = limiter.remaining(now)
             if remaining_only:
-                out.append((f"x-ratelimit-remaining-{name}", str(limiter.remaining(now))))
+                out.append((f"x-ratelimit-remaining-{name}", str(remaining)))
                 continue
-            out.append((f"x-ratelimit-limit-{name}", str(int(limiter.limit))))
-            out.append((f"x-ratelimit-remaining-{name}", str(limiter.remaining(now))))
-            out.append((f"x-ratelimit-reset-{name}", format_duration(limiter.reset_in(now))))
+            limit = int(limiter.limit)
+            reset = limiter.reset_in(now)
+            if style == "anthropic":
+                when = datetime.fromtimestamp(wall + reset, UTC).isoformat(
+                    timespec="milliseconds").replace("+00:00", "Z")
+                kinds = ("requests",) if name == "requests" else (
+                    "tokens", "input-tokens", "output-tokens")
+                for kind in kinds:
+                    out.append((f"anthropic-ratelimit-{kind}-limit", str(limit)))
+                    out.append((f"anthropic-ratelimit-{kind}-remaining", str(remaining)))
+                    out.append((f"anthropic-ratelimit-{kind}-reset", when))
+                continue
+            if style == "litellm":
+                out.append((f"x-ratelimit-api_key-limit-{name}", str(limit)))
+                out.append((f"x-ratelimit-api_key-remaining-{name}", str(remaining)))
+                out.append((f"llm_provider-x-ratelimit-limit-{name}", str(limit * 10)))
+                out.append((f"llm_provider-x-ratelimit-remaining-{name}",
+                            str(limit * 10 - (int(limiter.capacity) - remaining))))
+                continue
+            if style == "groq" and name == "requests":
+                daily = limit * 1440
+                used = max(0, int(limiter.capacity) - remaining)
+                out.append(("x-ratelimit-limit-requests", str(daily)))
+                out.append(("x-ratelimit-remaining-requests", str(daily - used)))
+                out.append(("x-ratelimit-reset-requests", format_duration(used * 60 / limit)))
+                continue
+            out.append((f"x-ratelimit-limit-{name}", str(limit)))
+            out.append((f"x-ratelimit-remaining-{name}", str(remaining)))
+            out.append((f"x-ratelimit-reset-{name}", format_duration(reset)))
         return out
 
     def __repr__(self) -> str:

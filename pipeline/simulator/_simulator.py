@@ -30,7 +30,7 @@ from pipeline.simulator._config import ErrorFormat, Faults, Latency, RetryAfter,
 from pipeline.simulator._http import HTTPServer
 from pipeline.simulator._log import LogEntry, Stats
 from pipeline.simulator._model import Responder
-from pipeline.simulator._ratelimit import Policy
+from pipeline.simulator._ratelimit import HeaderStyle, Policy
 
 __all__ = ["Simulator"]
 
@@ -73,6 +73,17 @@ class Simulator:
             ``{"error": {"code": "429", "message": ...}}``; only ``x-ratelimit-remaining-*``
             headers, on every answer) or ``"text"`` (a proxy's ``text/plain`` body
             ``429 Too Many Requests``, without x-ratelimit headers).
+        header_style: whose rate-limit headers and 429 bodies to imitate: ``"openai"`` (the
+            default, as above), ``"azure"`` (only ``x-ratelimit-remaining-*``, Azure's 429
+            text "... Please retry after N seconds"), ``"anthropic"``
+            (``anthropic-ratelimit-*`` with RFC 3339 resets, ``retry-after`` in seconds, a
+            ``rate_limit_error`` body "... of N input tokens per minute"), ``"groq"``
+            (``x-ratelimit-limit-requests`` per *day*, tokens per minute, OpenAI's 429 text,
+            ``retry-after`` in seconds), ``"litellm"`` (a LiteLLM proxy's per-key
+            ``x-ratelimit-api_key-*`` and upstream ``llm_provider-x-ratelimit-*`` headers,
+            its 429 "Limit type: requests. Current limit: N" with ``rate_limit_type``) or
+            ``"none"`` (a self-hosted server: no rate-limit or retry headers, a plain-text
+            429). Every style enforces the same limits; only what is said differs.
         quota_tokens: total token budget; once spent every request gets 429
             ``insufficient_quota`` (``0``: from the first request).
         latency: a :class:`Latency`, seconds (``0.2``) or text (``"uniform:0.1,0.3"``).
@@ -145,6 +156,7 @@ class Simulator:
         headers: bool = True,
         retry_after: RetryAfter = "both",
         error_format: ErrorFormat = "openai",
+        header_style: HeaderStyle = "openai",
         models: Sequence[str] = (),
         invalid_json: float = 0.0,
         batch_seconds: float = 2.0,
@@ -161,7 +173,8 @@ class Simulator:
             embedding_dimensions=embedding_dimensions, fine_tune_seconds=fine_tune_seconds,
             log_limit=log_limit, policy=policy, window=float(window), model_limits=per_model,
             max_in_flight=max_in_flight, overload_status=overload_status, headers=headers,
-            retry_after=retry_after, error_format=error_format, models=tuple(models),
+            retry_after=retry_after, error_format=error_format, header_style=header_style,
+            models=tuple(models),
             invalid_json=invalid_json, batch_seconds=batch_seconds,
             batch_expire_after=batch_expire_after, batch_queue_tokens=batch_queue_tokens)
         if process and responder is not None:

@@ -17,6 +17,7 @@ stage              what it does to a record
 :class:`batched`   sends many rows' embeddings requests as one request, splits the answer
 :class:`store`     keeps a fresh answer in the cache
 :class:`track`     counts it in a :class:`~pipeline.state.status.StatusTracker`; progress bar
+:class:`each`      a function of yours, once per record (a raise fails only its row)
 =================  ==================================================================
 
 Neighbouring stages fuse into one :class:`Chain` (one coroutine per record under one bounded,
@@ -28,9 +29,13 @@ operator can sit between chains::
     async with xs.stream() as records:
         async for record in records: ...
 
-Your own stage subclasses :class:`Stage`: read its contract (errors go on the record, never
-raised). Plain items entering a chain become records numbered in arrival order. Stages after
-a failure (or a cache hit) skip the record, except ``store`` and ``track``. A stream is lazy
+Your own stage is a function (``each(fn)``) or subclasses :class:`Stage`: read its contract
+(errors go on the record, never raised; which records it sees). Give it to
+``pipeline.run(rows, job, stages=[...])`` to keep everything ``run()`` does (input order, the
+status, the cache opened from a path). Plain items entering a chain become records numbered
+in arrival order. The request stages skip a record that already has an answer (a cache hit);
+every stage but ``store`` and ``track`` skips a failed one. A plain function after ``|`` is
+refused: wrap it in :func:`each`, or use an aiostream operator. A stream is lazy
 and re-runs each time it is iterated: running a flow twice sends every request twice, unless
 a cache makes the second run free.
 
@@ -41,17 +46,27 @@ a cache makes the second run free.
 
 from __future__ import annotations
 
-from pipeline.stages._batch import batched
+from pipeline.stages._batch import batched, rows_in_flight
 from pipeline.stages._build import build
 from pipeline.stages._cache import lookup, store
 from pipeline.stages._core import DEFAULT_CONCURRENCY, Chain, Flow, Stage
 from pipeline.stages._decode import decode
 from pipeline.stages._map import map_unordered
-from pipeline.stages._retry import DEFAULT_MAX_WAIT, DEFAULT_REASKS, Backoff, RetryHook, retry
+from pipeline.stages._retry import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_MAX_WAIT,
+    DEFAULT_REASKS,
+    Backoff,
+    RetryHook,
+    retry,
+    set_testing,
+)
 from pipeline.stages._send import LatencyWindow, acquire, call
 from pipeline.stages._track import track
+from pipeline.stages._user import each, guarded, user_stages
 
 __all__ = [
+    "DEFAULT_ATTEMPTS",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_WAIT",
     "DEFAULT_REASKS",
@@ -66,9 +81,14 @@ __all__ = [
     "build",
     "call",
     "decode",
+    "each",
+    "guarded",
     "lookup",
     "map_unordered",
     "retry",
+    "rows_in_flight",
+    "set_testing",
     "store",
     "track",
+    "user_stages",
 ]

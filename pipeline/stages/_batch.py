@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pipeline.core.protocols import LimiterLike
 from pipeline.core.record import Record
 from pipeline.core.request import APIRequest, Response
 from pipeline.errors import (
@@ -99,8 +100,6 @@ class _split_answer(Stage):
     """Inside the retry: split the batch's answer into the rows' bodies. A lying answer (too
     few vectors, an index repeated) is a retryable MalformedResponseError for the batch."""
 
-    after_done = True  # runs on the answer call just attached
-
     async def process(self, record: Record) -> Record:
         response = record.response
         carrier = record.row
@@ -127,7 +126,7 @@ def _with_split(send: Stage) -> Stage:
     return Chain(*send.stages(), _split_answer())
 
 
-def _limiter_of(send: Stage) -> Any:
+def _limiter_of(send: Stage) -> LimiterLike | None:
     stages = send.inner.stages() if isinstance(send, retry) else send.stages()
     return next((s.limiter for s in stages if isinstance(s, acquire)), None)
 
@@ -155,6 +154,8 @@ class batched(Stage):
 
     Requests that are not for ``embeddings`` go alone, through ``send`` unchanged.
     """
+
+    on_answered = False  # a request stage: an answered record needs none
 
     def __init__(self, send: Stage, *, max_inputs: int = MAX_INPUTS,
                  max_tokens: int = MAX_TOKENS, batch_size: int | None = None,

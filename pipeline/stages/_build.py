@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import msgspec
 
+from pipeline.core.protocols import BuilderLike
 from pipeline.core.record import Record
 from pipeline.core.request import APIRequest
 from pipeline.errors import ConfigError, PayloadError, PipelineError
-from pipeline.payloads.templates import _as_mapping, invalid_text
+from pipeline.payloads.templates import as_mapping, invalid_text
 from pipeline.stages._core import Stage
 
 __all__ = ["build"]
@@ -31,11 +33,15 @@ class build(Stage):
     >>> stage = build(chat(model="gpt-4o-mini", prompt="Classify: {text}"))
     """
 
-    def __init__(self, builder: Any) -> None:
+    on_answered = False  # a request stage: an answered record needs none
+
+    def __init__(self, builder: BuilderLike | Callable[[Any], APIRequest]) -> None:
         if not callable(getattr(builder, "build", None)) and not callable(builder):
             raise ConfigError(f"build() needs a payload builder or a function, got {builder!r}")
         self.builder = builder
-        self._build = builder.build if callable(getattr(builder, "build", None)) else builder
+        method = getattr(builder, "build", None)
+        self._build = cast("Callable[[Any], APIRequest]",
+                           method if callable(method) else builder)
 
     async def process(self, record: Record) -> Record:
         row = record.row
@@ -95,7 +101,7 @@ def _not_text(row: Any, request: APIRequest | None) -> PayloadError:
         found = invalid_text(values, "the row")
     elif values is not None:
         try:
-            mapping = _as_mapping(values)
+            mapping = as_mapping(values)
         except PayloadError:
             mapping = {}
         for key, value in mapping.items():

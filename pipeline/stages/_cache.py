@@ -27,6 +27,8 @@ class lookup(Stage):
         lookup(cache, namespace=service.base_url, secrets=service.secrets())
     """
 
+    on_answered = False  # a request stage: an answered record needs none
+
     def __init__(self, cache: ResponseCache, *, namespace: str | None = None,
                  secrets: Iterable[str] | None = None) -> None:
         self.cache = cache
@@ -57,7 +59,7 @@ class store(Stage):
     that fails never fails the row: the cache says so once and stops caching.
     """
 
-    after_done = True
+    on_failed = True  # sees every record; stores only fresh answers
 
     def __init__(self, cache: ResponseCache, *, namespace: str | None = None,
                  secrets: Iterable[str] | None = None) -> None:

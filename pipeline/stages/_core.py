@@ -1,11 +1,10 @@
 """The stage contract, and how stages run: :class:`Stage`, :class:`Chain`, :class:`Flow`.
 
 Neighbouring stages fuse into one :class:`Chain`: each item runs through all of them as ONE
-coroutine, under one bounded-concurrency, unordered map (:func:`~pipeline.stages.map_unordered`).
-Measured on 2 cores, aiostream's ``pipe.map`` costs about 100 µs an item per stage while a
-plain gather under a semaphore moves about 86k items/s: hence one map per chain, not one per
-stage. Applied to a stream, a chain is an aiostream operator, so any aiostream operator can sit
-between chains (a :class:`Flow`).
+coroutine, under one bounded-concurrency, unordered map (:func:`~pipeline.stages.map_unordered`):
+one map per chain, not one per stage, because each map an item passes through costs far more
+than the stage's own work (``benchmarks/pipeline_throughput.py``). Applied to a stream, a chain
+is an aiostream operator, so any aiostream operator can sit between chains (a :class:`Flow`).
 """
 
 from __future__ import annotations
@@ -33,13 +32,25 @@ class Stage:
     **The contract.** ``process(record)`` does its work and returns the record. It must not
     raise for a problem with *this record*: it stores the error on ``record.error`` (an
     exception value) and returns. A raise cancels the whole run: every other row in flight
-    with it. Only cancellation (and bugs) propagate. A stage that holds a resource for the
-    record (a limiter lease) releases it on every path, cancellation included.
+    with it (inside :func:`pipeline.run`'s ``stages=`` a raise fails only its row, with a
+    :class:`~pipeline.errors.StageError`). Only cancellation (and bugs) propagate. A stage
+    that holds a resource for the record (a limiter lease) releases it on every path,
+    cancellation included.
 
-    Class attribute ``after_done``: whether the stage still runs on a record that already
-    succeeded (e.g. from the cache) or failed; stages with ``after_done = False`` are skipped
-    for it. Optional hooks: :meth:`begin` (a record enters the chain, before any stage ran)
-    and :meth:`finish` (the stream ends, however it ends: flush, close bars).
+    **Which records a stage sees.** Every record still pending (no answer, no error), and:
+
+    - ``on_answered = True`` (the default): records that have an answer (from the call, or
+      from the cache), so a stage after the call works on every answer, cached ones too.
+      The request stages (``build``, ``lookup``, ``acquire``, ``call``, ``batched``) set it
+      to ``False``: an answered record needs no request;
+    - ``on_failed = False`` (the default): records that failed are skipped, so your code never
+      meets a record with no answer because of an earlier error. ``store`` and ``track`` set
+      it to ``True``; so does a stage that counts failures.
+
+    (``after_done = True`` or ``False``, the older spelling, sets both.) Optional hooks:
+    :meth:`begin` (a record enters the chain, before any stage ran) and :meth:`finish` (the
+    stream ends, however it ends: flush, close bars). ``record.data`` is yours: the pipeline
+    never reads it.
 
     >>> class shout(Stage):
     ...     async def process(self, record):
@@ -53,7 +64,18 @@ class Stage:
     'HI'
     """
 
-    after_done: bool = False
+    on_answered: bool = True
+    on_failed: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "after_done" in cls.__dict__:  # the older spelling: both at once
+            cls.on_answered = cls.on_failed = bool(cls.__dict__["after_done"])
+
+    @property
+    def after_done(self) -> bool:
+        """Whether the stage runs on answered and failed records (the older spelling)."""
+        return self.on_answered and self.on_failed
 
     async def process(self, record: Record) -> Record:
         """Do this stage's work on ``record`` and return it."""
@@ -76,7 +98,7 @@ class Stage:
         if isinstance(other, Flow):
             return Flow(head, *other.parts)
         if callable(other):  # an aiostream pipe operator, e.g. pipe.filter(...)
-            return Flow(head, other)
+            return Flow(head, _operator(other))
         return NotImplemented
 
     def __call__(self, source: AsyncIterable[Any]) -> Stream[Record]:
@@ -87,10 +109,17 @@ class Stage:
         return f"{type(self).__name__}()"
 
 
+def steps(stages: tuple[Stage, ...]) -> tuple[tuple[Callable[[Record], Awaitable[Record]],
+                                                   bool, bool], ...]:
+    """``(process, on_answered, on_failed)`` of each stage: what a chain's loop runs."""
+    return tuple((s.process, s.on_answered, s.on_failed) for s in stages)
+
+
 class Chain(Stage):
     """Stages fused into one per-record coroutine, run ``concurrency`` records at a time."""
 
-    after_done = True
+    on_answered = True
+    on_failed = True
 
     def __init__(self, *stages: Stage, concurrency: int = DEFAULT_CONCURRENCY) -> None:
         flat: list[Stage] = []
@@ -101,7 +130,7 @@ class Chain(Stage):
         positive_int("concurrency", concurrency)
         self._stages = tuple(flat)
         self.concurrency = concurrency
-        self._steps = tuple((s.process, s.after_done) for s in flat)
+        self._steps = steps(self._stages)
         self._begins = tuple(s.begin for s in flat if type(s).begin is not Stage.begin)
 
     def stages(self) -> tuple[Stage, ...]:
@@ -125,8 +154,11 @@ class Chain(Stage):
     async def process(self, record: Record) -> Record:
         for begin in self._begins:
             begin(record)
-        for step, after_done in self._steps:
-            if after_done or (record.response is None and record.error is None):
+        for step, on_answered, on_failed in self._steps:
+            if record.error is None:
+                if on_answered or record.response is None:
+                    record = await step(record)
+            elif on_failed:
                 record = await step(record)
         return record
 
@@ -163,8 +195,22 @@ class Chain(Stage):
         return f"Chain({inner}, concurrency={self.concurrency})"
 
 
+def _operator(other: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``other`` if it is an aiostream pipe operator (``pipe.filter(...)``); a plain function
+    after ``|`` is refused, since it would silently get the whole stream, not a record."""
+    if (getattr(other, "__module__", None) or "").startswith("aiostream"):
+        return other
+    name = getattr(other, "__qualname__", None) or repr(other)
+    raise ConfigError(
+        f"`| {name}`: a plain function after `|` would be given the whole stream, not a "
+        f"record. For a step per record write `| each({name})` (pipeline.stages.each); for "
+        f"an operator on the whole stream use aiostream's (`pipe.filter(...)`) or say so "
+        f"with Flow(chain, {name})")
+
+
 class Flow:
-    """Chains and aiostream operators in sequence; apply it to a stream with ``|``."""
+    """Chains and aiostream operators in sequence; apply it to a stream with ``|``.
+    ``Flow(chain, fn)`` takes any function of a stream (``fn(source)`` returns a stream)."""
 
     def __init__(self, *parts: Callable[[Any], Any]) -> None:
         self.parts = parts
@@ -175,7 +221,7 @@ class Flow:
         if isinstance(other, Stage):
             return Flow(*self.parts, other if isinstance(other, Chain) else Chain(*other.stages()))
         if callable(other):
-            return Flow(*self.parts, other)
+            return Flow(*self.parts, _operator(other))
         return NotImplemented
 
     def __call__(self, source: AsyncIterable[Any]) -> Any:

@@ -8,22 +8,22 @@ import msgspec
 
 from pipeline.core.record import Record
 from pipeline.errors import SchemaValidationError
-from pipeline.payloads.structured import OutputSchema
 from pipeline.payloads.tokens import chat_prompt_tokens
+from pipeline.schema import OutputSchema
 from pipeline.stages._core import Stage
 
 __all__ = ["decode"]
 
 
 class decode(Stage):
-    """Decode the record's answer with an :class:`~pipeline.payloads.structured.OutputSchema`.
+    """Decode the record's answer with an :class:`~pipeline.schema.OutputSchema`.
 
     The value goes on ``record.value``; an answer that does not fit (not JSON, a missing or
     ill-typed field, a refusal, JSON cut at ``max_tokens``) puts a
     :class:`~pipeline.errors.SchemaValidationError` on ``record.error`` instead; it never
     raises. Inside :class:`~pipeline.stages.retry` (``retry(acquire | call | decode)``) an
     answer that does not fit is asked again, up to the retry's ``reasks``. It also decodes an
-    answer that came from the cache (``after_done``), so a cached answer becomes a value too.
+    answer that came from the cache (``on_answered``), so a cached answer becomes a value too.
 
     >>> import asyncio, msgspec
     >>> from pipeline.core.request import Response
@@ -35,7 +35,7 @@ class decode(Stage):
     Tag(tag='spam')
     """
 
-    after_done = True  # a cached answer is decoded too; a failed record is left alone
+    # The defaults: a cached answer is decoded too (on_answered); a failed record is skipped.
 
     def __init__(self, schema: Any) -> None:
         self.schema: OutputSchema[Any] = OutputSchema.of(schema)

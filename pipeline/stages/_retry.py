@@ -36,7 +36,8 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
 
 from pipeline.core.record import Record
 from pipeline.errors import (
@@ -47,14 +48,24 @@ from pipeline.errors import (
     SchemaValidationError,
     ThrottledError,
 )
-from pipeline.limiter import MAX_PAUSE, stated_by
-from pipeline.stages._core import Chain, Stage
+from pipeline.http.signals import stated_by
+from pipeline.limiter import MAX_PAUSE
+from pipeline.stages._core import Chain, Stage, steps
 
-__all__ = ["DEFAULT_MAX_WAIT", "DEFAULT_REASKS", "Backoff", "RetryHook", "retry",
+if TYPE_CHECKING:
+    from pipeline.state.guard import RunGuard
+
+__all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_MAX_WAIT", "DEFAULT_REASKS", "Backoff", "RetryHook",
+           "retry",
            "set_testing"]
+
+# What hears of a re-ask, with the answer's error: a retry hook's on_reask, decode's follow_up.
+_OnReask = Callable[[Record, SchemaValidationError], None]
 
 #: Seconds a row may spend being throttled (429 rate limits) before it fails.
 DEFAULT_MAX_WAIT = 600.0
+#: Attempts per row for retryable errors (429s do not count: throttling costs time).
+DEFAULT_ATTEMPTS = 6
 
 #: Times a structured answer that does not fit its schema is asked again before the row fails.
 DEFAULT_REASKS = 2
@@ -169,9 +180,10 @@ class retry(Stage):
     when it does not fit.
     """
 
-    def __init__(self, inner: Stage, *, attempts: int = 6, backoff: Backoff | None = None,
-                 max_elapsed: float = 600.0, max_wait: float = DEFAULT_MAX_WAIT,
-                 hooks: tuple[RetryHook, ...] | list[Any] = (),
+    def __init__(self, inner: Stage, *, attempts: int = DEFAULT_ATTEMPTS,
+                 backoff: Backoff | None = None, max_elapsed: float = 600.0,
+                 max_wait: float = DEFAULT_MAX_WAIT,
+                 hooks: Iterable[RetryHook] = (),
                  reasks: int = DEFAULT_REASKS) -> None:
         if not isinstance(inner, Stage):
             raise ConfigError(f"retry() wraps stages, got {inner!r}")
@@ -191,12 +203,12 @@ class retry(Stage):
         self.backoff = backoff or Backoff()
         self.max_elapsed = float(max_elapsed)
         self.hooks = tuple(hooks)
-        self._steps = tuple((st.process, st.after_done) for st in self.inner.stages())
+        self._steps = steps(self.inner.stages())
         # Run for answered (cached) records too when an inner stage works on answers.
-        self.after_done = any(done for _, done in self._steps)
+        self.on_answered = any(answered for _, answered, _ in self._steps)
         # Stages that turn a record's request into its re-ask (decode: the answer and why).
         found = (getattr(st, "follow_up", None) for st in self.inner.stages())
-        self._follow_ups: tuple[Any, ...] = tuple(f for f in found if callable(f))
+        self._follow_ups: tuple[_OnReask, ...] = tuple(f for f in found if callable(f))
         for stage in self.inner.stages():
             # A 429 pauses everyone on the limiter: never for longer than a row may wait.
             if type(stage).__name__ == "acquire" and getattr(stage, "max_pause", 0) is None:
@@ -205,13 +217,13 @@ class retry(Stage):
         # failed row is not tried again (it would only be refused, and counted as a retry).
         guards = {id(g): g for g in (getattr(st, "guard", None) for st in self.inner.stages())
                   if g is not None and hasattr(g, "stopped")}
-        self._guards: tuple[Any, ...] = tuple(guards.values())
-        self._reask_hooks = tuple(h.on_reask for h in self.hooks
-                                  if callable(getattr(h, "on_reask", None)))
+        self._guards: tuple[RunGuard, ...] = tuple(guards.values())
+        heard = (getattr(h, "on_reask", None) for h in self.hooks)
+        self._reask_hooks: tuple[_OnReask, ...] = tuple(f for f in heard if callable(f))
 
     async def process(self, record: Record) -> Record:
         if record.error is not None:
-            return record  # failed before (runs here only with after_done): nothing to redo
+            return record  # failed before (a retry never runs on failed records)
         start = 0.0
         attempt = 0  # attempts that ended in an error other than a rate limit
         throttles = 0
@@ -221,8 +233,11 @@ class retry(Stage):
         while True:
             # The inner stages run here directly (not through a nested Chain coroutine):
             # this is every request's hot path.
-            for step, after_done in self._steps:
-                if after_done or (record.response is None and record.error is None):
+            for step, on_answered, on_failed in self._steps:
+                if record.error is None:
+                    if on_answered or record.response is None:
+                        record = await step(record)
+                elif on_failed:
                     record = await step(record)
             error = record.error
             if isinstance(error, RunStoppedError) and last_error is not None:

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from pipeline.core.checks import percentile
+from pipeline.core.protocols import EndpointLike, Grant, LimiterLike, ServiceLike
 from pipeline.core.record import Record
 from pipeline.core.request import APIRequest
 from pipeline.errors import APIError, APITimeoutError, ConfigError, PipelineError
+from pipeline.http import signals
 from pipeline.payloads.tokens import provider_charge
 from pipeline.stages._core import Stage
 from pipeline.state.guard import RunGuard
+
+if TYPE_CHECKING:
+    from pipeline.http.deployments import RoutedService
 
 __all__ = ["LatencyWindow", "acquire", "call"]
 
@@ -26,16 +33,19 @@ class acquire(Stage):
     """Wait for capacity on a rate limiter: 1 request plus the record's token estimate.
 
     Accepts a :class:`~pipeline.limiter.RateLimiter` or an endpoint (its limiter). The grant
-    is a :class:`~pipeline.limiter.Lease` on ``record.reservation``, settled by :class:`call`
+    is a :class:`~pipeline.limiter.Lease` on ``record.lease``, settled by :class:`call`
     with the outcome (real usage, ``x-ratelimit-*`` headers, a 429), which is how the limiter
     learns. An adaptive limiter also holds an in-flight slot until then. With a stopped
     ``guard`` (:class:`~pipeline.state.guard.RunGuard`) the record fails at once, without waiting;
     while the guard's breaker is open, the record waits before taking any capacity.
     """
 
-    def __init__(self, limiter: Any, *, guard: RunGuard | None = None,
+    on_answered = False  # a request stage: an answered record needs none
+
+    def __init__(self, limiter: LimiterLike | EndpointLike, *, guard: RunGuard | None = None,
                  max_pause: float | None = None) -> None:
-        limiter = getattr(limiter, "limiter", limiter)  # an Endpoint or a Job
+        # An Endpoint: its limiter (checked below, a limiter must have an acquire()).
+        limiter = cast(LimiterLike, getattr(limiter, "limiter", limiter))
         if not callable(getattr(limiter, "acquire", None)):
             raise ConfigError(f"acquire() needs a rate limiter, got {limiter!r}")
         if max_pause is not None and (isinstance(max_pause, bool) or
@@ -47,7 +57,9 @@ class acquire(Stage):
         #: The longest pause a 429 of these requests may put on everyone (a retry around
         #: this stage sets its ``max_wait`` here); the limiter's own ``max_pause`` holds too.
         self.max_pause = max_pause
-        self._lease = getattr(limiter, "lease", None)
+        # A limiter that leases (every one of the package's) is told each outcome.
+        self._lease: Callable[[float, float], Awaitable[Grant]] | None = \
+            getattr(limiter, "lease", None)
 
     async def process(self, record: Record) -> Record:
         guard = self.guard
@@ -60,7 +72,7 @@ class acquire(Stage):
                 return record
         try:
             if self._lease is not None:
-                lease = record.reservation = await self._lease(1, record.token_estimate)
+                lease = record.lease = await self._lease(1, record.token_estimate)
                 if self.max_pause is not None:
                     lease.max_pause = self.max_pause
             else:  # a duck-typed limiter with only acquire(): nothing to settle
@@ -81,9 +93,10 @@ class call(Stage):
     for everyone for the server's ``retry-after``, and an adaptive limiter lowers its rate).
 
     The provider counts the real prompt tokens plus ``max_tokens`` x ``n`` (used or not)
-    against its token limit; when that is more than the estimate (the prompt estimate was
-    low), the difference is taken from the limiter too. Unused answer tokens are given back
-    only with ``refund_unused=True``: refunding them would overrun an OpenAI-style limit.
+    against its token limit, and the lease is trued up to that count both ways: more than
+    the estimate (the prompt estimate was low) is taken from the limiter too, less (it was
+    high) is given back. Unused answer tokens are given back only with
+    ``refund_unused=True``: refunding them would overrun an OpenAI-style limit.
 
     ``timeout`` bounds one attempt, in seconds (a timed-out attempt is an
     :class:`~pipeline.errors.APITimeoutError`, retried like any other). ``None`` (the
@@ -97,7 +110,9 @@ class call(Stage):
     open (the server stopped answering), records wait here and one at a time probes.
     """
 
-    def __init__(self, service: Any, endpoint: Any = None, *,
+    on_answered = False  # a request stage: an answered record needs none
+
+    def __init__(self, service: ServiceLike, endpoint: EndpointLike | str | None = None, *,
                  refund_unused: bool = False, timeout: float | None = None,
                  guard: RunGuard | None = None) -> None:
         self.refund_unused = refund_unused
@@ -108,12 +123,20 @@ class call(Stage):
             raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.service = service
         if guard is not None and guard.server is None:
-            guard.server = _host(getattr(service, "base_url", None))
+            guard.server = getattr(service, "server_name", None) or \
+                _host(getattr(service, "base_url", None))
+        # A service over several deployments (RoutedService) says which one granted a lease:
+        # the request goes there, and that deployment's health hears how it ended.
+        route_of = getattr(service, "route_of", None)
+        self._routed = cast("RoutedService", service) if callable(route_of) else None
         if isinstance(endpoint, str):
             endpoint = service.endpoint(endpoint)
-        self.endpoint = endpoint
+        self.endpoint: EndpointLike | None = endpoint
         self.timeout = timeout
         self._latencies = LatencyWindow()
+        # How this server states its limits (the provider table row for its host).
+        self._provider = signals.provider_for(
+            getattr(service, "base_url", None), getattr(service, "provider", None))
 
     def attempt_timeout(self, request: APIRequest | None = None) -> float | None:
         """The timeout of the next attempt, in seconds (``None``: the service's own).
@@ -135,45 +158,80 @@ class call(Stage):
             record.error = ConfigError("call() got a record without a request; put build() "
                                        "before it")
             return record
-        lease, record.reservation = record.reservation, None
+        lease, record.lease = record.lease, None
+        send = self.service.call
+        provider = self._provider
+        routed = self._routed
+        route = None
+        if routed is not None and lease is not None:
+            route = routed.route_of(lease)
+            if route is not None:
+                refusal = routed.refusal(route, lease)
+                if refusal is not None:  # taken out since it granted: another one will
+                    record.error = refusal
+                    lease.limiter.settle(lease, signals.cancelled())
+                    return record
+                send = partial(routed.send_to, route)
+                provider = route.provider
         guard = self.guard
         if guard is not None and guard.holding:
             stopped = await guard.admit()  # granted before the breaker opened: wait too
             if stopped is not None:
                 record.error = stopped
                 if lease is not None:
-                    lease.limiter.settle(lease, error=stopped)
+                    lease.limiter.settle(lease, signals.cancelled())
+                if route is not None and routed is not None:  # (a route comes from routed)
+                    routed.released(route, lease)
                 return record
         record.attempts += 1
         limit = self.attempt_timeout(request)
         try:
             if limit is None:
-                response = await self.service.call(self.endpoint or request.path, request)
+                response = await send(self.endpoint or request.path, request)
             else:
+                # A deadline as asyncio.timeout keeps one, for a third of its cost (this is
+                # every attempt): cancel the task when it passes, then tell that cancel
+                # from one that came from outside.
+                task = asyncio.current_task()
+                assert task is not None
+                deadline = _Deadline(task)
+                handle = asyncio.get_running_loop().call_later(limit, deadline)
                 try:
-                    async with asyncio.timeout(limit):
-                        response = await self.service.call(self.endpoint or request.path,
-                                                           request)
-                except TimeoutError:
-                    raise APITimeoutError(
-                        f"no answer in {limit:.3g} s (the attempt timeout: pass timeout= to "
-                        "change it)") from None
+                    response = await send(self.endpoint or request.path, request)
+                except asyncio.CancelledError:
+                    if deadline.fired and task.uncancel() == 0:
+                        raise APITimeoutError(
+                            f"no answer in {limit:.3g} s (the attempt timeout: pass "
+                            "timeout= to change it)") from None
+                    raise
+                else:
+                    if deadline.fired:  # fired as the answer came: that cancel is ours
+                        task.uncancel()
+                finally:
+                    handle.cancel()
         except APIError as exc:
             record.error = exc
             record.latency = 0.0
             if lease is not None:
-                lease.limiter.settle(lease, error=exc)
-            if guard is not None:
+                lease.limiter.settle(lease, signals.refused(exc, provider=provider))
+            seen = True
+            if route is not None and routed is not None:  # maybe taken out; the row goes elsewhere
+                record.error, seen = routed.failed(route, lease, exc)
+            if guard is not None and seen:
                 guard.observe(exc)
             return record
         except PipelineError as exc:
             record.error = exc
             if lease is not None:
-                lease.limiter.settle(lease, error=exc)
+                lease.limiter.settle(lease, signals.refused(exc, provider=provider))
+            if route is not None and routed is not None:
+                routed.released(route, lease)
             return record
         except BaseException:
             if lease is not None:  # cancelled: free the slot, learn nothing
-                lease.limiter.settle(lease, error=asyncio.CancelledError())
+                lease.limiter.settle(lease, signals.cancelled())
+            if route is not None and routed is not None:
+                routed.released(route, lease)
             raise
         record.response = response
         record.error = None
@@ -181,6 +239,8 @@ class call(Stage):
         self._latencies.add(response.latency)
         if guard is not None:
             guard.observe(None)
+        if route is not None and routed is not None:
+            routed.answered(route, lease, response.latency)
         if lease is not None:
             usage = response.usage
             charged: float | None = None
@@ -188,8 +248,9 @@ class call(Stage):
                 charged = usage.total_tokens if self.refund_unused else \
                     provider_charge(request.body, request.path,
                                     usage.prompt_tokens)
-            lease.limiter.settle(lease, headers=response.headers, tokens=charged,
-                                 exact=self.refund_unused)
+            lease.limiter.settle(lease, signals.answered(
+                response.headers, tokens=charged, exact=charged is not None,
+                provider=provider))
         return record
 
     def __repr__(self) -> str:
@@ -211,6 +272,20 @@ def _host(base_url: object) -> str | None:
     return parts.hostname if port is None else f"{parts.hostname}:{port}"
 
 
+class _Deadline:
+    """The callback of an attempt's deadline: cancels the attempt's task, and remembers it."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
 class LatencyWindow:
     """The last answers' latencies, for a timeout that fits the run (a sorted window).
 
@@ -220,21 +295,31 @@ class LatencyWindow:
     10.0
     """
 
-    __slots__ = ("_count", "_recent")
+    __slots__ = ("_count", "_recent", "_timeout", "_timeout_at")
 
     MIN_SAMPLES = 20
     SIZE = 500
+    #: Answers between two recomputations of the timeout (a sort of the window each).
+    EVERY = 32
 
     def __init__(self) -> None:
         self._recent: deque[float] = deque(maxlen=self.SIZE)
         self._count = 0
+        self._timeout: float | None = None
+        self._timeout_at = -1  # the answer count it was computed at
 
     def add(self, latency: float) -> None:
         self._recent.append(latency)
         self._count += 1
 
     def timeout(self) -> float | None:
-        """``max(10 s, 6 x p99)`` of the recent latencies, or ``None`` before 20 answers."""
+        """``max(10 s, 6 x p99)`` of the recent latencies, or ``None`` before 20 answers
+        (recomputed every :attr:`EVERY` answers: a sort of 500 a request cost 2.5 us)."""
+        count = self._count
+        if count - self._timeout_at < self.EVERY and self._timeout is not None:
+            return self._timeout
         if len(self._recent) < self.MIN_SAMPLES:
             return None
-        return max(10.0, 6.0 * percentile(sorted(self._recent), 0.99, upper=True))
+        self._timeout_at = count
+        self._timeout = max(10.0, 6.0 * percentile(sorted(self._recent), 0.99, upper=True))
+        return self._timeout

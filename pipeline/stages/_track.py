@@ -1,5 +1,5 @@
-"""The track stage: counters in a :class:`~pipeline.state.status.StatusTracker` and a
-progress bar."""
+"""The track stage: counters in a :class:`~pipeline.state.status.StatusTracker` and a progress
+bar."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class track(Stage):
 rate_limit_errors=0>)
     """
 
-    after_done = True
+    on_failed = True  # counts every record, failures included
 
     def __init__(self, status: StatusTracker | None = None, *, progress: bool = False,
                  total: int | None = None, description: str = "rows",

@@ -11,13 +11,17 @@ from __future__ import annotations
 import time
 import weakref
 from array import array
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.core.checks import percentile
 from pipeline.core.display import html_table
+from pipeline.core.protocols import LimiterLike
 from pipeline.core.record import Record
 from pipeline.errors import APIError, RateLimitError, SchemaValidationError, TransportError
-from pipeline.pricing.cost import record_model, usd
+from pipeline.pricing.cost import Prices, record_cached_tokens, record_model, usd
+
+if TYPE_CHECKING:
+    from pipeline.state.guard import RunGuard
 
 __all__ = ["StatusTracker"]
 
@@ -67,12 +71,12 @@ class StatusTracker:
         #: The first message of each failure class (what to show on a console).
         self.first_errors: dict[str, str] = {}
         #: The limiter of the tracked endpoint, when known (its effective rate is shown).
-        self.limiter: Any = None
+        self.limiter: LimiterLike | None = None
         #: The run's :class:`~pipeline.state.guard.RunGuard`, when known (why a run stopped).
-        self.guard: Any = None
+        self.guard: RunGuard | None = None
         #: The :class:`~pipeline.pricing.cost.Prices` to cost answers with (``default_flow``
         #: sets the defaults); ``None``: no cost row.
-        self.prices: Any = None
+        self.prices: Prices | None = None
         #: USD paid for the answers counted so far, thrown-away ones included (cached: 0).
         self.cost = 0.0
         #: Models answered without a known price (or answers without usage): cost unknown.
@@ -175,12 +179,20 @@ class StatusTracker:
         if paid is not None:
             self.prompt_tokens += paid[0]
             self.completion_tokens += paid[1]
-        if self.prices is None or paid == (0, 0):
+        prices = self.prices
+        if prices is None or paid == (0, 0):
             return
         # No warning here: the table's cost row names unpriced models.
-        cost = self.prices.record_cost(record, say=False)
+        model = record_model(record) if paid is not None else None  # looked up once a row
+        if paid is not None and type(prices) is Prices:
+            # Prices.record_cost with the paid tokens reckoned once (every row passes here).
+            cost = prices.cost(model, paid[0], paid[1],
+                               cached_tokens=record_cached_tokens(record), say=False,
+                               batch=record.batch_id is not None)
+        else:
+            cost = prices.record_cost(record, say=False)
         if cost is None:
-            self.unpriced.add(record_model(record) or "(no model)" if paid is not None
+            self.unpriced.add(model or "(no model)" if paid is not None
                               else "(answers without usage)")
         else:
             self.cost += cost
@@ -222,7 +234,7 @@ class StatusTracker:
     @property
     def stopped(self) -> str | None:
         """Why the run stopped early (``None``: it did not)."""
-        stopped = getattr(self.guard, "stopped", None)
+        stopped = None if self.guard is None else self.guard.stopped
         return None if stopped is None else str(stopped)
 
     def rate_text(self) -> str:
@@ -235,6 +247,9 @@ class StatusTracker:
         >>> tracker.limiter = AdaptiveLimiter(); tracker.rate_text()
         'rate 1,200/? req/min (slow start)'
         """
+        own = getattr(self.limiter, "rate_text", None)
+        if callable(own):  # several deployments: each one's answers and rate
+            return f"rate {own()}"
         snapshot = getattr(self.limiter, "snapshot", None)
         if snapshot is None:
             return ""
@@ -270,7 +285,8 @@ class StatusTracker:
         if self.unpriced:
             return (f"unknown: no price for {', '.join(sorted(self.unpriced))} "
                     f"({usd(self.cost)} for the rest)")
-        return f"{usd(self.cost)} (prices: {getattr(self.prices, 'source', '?')})"
+        source = "?" if self.prices is None else self.prices.source
+        return f"{usd(self.cost)} (prices: {source})"
 
     def as_dict(self) -> dict[str, Any]:
         """All counters as a plain dict (for logs, JSON or a DataFrame)."""
