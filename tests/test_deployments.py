@@ -274,6 +274,30 @@ def test_a_refusal_moves_the_row_with_a_retryable_error():
     assert DeploymentUnavailableError("x").retryable
 
 
+def test_an_answer_sent_before_a_deployment_went_out_does_not_bring_it_back(caplog):
+    # A server dying mid-run drops some requests and has already answered others; the
+    # client may read a drop first. That late answer is no probe: the deployment stays out
+    # (CI once saw "out", "back", "out" here) until a request sent since answers.
+    from pipeline.errors import TransportError
+
+    service = RoutedService([Deployment(base_url="http://127.0.0.1:9/v1", name="a"),
+                             Deployment(base_url="http://127.0.0.1:8/v1", name="b")])
+    a = service._routes[0]
+    stale, probe = object(), object()
+    with caplog.at_level(logging.WARNING, logger="pipeline.http"):
+        for _ in range(3):
+            service.failed(a, object(), TransportError("Server disconnected"))
+        assert not a.up
+        service.answered(a, stale, 0.02)
+        assert not a.up and a.probe is None
+        a.probe = probe  # what the router does once probe_after has passed
+        service.answered(a, probe, 0.02)
+        assert a.up
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m.split(":")[0] for m in messages] == ["deployment a is out",
+                                                  "deployment a is back (it answered a probe)"]
+
+
 def test_a_deployment_back_after_an_outage_answers_a_probe_and_takes_rows_again(caplog):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

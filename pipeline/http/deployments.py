@@ -432,9 +432,13 @@ class RoutedService(OpenAIJobs, BaseService):
         return any(other.up for other in self._routes if other is not route)
 
     def _heard(self, route: Route, lease: Any) -> None:
-        if route.probe is lease:
+        probe = route.probe is lease
+        if probe:
             route.probe = None
-        if not route.up:
+        # Only an answer to a request sent while it was out (its probe, or any request when
+        # no other deployment is up) brings it back: a request sent before it went out and
+        # answered just as it died says nothing of whether it is up now.
+        if not route.up and (probe or not self._others_up(route)):
             route.out_until = None
             route.out_for = 0.0
             logger.warning("deployment %s is back (it answered a probe)", route.name)
