@@ -23,14 +23,15 @@ from collections.abc import (
     Callable,
     Coroutine,
     Iterable,
+    Iterator,
     Mapping,
     Sequence,
 )
-from operator import attrgetter
 from typing import Any, TypeVar, overload
 
 from aiostream.core import Stream
 
+from pipeline.core.columns import RecordColumns
 from pipeline.core.protocols import BuilderLike
 from pipeline.core.record import Record
 from pipeline.errors import ConfigError, RunStoppedError, TemplateKeyError
@@ -85,7 +86,7 @@ def register_frame_writer(kind: str, writer: Callable[[Results, Any], Any]) -> N
     _FRAME_WRITERS[kind] = writer
 
 
-class Results(list[Record]):
+class Results(Sequence[Record]):
     """The records of a run, in input order, with the run's :class:`StatusTracker`.
 
     ``results[i]`` is the record of input item ``i``; ``results.failed`` lists the failures;
@@ -96,27 +97,83 @@ class Results(list[Record]):
     record's ``value`` is its decoded answer, and frames get its fields as typed columns.
     ``results.responses_kept`` says whether the records hold their requests and whole
     responses (``run(..., keep_responses=True)``) or only the answers (the default).
+
+    A run's results hold their rows in columns (about 100 bytes a row besides the row and
+    its answer text; :class:`~pipeline.core.columns.RecordColumns`) and build a record when
+    it is read. A record read once is kept: a change to it (``record.data = ...``) stays,
+    and frames and files see it. Reading every record keeps every record (about 500
+    bytes a row); :meth:`scan`, frames, files and :attr:`cost` read without keeping.
+
+    A sequence: ``len(results)``, ``results[i]``, ``results[-1]``, ``results[2:5]`` (a
+    list), ``for record in results``. Made from any records, it keeps them as given::
+
+        Results(records, StatusTracker())
     """
 
-    def __init__(self, records: Iterable[Record], status: StatusTracker,
+    def __init__(self, records: Iterable[Record] = (), status: StatusTracker | None = None,
                  stopped: RunStoppedError | None = None, *,
                  schema: OutputSchema[Any] | None = None,
-                 responses_kept: bool = True) -> None:
-        super().__init__(records)
-        self.status = status
+                 responses_kept: bool = True, columns: RecordColumns | None = None) -> None:
+        self._columns = RecordColumns.of(records) if columns is None else columns
+        self.status = status if status is not None else StatusTracker()
         self.stopped = stopped
         self.schema = schema
         self.responses_kept = responses_kept
 
+    def __len__(self) -> int:
+        return len(self._columns)
+
+    @overload
+    def __getitem__(self, i: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Record]: ...
+
+    def __getitem__(self, i: int | slice) -> Record | list[Record]:
+        n = len(self._columns)
+        if isinstance(i, slice):
+            return [self._columns.record(k) for k in range(*i.indices(n))]
+        k = i.__index__()
+        if k < 0:
+            k += n
+        if not 0 <= k < n:
+            raise IndexError(f"Results index {i} out of range ({n:,} records)")
+        return self._columns.record(k)
+
+    def __iter__(self) -> Iterator[Record]:
+        record = self._columns.record
+        for i in range(len(self._columns)):
+            yield record(i)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Results | list | tuple):
+            theirs = other.scan() if isinstance(other, Results) else other
+            return len(self) == len(other) and all(
+                a == b for a, b in zip(self.scan(), theirs, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the list it was
+
+    def scan(self) -> Iterator[Record]:
+        """Every record in order, without keeping those not read before: for reading a
+        million rows in the memory of one. A change to a record read this way is lost
+        (read it as ``results[i]`` to change it).
+
+        >>> results = Results([Record(index=0, row="a")])
+        >>> [r.row for r in results.scan()]
+        ['a']
+        """
+        return self._columns.scan()
+
     @property
     def succeeded(self) -> list[Record]:
         """Records with a response."""
-        return [r for r in self if r.ok]
+        return self._columns.where(failed=False)
 
     @property
     def failed(self) -> list[Record]:
         """Records that failed, each with its error."""
-        return [r for r in self if r.error is not None]
+        return self._columns.where(failed=True)
 
     @property
     def cost(self) -> float | None:
@@ -128,7 +185,7 @@ class Results(list[Record]):
         for others, ``pipeline.Prices({...}).total(results)``.
         """
         prices = self.status.prices if self.status.prices is not None else DEFAULT_PRICES
-        total: float | None = prices.total(self)
+        total: float | None = prices.total(self.scan())
         return total
 
     def costs(self, n: int | None = None) -> list[float | None]:
@@ -136,7 +193,7 @@ class Results(list[Record]):
         prices = self.status.prices if self.status.prices is not None else DEFAULT_PRICES
         n = len(self) if n is None else n
         costs: list[float | None] = [None] * n
-        for record in self:
+        for record in self.scan():
             if 0 <= record.index < n:
                 costs[record.index] = prices.record_cost(record)
         return costs
@@ -409,7 +466,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Job, *,
     check_rows(rows, job)  # a misspelt {column}: once, before anything is sent
     status = status if status is not None else StatusTracker()
     opened_cache, owned = _open_cache(cache, cache_scope)
-    collected: list[Record] = []
+    collected = RecordColumns(whole=keep_responses, rows=keep_rows)
     guard = RunGuard()
     try:
         # The shorthand run() takes (a dict or file of prices, functions as stages) made
@@ -421,41 +478,20 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Job, *,
         flow = default_flow(job, options, cache=opened_cache, status=status,
                             total=_total(rows), guard=guard)
         records = flow.records(_source(rows))
-        add = collected.append
+        add = collected.add
         try:
-            if keep_responses and keep_rows:
-                async for record in records:
-                    add(record)
-            else:
-                # Slimmed as each record finishes, so a long run never holds every body.
-                async for record in records:
-                    if not keep_responses:
-                        record.slim()
-                    if not keep_rows:
-                        record.row = None
-                    add(record)
+            # Kept as columns as each record finishes (RecordColumns.add: what slim()
+            # keeps), so a long run never holds every body nor every record.
+            async for record in records:
+                add(record)
         finally:
             await records.aclose()
     finally:
         if owned and opened_cache is not None:
             opened_cache.close()
-    return Results(_in_order(collected), status, guard.stopped,
-                   schema=job.schema, responses_kept=keep_responses)
-
-
-def _in_order(records: list[Record]) -> list[Record]:
-    """``records`` by index: placed directly when the indices are 0..n-1 (a sort's keys
-    would hold an int a row more at the end of a run), else sorted."""
-    n = len(records)
-    placed: list[Record | None] = [None] * n
-    for record in records:
-        i = record.index
-        if not 0 <= i < n or placed[i] is not None:
-            records.sort(key=attrgetter("index"))  # a resumed run's indices have gaps
-            return records
-        placed[i] = record
-    records.clear()  # one list of a million references at a time is enough
-    return placed  # type: ignore[return-value]  # every slot filled: n distinct indices
+    collected.finish()
+    return Results(status=status, stopped=guard.stopped, schema=job.schema,
+                   responses_kept=keep_responses, columns=collected)
 
 
 @overload

@@ -15,7 +15,7 @@ from pipeline.core.protocols import Grant
 from pipeline.core.request import APIRequest, Response, Usage
 from pipeline.errors import APIError, RateLimitError, SchemaValidationError, StageError
 
-__all__ = ["KeptResponse", "Record"]
+__all__ = ["KeptParts", "KeptResponse", "Record", "kept_parts"]
 
 
 # What every KeptResponse's ``headers`` is: the headers are not kept. One dict shared by
@@ -115,74 +115,91 @@ class KeptResponse(Response, gc=False):
         than one plain answer (several choices, tool calls, log probabilities, fields this
         class does not know): nothing a reader could use is dropped. ``requested_model``:
         the model the request asked for (what its cost is looked up by)."""
-        body = response.body
-        if type(response) is not Response or type(body) is not dict or \
-                not _plain(body, _BODY_KEYS):
+        parts = kept_parts(response, requested_model)
+        if parts is None:
             return response
-        kind = "chat"
-        content = refusal = reason = None
-        embedding = None
-        data, choices = body.get("data"), body.get("choices")
-        if type(choices) is list and len(choices) == 1 and data is None:
-            choice = choices[0]
-            if type(choice) is not dict or not _plain(choice, _CHOICE_KEYS):
-                return response
-            message, text = choice.get("message"), choice.get("text")
-            if type(message) is dict and text is None:
-                content, refusal = message.get("content"), message.get("refusal")
-                if not _plain(message, _MESSAGE_KEYS) or \
-                        message.get("role") not in (None, "assistant") or \
-                        not isinstance(content, _TEXT) or \
-                        not isinstance(refusal, _TEXT):
-                    return response
-            elif isinstance(text, str) and message is None:
-                kind, content = "completion", text
-            else:
-                return response
-            reason = choice.get("finish_reason")
-            if not isinstance(reason, _TEXT):
-                return response
-        elif type(data) is list and len(data) == 1 and choices is None:
-            first = data[0]
-            if type(first) is not dict or not _plain(first, _EMBEDDING_KEYS) or \
-                    type(first.get("embedding")) is not list:
-                return response
-            kind, embedding = "embedding", first["embedding"]
-        else:
-            return response
-        name = body.get("model")
-        if not isinstance(name, _TEXT):
-            return response
-        raw = body.get("usage")
-        prompt = completion = total = cached = 0
-        if raw is not None:
-            if type(raw) is not dict or not _plain(raw, _USAGE_KEYS):
-                return response  # counts that are not plain: keep them as they came
-            prompt = raw.get("prompt_tokens", 0)
-            completion = raw.get("completion_tokens", 0)
-            total = raw.get("total_tokens", 0)
-            if type(prompt) is not int or type(completion) is not int or \
-                    type(total) is not int:
-                return response  # Response.usage ignores such counts: so must we
-            details = raw.get("prompt_tokens_details")
-            if details is not None:
-                if type(details) is not dict or not _plain(details, _CACHED_KEYS):
-                    return response
-                cached = details.get("cached_tokens") or 0
-                if type(cached) is not int:
-                    return response
-            details = raw.get("completion_tokens_details")
-            if details is not None and (type(details) is not dict or not _plain(details)):
-                return response
-        names = _NAMES
-        if name is not None:
-            name = names.get(name) or _name(name)
         # Positional: msgspec takes a dozen keywords about six times slower.
-        return cls(kind, name, _name(requested_model), content, refusal,
-                   reason if reason is None else names.get(reason) or _name(reason),
-                   embedding, raw is not None, prompt, completion, total, cached,
-                   status=response.status, body=None, headers=_NO_HEADERS,
+        return cls(*parts, status=response.status, body=None, headers=_NO_HEADERS,
                    latency=response.latency)
+
+
+#: What a :class:`KeptResponse` holds beyond the status and latency, in its field order:
+#: kind, model, requested model, content, refusal, finish reason, embedding, has usage,
+#: prompt, completion, total and cached tokens.
+KeptParts = tuple[str, str | None, str | None, str | None, str | None, str | None,
+                  list[float] | None, bool, int, int, int, int]
+
+
+def kept_parts(response: Response, requested_model: str | None = None) -> KeptParts | None:
+    """What :meth:`KeptResponse.of` keeps of ``response`` (:data:`KeptParts`), or ``None``
+    when the response must be kept whole (it is not a plain ``Response``, or its body holds
+    more than one plain answer). Names that repeat on every row (models, finish reasons)
+    come back as one shared string each."""
+    body = response.body
+    if type(response) is not Response or type(body) is not dict or \
+            not _plain(body, _BODY_KEYS):
+        return None
+    kind = "chat"
+    content = refusal = reason = None
+    embedding = None
+    data, choices = body.get("data"), body.get("choices")
+    if type(choices) is list and len(choices) == 1 and data is None:
+        choice = choices[0]
+        if type(choice) is not dict or not _plain(choice, _CHOICE_KEYS):
+            return None
+        message, text = choice.get("message"), choice.get("text")
+        if type(message) is dict and text is None:
+            content, refusal = message.get("content"), message.get("refusal")
+            if not _plain(message, _MESSAGE_KEYS) or \
+                    message.get("role") not in (None, "assistant") or \
+                    not isinstance(content, _TEXT) or \
+                    not isinstance(refusal, _TEXT):
+                return None
+        elif isinstance(text, str) and message is None:
+            kind, content = "completion", text
+        else:
+            return None
+        reason = choice.get("finish_reason")
+        if not isinstance(reason, _TEXT):
+            return None
+    elif type(data) is list and len(data) == 1 and choices is None:
+        first = data[0]
+        if type(first) is not dict or not _plain(first, _EMBEDDING_KEYS) or \
+                type(first.get("embedding")) is not list:
+            return None
+        kind, embedding = "embedding", first["embedding"]
+    else:
+        return None
+    name = body.get("model")
+    if not isinstance(name, _TEXT):
+        return None
+    raw = body.get("usage")
+    prompt = completion = total = cached = 0
+    if raw is not None:
+        if type(raw) is not dict or not _plain(raw, _USAGE_KEYS):
+            return None  # counts that are not plain: keep them as they came
+        prompt = raw.get("prompt_tokens", 0)
+        completion = raw.get("completion_tokens", 0)
+        total = raw.get("total_tokens", 0)
+        if type(prompt) is not int or type(completion) is not int or \
+                type(total) is not int:
+            return None  # Response.usage ignores such counts: so must we
+        details = raw.get("prompt_tokens_details")
+        if details is not None:
+            if type(details) is not dict or not _plain(details, _CACHED_KEYS):
+                return None
+            cached = details.get("cached_tokens") or 0
+            if type(cached) is not int:
+                return None
+        details = raw.get("completion_tokens_details")
+        if details is not None and (type(details) is not dict or not _plain(details)):
+            return None
+    names = _NAMES
+    if name is not None:
+        name = names.get(name) or _name(name)
+    return (kind, name, _name(requested_model), content, refusal,
+            reason if reason is None else names.get(reason) or _name(reason),
+            embedding, raw is not None, prompt, completion, total, cached)
 
 
 def _plain(mapping: dict[Any, Any], known: frozenset[str] = frozenset()) -> bool:

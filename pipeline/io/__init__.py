@@ -124,7 +124,8 @@ def _rows_adapter(rows: Any) -> Any:
 
 
 def _input_rows(results: Results) -> list[dict[str, Any]]:
-    return [dict(r.row) if isinstance(r.row, dict) else {"input": r.row} for r in results]
+    return [dict(r.row) if isinstance(r.row, dict) else {"input": r.row}
+            for r in results.scan()]
 
 
 def _pandas_frame(results: Results, like: Any) -> Any:

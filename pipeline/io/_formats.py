@@ -28,7 +28,7 @@ from pipeline.io._delimited import csv_rows, write_csv
 from pipeline.io._frames import pandas_rows, polars_rows
 from pipeline.io._jsonl import jsonl_source, write_jsonl
 from pipeline.io._parquet import parquet_source, write_parquet
-from pipeline.io._row import ResultRow, answer_column, rows_of
+from pipeline.io._row import ResultRow, answer_column, each, rows_of
 from pipeline.io._source import Source, check_file, unique_columns
 
 __all__ = ["FORMATS", "OUTPUT_FORMATS", "check_output", "format_of", "read", "write",
@@ -232,7 +232,7 @@ def write(results: Sequence[Record], path: str | os.PathLike[str], source: Any =
     own_rows = source is None
     if source is None:
         # The records' own rows are the input: one output row per record, in index order.
-        records = sorted(results, key=lambda r: r.index)
+        records = sorted(each(results), key=lambda r: r.index)
         source = Source("iterable", lambda: iter([r.row for r in records]), length=len(records))
     elif not isinstance(source, Source):
         source = read(source)

@@ -21,6 +21,7 @@ from pipeline.io._row import (
     answer_column,
     data_cells,
     data_columns,
+    each,
     entry,
     field_names,
 )
@@ -65,14 +66,14 @@ def _result_columns(results: Sequence[Record | ResultRow], n: int
     """The answer column's name, the result columns and the decoded values, by input
     position 0..n-1 (a position without a result is pending), made one row at a time
     (not from a list of rows: memory for a million of them)."""
-    answer = answer_column(results)
+    answer = answer_column(each(results))
     embeddings = answer == "embedding"
     names = (answer, *RESULT_COLUMNS[1:])
     columns: list[list[Any]] = [[None] * n for _ in names]
     columns[1] = ["pending"] * n
     decoded: list[Any] = [None] * n
-    for item in results:
-        e = item if type(item) is ResultRow else entry(item, embeddings=embeddings)  # type: ignore[arg-type]
+    for item in each(results):
+        e = item if type(item) is ResultRow else entry(item, embeddings=embeddings)
         i = e.index
         if 0 <= i < n:
             for values, value in zip(columns, e.cells(), strict=True):
@@ -93,12 +94,12 @@ def _data_columns(results: Sequence[Record] | Sequence[ResultRow], n: int,
     >>> _data_columns([a, b], 2, ["text", "status"])
     {'positive': [True, None], 'status_data': ['checked', None]}
     """
-    names = data_columns(results, taken)
+    names = data_columns(each(results), taken)
     if not names:
         return {}
     keys = list(names)
     columns: list[list[Any]] = [[None] * n for _ in keys]
-    for item in results:
+    for item in each(results):
         if 0 <= item.index < n:
             for values, value in zip(columns, data_cells(item, keys), strict=True):
                 values[item.index] = value

@@ -20,7 +20,7 @@ from pipeline.core.record import Record
 from pipeline.errors import APIError
 
 __all__ = ["RESULT_COLUMNS", "ResultRow", "Status", "aligned", "answer_column", "data_cells",
-           "data_columns", "entry", "error_text", "field_names", "rows_of"]
+           "data_columns", "each", "entry", "error_text", "field_names", "rows_of"]
 
 #: What became of a row: answered, failed (``error`` says why) or not run.
 Status = Literal["succeeded", "failed", "pending"]
@@ -207,6 +207,18 @@ def _plain_value(value: Any) -> Any:
     return str(value)
 
 
+def each(records: Iterable[Any]) -> Iterable[Any]:
+    """``records`` to read once: a run's :class:`~pipeline.runner.Results` gives them
+    without keeping what it builds (:meth:`~pipeline.runner.Results.scan`); anything else,
+    as it is.
+
+    >>> each([1, 2])
+    [1, 2]
+    """
+    scan = getattr(records, "scan", None)
+    return scan() if callable(scan) else records
+
+
 def data_columns(rows: Iterable[Record | ResultRow | None], taken: Iterable[str]
                  ) -> dict[str, str]:
     """The columns your stages' ``record.data`` adds to an output, key -> column name, in
@@ -258,9 +270,9 @@ def answer_column(items: Iterable[Record | ResultRow | None]) -> str:
 def rows_of(records: Sequence[Record], *, keep_body: bool = False,
             keep_request: bool = False) -> list[ResultRow]:
     """One row per record, in input order (records may come in any order)."""
-    embeddings = answer_column(records) == "embedding"
+    embeddings = answer_column(each(records)) == "embedding"
     out = [entry(r, embeddings=embeddings, keep_body=keep_body, keep_request=keep_request)
-           for r in records]
+           for r in each(records)]
     out.sort(key=lambda e: e.index)
     return out
 
