@@ -243,3 +243,35 @@ def test_a_row_of_columns_is_small() -> None:
     columns.finish()
     size = sum(sys.getsizeof(getattr(columns, name)) for name in columns.__slots__)
     assert size / n < 150, size / n
+
+
+def test_a_run_over_http_keeps_columns_a_reader_can_change() -> None:
+    """pipeline.run against the simulator over loopback: answers and failures read back
+    from the columns, a change to a record reaches the frame, nothing is lost."""
+    import asyncio
+
+    import pipeline
+    from pipeline.simulator import Simulator
+
+    rows = [{"text": f"row {i}"} for i in range(60)]
+    with Simulator(latency=0.0, faults={"context_length": 0.2}, seed=5) as sim:
+        async def main() -> Results:
+            async with pipeline.OpenAIService(api_key="sk-test", base_url=sim.base_url,
+                                              adaptive=False) as service:
+                job = service.chat(model="gpt-4o-mini", prompt="Say: {text}", max_tokens=5)
+                return await pipeline.run(rows, job, concurrency=8, attempts=1)
+
+        results = asyncio.run(main())
+    assert len(results) == 60 and [r.index for r in results.scan()] == list(range(60))
+    assert results.failed and results.succeeded
+    assert len(results.failed) + len(results.succeeded) == 60
+    assert all(r.row is rows[r.index] for r in results.scan())
+    assert all(type(r.response) is KeptResponse and r.text for r in results.succeeded)
+    assert all(r.error is not None and r.response is None for r in results.failed)
+    first = results.succeeded[0]
+    first.data = {"checked": True}
+    frame = results.to_pandas()
+    assert frame["checked"].tolist() == [True if i == first.index else None
+                                         for i in range(60)]
+    assert frame["status"].tolist() == [r.status for r in results.scan()]
+    assert results.cost is not None and results.cost > 0

@@ -447,7 +447,7 @@ async def run_setting(provider: Provider, setting: Setting, *, requests: int = 3
         if close is not None:  # a RedisLimiter: its connection and its key's leases
             await close()
         await asyncio.to_thread(sim.stop)
-    return _measure(log, list(results), setting, provider, k, wall, cpu)
+    return _measure(log, list(results.scan()), setting, provider, k, wall, cpu)
 
 
 async def sweep_async(provider: Provider, settings: Iterable[Setting] | None = None, *,

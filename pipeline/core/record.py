@@ -372,8 +372,9 @@ class Record(msgspec.Struct, kw_only=True):
     def slim(self) -> None:
         """Drop what a finished record no longer needs and a reader of results rarely
         wants: the request (its body held the prompt) and every part of the response but
-        the answer (:meth:`KeptResponse.of`). What ``pipeline.run`` does to each record
-        unless given ``keep_responses=True``: about 2 KB a row less.
+        the answer (:meth:`KeptResponse.of`): about 2 KB a row less. What ``pipeline.run``
+        keeps of each record unless given ``keep_responses=True`` (in columns:
+        :class:`~pipeline.core.columns.RecordColumns`).
 
         >>> r = Record(index=0, response=Response(status=200, body={"id": "x", "choices": [
         ...     {"message": {"content": "hi"}, "finish_reason": "stop"}]}))
