@@ -547,3 +547,29 @@ def test_everyone_pauses_for_the_sure_part_of_a_retry_after(headers, everyone, a
         return limiter.paused_for
 
     assert run_virtual(main()) == pytest.approx(everyone)
+
+
+def test_a_round_refused_past_a_gateway_cap_is_found_among_a_second_of_answers():
+    # A gateway capping 16 in flight, the client at 54: a second of answers (forty rounds
+    # of them) first, then one round sends 54 and has 38 refused with bare 503s. Over the
+    # second that is a small share; in its own round, most of it: a cap, cut to about what
+    # got through (16), not 10% a round from 54 (CI saw 121 refusals in 600 rows so).
+    limiter = AdaptiveLimiter(max_requests=600_000, burst_requests=1_000, start_in_flight=54)
+
+    async def main() -> float:
+        for _ in range(40):  # rounds of 16, 25 ms each
+            leases = [await _lease(limiter) for _ in range(16)]
+            await asyncio.sleep(0.025)
+            for lease in leases:
+                limiter.settle(lease, outcome())
+        assert limiter.snapshot().max_in_flight is None  # no overload yet
+        leases = [await _lease(limiter) for _ in range(54)]
+        await asyncio.sleep(0.025)
+        for lease in leases[:16]:
+            limiter.settle(lease, outcome())
+        for lease in leases[16:]:
+            limiter.settle(lease, outcome(error=_unavailable()))
+        return limiter.max_in_flight
+
+    cap = run_virtual(main())
+    assert 12 <= cap <= 18, cap

@@ -120,6 +120,7 @@ class RateController(AnswerMeter):
         "_lim",
         "_min_rate",
         "_overload_cut",
+        "_overload_level",
         "_overload_peak",
         "_recovery",
         "_s_max_span",
@@ -157,6 +158,7 @@ class RateController(AnswerMeter):
         self._updated = -_INF
         self._overload_cut = -_INF
         self._overload_peak = _INF
+        self._overload_level = 0  # what was in force (or in flight) at the last new cut
         self._step_answers = 0.0  # successes since the last slow-start step
         #: The state changed since it was last shared (a shared limiter sends it).
         self.dirty = False
@@ -230,17 +232,24 @@ class RateController(AnswerMeter):
         self._apply(_now())
         return cut
 
-    def _unavailable_storm(self, now: float) -> bool:
-        """A bare 503 came back: whether 503s are many enough now to be a cap, not chance."""
+    def _unavailable_storm(self, now: float) -> int | None:
+        """A bare 503 came back: whether 503s are many enough now to be a cap, not chance.
+        ``None`` if not; else how many the last round had refused (0: not counted)."""
         self._meter(now, 0.0, 0.0)  # rotate the buckets if due
         self._m_503 += 1.0
+        refused, outcomes = self._note_round(now, True)
+        # In the last round: a cap refuses what a round sends past it, all at once.
+        if refused >= _STORM_MIN and refused >= _STORM_SHARE * outcomes:
+            return refused
         storm = self._m_503 + self._m_prev_503
         answers = self._m_ok_r + self._m_prev_r
         if storm >= _STORM_MIN and storm >= _STORM_SHARE * (storm + answers):
-            return True
+            return 0
         # Where a cap was found before, a refusal at that level (or above) is the cap again;
         # below it, it is chance (taking it as a cap would ratchet the cap down to 1).
-        return self.overload_seen and self._lim._in_flight + 1 >= self._overload_peak
+        if self.overload_seen and self._lim._in_flight + 1 >= self._overload_peak:
+            return 0
+        return None
 
     def facts(self, limit_r: float | None, limit_t: float | None, now: float) -> bool:
         """Limits the provider stated (per minute): the ceilings, never above the user's."""
@@ -273,6 +282,7 @@ class RateController(AnswerMeter):
         """A request granted at ``granted_at`` was answered, ``tokens`` charged."""
         rtt = now - granted_at
         self._meter(now, 1.0, tokens)
+        self._note_round(now, False)
         if len(self._rtts) < _RTT_SAMPLES:
             self._rtts.append(rtt)
         self._dims[0].admitted += 1.0
@@ -301,11 +311,13 @@ class RateController(AnswerMeter):
             self._overloaded(granted_at, now, follow=True)
             return
         if kind == UNAVAILABLE:
-            if self._unavailable_storm(now):
+            refused = self._unavailable_storm(now)
+            if refused is not None:
                 # Only a guess that it is a cap: one cut a round, never following what is
                 # left in flight down (a stalled client sees little in flight as it reads a
-                # pile of answers, and random 503s would walk the cap down to 1).
-                self._overloaded(granted_at, now, follow=False)
+                # pile of answers, and random 503s would walk the cap down to 1), but by
+                # what the round had refused.
+                self._overloaded(granted_at, now, follow=False, refused=refused)
             return
         if kind != THROTTLED:
             return
@@ -481,7 +493,8 @@ class RateController(AnswerMeter):
         if changed:
             self._apply(now)
 
-    def _overloaded(self, granted_at: float, now: float, follow: bool = True) -> None:
+    def _overloaded(self, granted_at: float, now: float, follow: bool = True,
+                    refused: int = 0) -> None:
         # What was in flight with this request when it was refused (it is settled already).
         peak = self._lim._in_flight + 1
         if granted_at < self._overload_cut + self._s_min_cut_gap:
@@ -491,6 +504,8 @@ class RateController(AnswerMeter):
             if follow and peak - 1 < self._lim._max_in_flight:
                 self._lim._max_in_flight = max(1.0, float(peak - 1))
                 self._overload_peak = min(self._overload_peak, peak)
+            elif refused:
+                self._through(self._overload_level - refused)
             return
         self._overload_cut = now
         if not follow and self._lim._max_in_flight != _INF:
@@ -504,8 +519,20 @@ class RateController(AnswerMeter):
         cap = min(math.floor(0.9 * peak), peak - 2)
         if self._lim._max_in_flight != _INF:
             cap = min(cap, math.ceil(self._lim._max_in_flight) - 1)
+        self._overload_level = peak
         self._lim._max_in_flight = max(1.0, float(cap))
+        if refused:
+            self._through(peak - refused)
         self._lim._wake()
+
+    def _through(self, through: int) -> None:
+        """A round of bare 503s got ``through`` requests past the gateway (it sent the level
+        in force and had the rest refused): the cap is about that, when it is lower. Counted
+        again as the round's refusals come back; a cap found so is probed gently from
+        there, not climbed back to the level that drew the storm."""
+        if 1 <= through < self._lim._max_in_flight:
+            self._lim._max_in_flight = float(through)
+            self._overload_peak = min(self._overload_peak, through + 2)
 
     def _apply(self, now: float) -> None:
         """Put the rates into the limiter's bucket (per its interval)."""

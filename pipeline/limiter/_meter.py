@@ -1,8 +1,10 @@
 """What the provider admitted lately, as the rate controller measures it: a two-bucket
-meter of answers and bare 503s over about a second, and the half-second medians of round
-trips that tell queueing apart."""
+meter of answers and bare 503s over about a second, the outcomes of the last two round
+trips, and the half-second medians of round trips that tell queueing apart."""
 
 from __future__ import annotations
+
+from collections import deque
 
 from pipeline.limiter._values import _INF
 
@@ -13,6 +15,8 @@ _RTT_BUCKETS = 20  # half-second medians of round trips kept (ten seconds, as BB
 _RTT_SAMPLES = 128  # round trips kept per half second for its median (the first ones)
 _QUEUE_FACTOR = 2.0  # a round trip past this x the typical one (plus the slack) is queueing
 _QUEUE_SLACK = 0.005  # seconds: loopback round trips of 2-3 ms jitter by that much
+_ROUND_TRIPS = 2.0  # the outcomes of this many typical round trips are "the last round"
+_ROUND_SPAN = (0.02, 0.5)  # seconds: the least and most that window spans
 
 
 class AnswerMeter:
@@ -21,11 +25,19 @@ class AnswerMeter:
     ``time_scale`` divides its spans, as the controller's own durations."""
 
     __slots__ = ("_m_503", "_m_ok_r", "_m_ok_t", "_m_prev_503", "_m_prev_r", "_m_prev_t",
-                 "_m_start", "_rtt_medians", "_rtts", "_s_meter_span", "_s_queue_slack")
+                 "_m_start", "_round", "_round_503", "_rtt_medians", "_rtts",
+                 "_s_meter_span", "_s_queue_slack", "_s_round", "_s_round_span")
 
     def __init__(self, time_scale: float) -> None:
         self._s_meter_span = _METER_SPAN / time_scale
         self._s_queue_slack = _QUEUE_SLACK / time_scale
+        self._s_round_span = (_ROUND_SPAN[0] / time_scale, _ROUND_SPAN[1] / time_scale)
+        self._s_round = 0.1 / time_scale  # until round trips are known
+        # The outcomes of about the last two round trips: (time, bare 503?), and the 503s
+        # among them. A gateway's cap refuses a round's excess at once; over the meter's
+        # second, among forty rounds of answers, that storm is a small share.
+        self._round: deque[tuple[float, bool]] = deque()
+        self._round_503 = 0
         self._m_start = -_INF
         self._m_ok_r = self._m_ok_t = self._m_prev_r = self._m_prev_t = 0.0
         self._m_503 = self._m_prev_503 = 0.0
@@ -54,7 +66,22 @@ class AnswerMeter:
             rtts.sort()
             self._rtt_medians.append(rtts[len(rtts) // 2])
             del self._rtt_medians[:-_RTT_BUCKETS]
+            least, most = self._s_round_span
+            self._s_round = min(max(_ROUND_TRIPS * min(self._rtt_medians), least), most)
         rtts.clear()
+
+    def _note_round(self, now: float, refused: bool) -> tuple[int, int]:
+        """Count an outcome in the last round (an answer, or a bare 503 when ``refused``);
+        the round's ``(503s, outcomes)``."""
+        window = self._round
+        window.append((now, refused))
+        if refused:
+            self._round_503 += 1
+        cutoff = now - self._s_round
+        while window[0][0] < cutoff:
+            if window.popleft()[1]:
+                self._round_503 -= 1
+        return self._round_503, len(window)
 
     def _queueing(self, rtt: float) -> bool:
         """Whether a round trip this long says requests are queueing somewhere.
