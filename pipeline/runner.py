@@ -16,6 +16,7 @@ In a notebook (top-level await) or any coroutine::
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 from collections.abc import (
     AsyncIterable,
@@ -133,7 +134,11 @@ class Results(Sequence[Record]):
         n = len(self._columns)
         if isinstance(i, slice):
             return [self._columns.record(k) for k in range(*i.indices(n))]
-        k = i.__index__()
+        try:
+            k = operator.index(i)
+        except TypeError:
+            raise TypeError(f"Results indices are ints or slices, not {type(i).__name__}") \
+                from None
         if k < 0:
             k += n
         if not 0 <= k < n:

@@ -171,6 +171,8 @@ def test_a_record_read_once_is_kept_and_a_change_to_it_stays() -> None:
     assert results[-1].index == 2 and [r.index for r in results[1:]] == [1, 2]
     with pytest.raises(IndexError):
         results[3]
+    with pytest.raises(TypeError, match="ints or slices, not str"):
+        results["text"]  # type: ignore[call-overload]
 
 
 def test_scan_does_not_keep_what_it_builds() -> None:

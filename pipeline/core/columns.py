@@ -234,10 +234,6 @@ class RecordColumns:
             order[i] = position
         self._order = order
 
-    def given_order(self) -> None:
-        """Keep the rows in the order they were added (:meth:`of`)."""
-        self._order = None
-
     # ------------------------------------------------------------------ reading
 
     def position(self, i: int) -> int:
