@@ -120,7 +120,6 @@ class RateController(AnswerMeter):
         "_lim",
         "_min_rate",
         "_overload_cut",
-        "_overload_level",
         "_overload_peak",
         "_recovery",
         "_s_max_span",
@@ -158,7 +157,6 @@ class RateController(AnswerMeter):
         self._updated = -_INF
         self._overload_cut = -_INF
         self._overload_peak = _INF
-        self._overload_level = 0  # what was in force (or in flight) at the last new cut
         self._step_answers = 0.0  # successes since the last slow-start step
         #: The state changed since it was last shared (a shared limiter sends it).
         self.dirty = False
@@ -505,7 +503,7 @@ class RateController(AnswerMeter):
                 self._lim._max_in_flight = max(1.0, float(peak - 1))
                 self._overload_peak = min(self._overload_peak, peak)
             elif refused:
-                self._through(self._overload_level - refused)
+                self._through(now)
             return
         self._overload_cut = now
         if not follow and self._lim._max_in_flight != _INF:
@@ -519,17 +517,23 @@ class RateController(AnswerMeter):
         cap = min(math.floor(0.9 * peak), peak - 2)
         if self._lim._max_in_flight != _INF:
             cap = min(cap, math.ceil(self._lim._max_in_flight) - 1)
-        self._overload_level = peak
         self._lim._max_in_flight = max(1.0, float(cap))
         if refused:
-            self._through(peak - refused)
+            self._through(now)
         self._lim._wake()
 
-    def _through(self, through: int) -> None:
-        """A round of bare 503s got ``through`` requests past the gateway (it sent the level
-        in force and had the rest refused): the cap is about that, when it is lower. Counted
-        again as the round's refusals come back; a cap found so is probed gently from
-        there, not climbed back to the level that drew the storm."""
+    def _through(self, now: float) -> None:
+        """A storm of bare 503s: the gateway's cap is about what gets through it, when that
+        is lower than the cap in force. Taken again as the round's refusals come back; a cap
+        found so is probed gently from there, not climbed back to the level that drew the
+        storm.
+
+        What gets through is what is still in flight as a refusal comes back (the refused
+        come back at once, the accepted a round trip later) or, when more, the answers of
+        the last round trip: a client that stalls reads a pile of answers before it sends
+        again, and sees little in flight as it does (that alone walked a cap down to 1).
+        """
+        through = max(self._lim._in_flight, self._answered_lately(now))
         if 1 <= through < self._lim._max_in_flight:
             self._lim._max_in_flight = float(through)
             self._overload_peak = min(self._overload_peak, through + 2)

@@ -83,6 +83,27 @@ class AnswerMeter:
                 self._round_503 -= 1
         return self._round_503, len(window)
 
+    def _answered_lately(self, now: float) -> int:
+        """Answers in about the last round trip: what a gateway's cap lets through a round
+        (a flow at the cap completes as many a round trip as it holds in flight). Counting
+        refusals instead undercounts what got through: a refused request's slot comes back
+        at once and is refused again, many times a round (that cut a cap of 16 to 6)."""
+        window = self._round
+        if self._rtt_medians:
+            rtt = min(self._rtt_medians)
+        elif self._rtts:  # the first half second: its round trips so far
+            rtt = sorted(self._rtts)[len(self._rtts) // 2]
+        else:
+            rtt = 0.5 * self._s_round
+        cutoff = now - rtt
+        answered = 0
+        for index in range(len(window) - 1, -1, -1):
+            at, refused = window[index]
+            if at <= cutoff:
+                break
+            answered += not refused
+        return answered
+
     def _queueing(self, rtt: float) -> bool:
         """Whether a round trip this long says requests are queueing somewhere.
 
