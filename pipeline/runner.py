@@ -482,7 +482,7 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Job, *,
                              reasks=reasks, stages=user_stages(stages))
         flow = default_flow(job, options, cache=opened_cache, status=status,
                             total=_total(rows), guard=guard)
-        records = flow.records(_source(rows))
+        records = flow.records(rows if isinstance(rows, AsyncIterable) else iter(rows))
         add = collected.add
         try:
             # Kept as columns as each record finishes (RecordColumns.add: what slim()

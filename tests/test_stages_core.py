@@ -12,7 +12,7 @@ from pipeline.core.record import Record
 from pipeline.errors import (
     ConfigError,
 )
-from pipeline.runner import default_flow, run_sync
+from pipeline.runner import default_flow, run, run_sync
 from pipeline.stages import (
     Backoff,
     Chain,
@@ -192,3 +192,47 @@ def test_items_start_in_the_order_they_are_taken():
 async def _echo(i: int) -> int:
     await asyncio.sleep(0)
     return i
+
+
+def test_map_items_reads_a_plain_iterable_in_order_and_closes_a_generator():
+    from pipeline.stages._map import map_items
+
+    closed = []
+
+    def rows():
+        try:
+            yield from range(10)
+        finally:
+            closed.append(True)
+
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    async def main() -> tuple[list[int], list[int]]:
+        whole = [x async for x in map_items(rows(), double, 3)]
+        early = []
+        items = map_items(rows(), double, 3)
+        async for x in items:
+            early.append(x)
+            if len(early) == 2:
+                break
+        await items.aclose()
+        return whole, early
+
+    whole, early = asyncio.run(main())
+    assert sorted(whole) == [2 * i for i in range(10)] and len(early) == 2
+    assert closed == [True, True]  # read to its end, and closed when the consumer stopped
+
+
+def test_a_plain_row_generator_that_raises_fails_the_run_with_its_error():
+    def rows():
+        yield {"text": "a"}
+        raise ValueError("row source broke")
+
+    async def main() -> None:
+        service = InstantService()
+        await run(rows(), service.chat(model="m", prompt="{text}"), concurrency=2)
+
+    with pytest.raises(ValueError, match="row source broke"):
+        asyncio.run(main())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, cast
 
 from aiostream.core import Stream
@@ -19,7 +19,7 @@ from aiostream.core import Stream
 from pipeline.core.checks import positive_int
 from pipeline.core.record import Record
 from pipeline.errors import ConfigError
-from pipeline.stages._map import map_unordered
+from pipeline.stages._map import map_items, map_unordered
 
 __all__ = ["DEFAULT_CONCURRENCY", "Chain", "Flow", "Stage"]
 
@@ -169,10 +169,11 @@ class Chain(Stage):
     def __call__(self, source: AsyncIterable[Any]) -> Stream[Record]:
         return map_unordered(source, self._one(), self.concurrency, on_close=self.finish)
 
-    def records(self, source: AsyncIterable[Any]) -> AsyncGenerator[Record, None]:
-        """The records as a plain async generator (no aiostream wrapper; ``aclose()`` it)."""
-        records = map_unordered.raw(source, self._one(), self.concurrency,
-                                    on_close=self.finish)
+    def records(self, source: AsyncIterable[Any] | Iterable[Any]
+                ) -> AsyncGenerator[Record, None]:
+        """The records as a plain async generator (no aiostream wrapper; ``aclose()`` it).
+        A plain iterable ``source`` is read with ``next()``, in the event loop."""
+        records = map_items(source, self._one(), self.concurrency, on_close=self.finish)
         return cast(AsyncGenerator[Record, None], records)  # an async generator at run time
 
     def _one(self) -> Callable[[Any], Awaitable[Record]]:
