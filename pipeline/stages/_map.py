@@ -98,13 +98,18 @@ async def map_items(source: AsyncIterable[T] | Iterable[T], func: Callable[[T], 
         # A plain iterable (run()'s list or generator of rows) is read with next(): no
         # async generator step nor lock an item (about a microsecond and a half of each).
         plain = not isinstance(source, AsyncIterable)
-        context = _plain(source) if plain else \
-            streamcontext(source) if isinstance(source, Stream) else _direct(source)
+        context: contextlib.AbstractAsyncContextManager[Any]
+        if not isinstance(source, AsyncIterable):
+            context = _plain(source)
+        elif isinstance(source, Stream):
+            context = streamcontext(source)
+        else:
+            context = _direct(source)
         async with context as items:
             if plain:
-                take = items.__next__  # type: ignore[union-attr]
+                take = items.__next__
             else:
-                anext = items.__aiter__().__anext__  # type: ignore[union-attr]
+                anext = items.__aiter__().__anext__
             taking = asyncio.Lock()  # an async source may not be awaited twice at once
 
             async def worker() -> None:
