@@ -105,7 +105,8 @@ async def map_items(source: AsyncIterable[T] | Iterable[T], func: Callable[[T], 
             context = streamcontext(source)
         else:
             context = _direct(source)
-        async with context as items:
+        async with context as opened:
+            items: Any = opened
             if plain:
                 take = items.__next__
             else:
