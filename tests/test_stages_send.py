@@ -150,3 +150,94 @@ def test_a_cancel_from_outside_stays_a_cancel_not_a_timeout():
         return record.error
 
     assert run_virtual(main()) is None
+
+
+class _HangingSome(InstantService):
+    """Answers after ``answer_after`` seconds the rows whose text ends in an even digit;
+    never answers the rest (until cancelled)."""
+
+    answer_after = 0.5
+
+    async def call(self, endpoint, request):  # type: ignore[override]
+        if request.body["messages"][-1]["content"][-1] in "02468":
+            await asyncio.sleep(self.answer_after)
+            return await super().call(endpoint, request)
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+def test_every_attempt_times_out_at_its_own_deadline_on_the_stage_s_one_timer():
+    # Attempts start at different times, with different limits (before any answer, the
+    # limit is 30 s plus max_tokens at 20 tokens/s), and many answer before theirs: each
+    # that does not is cut at exactly its start plus its limit, none sooner, none later.
+    service = _HangingSome()
+    job = _job(service)
+    jobs = {5: job, 2_000: service.chat(model="m", prompt="Classify: {text}", max_tokens=2_000)}
+    stage = call(service, job.endpoint)
+
+    async def one(row: dict, max_tokens: int, start: float) -> tuple[str, float | None]:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(start)
+        record = Record(index=0, request=jobs[max_tokens].build(row))
+        began = loop.time()
+        await stage.process(record)
+        took = loop.time() - began
+        return ("timeout" if record.error is not None else "ok"), took
+
+    async def main() -> list[tuple[str, float | None]]:
+        plan = [(ROWS[i], 2_000 if i % 3 == 0 else 5, 0.25 * i) for i in range(12)]
+        return await asyncio.gather(*(one(*p) for p in plan))
+
+    outcomes = run_virtual(main())
+    for i, (kind, took) in enumerate(outcomes):
+        if i % 2 == 0:
+            assert (kind, took) == ("ok", pytest.approx(0.5)), i
+        else:
+            limit = 30.0 + (2_000 if i % 3 == 0 else 5) / 20.0
+            assert (kind, took) == ("timeout", pytest.approx(limit)), i
+
+
+def test_a_call_stage_times_out_attempts_in_one_event_loop_after_another():
+    service = _Hanging()
+    job = _job(service)
+    stage = call(service, job.endpoint, timeout=2.0)
+
+    async def main() -> tuple[str, float]:
+        record = Record(index=0, request=job.build(ROWS[0]))
+        start = asyncio.get_running_loop().time()
+        await stage.process(record)
+        return type(record.error).__name__, asyncio.get_running_loop().time() - start
+
+    for _ in range(2):  # asyncio.run twice: the stage's timer is the new loop's
+        kind, waited = run_virtual(main())
+        assert kind == "APITimeoutError" and waited == pytest.approx(2.0)
+
+
+def test_a_call_stage_in_two_event_loops_at_once_times_out_in_each():
+    # (A stage shared between threads, each with its own loop: each attempt gets a timer
+    # of its own in the second loop.)
+    import threading
+
+    service = _Hanging()
+    job = _job(service)
+    stage = call(service, job.endpoint, timeout=0.05)
+    release = threading.Event()
+    kinds: list[str] = []
+
+    async def attempt() -> None:
+        record = Record(index=0, request=job.build(ROWS[0]))
+        await stage.process(record)
+        kinds.append(type(record.error).__name__)
+
+    async def first() -> None:
+        task = asyncio.ensure_future(attempt())
+        await asyncio.sleep(0)  # in flight in this loop
+        release.set()
+        await task
+
+    thread = threading.Thread(target=lambda: asyncio.run(first()))
+    thread.start()
+    release.wait(5)
+    asyncio.run(attempt())
+    thread.join(5)
+    assert kinds == ["APITimeoutError", "APITimeoutError"]

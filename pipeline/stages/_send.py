@@ -7,6 +7,7 @@ again) and so that a user may put their own stage between them.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -134,6 +135,7 @@ class call(Stage):
         self.endpoint: EndpointLike | None = endpoint
         self.timeout = timeout
         self._latencies = LatencyWindow()
+        self._deadlines = _Deadlines()
         # How this server states its limits (the provider table row for its host).
         self._provider = signals.provider_for(
             getattr(service, "base_url", None), getattr(service, "provider", None))
@@ -189,13 +191,12 @@ class call(Stage):
             if limit is None:
                 response = await send(self.endpoint or request.path, request)
             else:
-                # A deadline as asyncio.timeout keeps one, for a third of its cost (this is
-                # every attempt): cancel the task when it passes, then tell that cancel
+                # A deadline as asyncio.timeout keeps one, for a fraction of its cost (this
+                # is every attempt): cancel the task when it passes, then tell that cancel
                 # from one that came from outside.
                 task = asyncio.current_task()
                 assert task is not None
-                deadline = _Deadline(task)
-                handle = asyncio.get_running_loop().call_later(limit, deadline)
+                deadline = self._deadlines.watch(task, limit)
                 try:
                     response = await send(self.endpoint or request.path, request)
                 except asyncio.CancelledError:
@@ -208,7 +209,7 @@ class call(Stage):
                     if deadline.fired:  # fired as the answer came: that cancel is ours
                         task.uncancel()
                 finally:
-                    handle.cancel()
+                    self._deadlines.forget(deadline)
         except APIError as exc:
             record.error = exc
             record.latency = 0.0
@@ -273,17 +274,79 @@ def _host(base_url: object) -> str | None:
 
 
 class _Deadline:
-    """The callback of an attempt's deadline: cancels the attempt's task, and remembers it."""
+    """An attempt's deadline: when it passes, the attempt's task is cancelled (``fired``)."""
 
-    __slots__ = ("fired", "task")
+    __slots__ = ("at", "fired", "handle", "task")
 
-    def __init__(self, task: asyncio.Task[Any]) -> None:
+    def __init__(self, task: asyncio.Task[Any], at: float) -> None:
         self.task = task
+        self.at = at
         self.fired = False
+        self.handle: asyncio.TimerHandle | None = None  # a timer of its own (see watch)
 
     def __call__(self) -> None:
         self.fired = True
         self.task.cancel()
+
+
+class _Deadlines:
+    """The deadlines of a call stage's attempts in flight, on one timer.
+
+    A timer an attempt (``loop.call_later``, then ``cancel``) cost about 1-2 us each, with
+    the event loop's heap growing by the cancelled ones; here an attempt costs a dict entry,
+    and the one timer is set for the soonest deadline: when it fires, what has passed is
+    cancelled and it is set again for the soonest left (most attempts have answered long
+    before, so it fires about once a timeout, going through the attempts in flight).
+    """
+
+    __slots__ = ("_armed", "_handle", "_loop", "_watched")
+
+    def __init__(self) -> None:
+        self._watched: dict[_Deadline, None] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed = math.inf  # when the timer fires
+
+    def watch(self, task: asyncio.Task[Any], limit: float) -> _Deadline:
+        loop = task.get_loop()
+        if loop is not self._loop:
+            if self._watched:  # a stage used in two event loops at once: a timer each
+                deadline = _Deadline(task, loop.time() + limit)
+                deadline.handle = loop.call_at(deadline.at, deadline)
+                return deadline
+            self._loop, self._handle, self._armed = loop, None, math.inf  # used again
+        deadline = _Deadline(task, loop.time() + limit)
+        self._watched[deadline] = None
+        if deadline.at < self._armed:
+            self._arm(deadline.at)
+        return deadline
+
+    def forget(self, deadline: _Deadline) -> None:
+        if deadline.handle is not None:
+            deadline.handle.cancel()
+        else:
+            self._watched.pop(deadline, None)
+
+    def _arm(self, at: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        assert self._loop is not None
+        self._armed = at
+        self._handle = self._loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        self._handle, self._armed = None, math.inf
+        assert self._loop is not None
+        now = self._loop.time()
+        soonest = math.inf
+        for deadline in list(self._watched):
+            if deadline.at <= now:
+                del self._watched[deadline]
+                deadline()
+            elif deadline.at < soonest:
+                soonest = deadline.at
+        if soonest < math.inf:
+            self._arm(soonest)
 
 
 class LatencyWindow:
