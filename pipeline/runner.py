@@ -482,15 +482,10 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Job, *,
                              reasks=reasks, stages=user_stages(stages))
         flow = default_flow(job, options, cache=opened_cache, status=status,
                             total=_total(rows), guard=guard)
-        records = flow.records(rows if isinstance(rows, AsyncIterable) else iter(rows))
-        add = collected.add
-        try:
-            # Kept as columns as each record finishes (RecordColumns.add: what slim()
-            # keeps), so a long run never holds every body nor every record.
-            async for record in records:
-                add(record)
-        finally:
-            await records.aclose()
+        # Kept as columns as each record finishes (RecordColumns.add: what slim() keeps),
+        # so a long run never holds every body nor every record.
+        await flow.each(rows if isinstance(rows, AsyncIterable) else iter(rows),
+                        collected.add)
     finally:
         if owned and opened_cache is not None:
             opened_cache.close()

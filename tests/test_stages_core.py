@@ -236,3 +236,25 @@ def test_a_plain_row_generator_that_raises_fails_the_run_with_its_error():
 
     with pytest.raises(ValueError, match="row source broke"):
         asyncio.run(main())
+
+
+def test_map_items_hands_results_to_a_sink_and_a_sink_that_raises_stops_it():
+    from pipeline.stages._map import map_items
+
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    async def drain(sink) -> list[int]:
+        return [x async for x in map_items(range(20), double, 4, sink=sink)]
+
+    got: list[int] = []
+    assert asyncio.run(drain(got.append)) == []  # nothing yielded: all went to the sink
+    assert sorted(got) == [2 * i for i in range(20)]
+
+    def broken(value: int) -> None:
+        if value == 10:
+            raise RuntimeError("sink broke")
+
+    with pytest.raises(RuntimeError, match="sink broke"):
+        asyncio.run(drain(broken))

@@ -176,6 +176,18 @@ class Chain(Stage):
         records = map_items(source, self._one(), self.concurrency, on_close=self.finish)
         return cast(AsyncGenerator[Record, None], records)  # an async generator at run time
 
+    async def each(self, source: AsyncIterable[Any] | Iterable[Any],
+                   sink: Callable[[Record], None]) -> None:
+        """Run every item of ``source`` through the chain, handing each finished record to
+        ``sink`` as it finishes (in the worker: no consumer to wake an item)."""
+        records = map_items(source, self._one(), self.concurrency, on_close=self.finish,
+                            sink=sink)
+        try:
+            async for _ in records:
+                pass
+        finally:
+            await records.aclose()  # type: ignore[attr-defined]
+
     def _one(self) -> Callable[[Any], Awaitable[Record]]:
         counter = itertools.count()
         process = self.process

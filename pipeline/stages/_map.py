@@ -62,7 +62,8 @@ async def _plain(source: Iterable[T]) -> AsyncIterator[Iterator[T]]:
 
 async def map_items(source: AsyncIterable[T] | Iterable[T], func: Callable[[T], Awaitable[U]],
                         limit: int = 64, *,
-                        on_close: Callable[[], None] | None = None) -> AsyncIterator[U]:
+                        on_close: Callable[[], None] | None = None,
+                        sink: Callable[[U], None] | None = None) -> AsyncIterator[U]:
     """Apply ``func`` to every item with at most ``limit`` running at once; yield as completed.
 
     ``limit`` worker tasks each take the next item, await ``func(item)`` and take another:
@@ -75,6 +76,10 @@ async def map_items(source: AsyncIterable[T] | Iterable[T], func: Callable[[T], 
     An exception from ``func`` (or from the source) cancels the workers and propagates
     (pipeline stages store errors on records instead, so this means a bug). ``on_close``
     runs once the stream ends, however it ends (after every worker has finished).
+
+    With ``sink``, each result goes to ``sink(result)`` in the worker as it completes (a
+    result that must not wait for a consumer, nor cost it a wake-up), and nothing is
+    yielded: iterate to the end to run it. A raise from ``sink`` propagates as from ``func``.
     """
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise ConfigError(f"limit must be a positive int, got {limit!r}")
@@ -139,8 +144,11 @@ async def map_items(source: AsyncIterable[T] | Iterable[T], func: Callable[[T], 
                                     return
                         # No await between taking the item and starting func: items start
                         # in the order they were taken.
-                        finished.append((True, await func(item)))
-                        notify()
+                        if sink is None:
+                            finished.append((True, await func(item)))
+                            notify()
+                        else:
+                            sink(await func(item))
                 except asyncio.CancelledError as exc:
                     if not closing:  # not by this stream: the item is lost, so say so
                         finished.append((False, exc))
