@@ -140,7 +140,7 @@ class InstantService(OpenAIService):
         self.latency = latency
         self.fail = fail
         self.calls = 0
-        self._calls_per_request: dict[int, int] = {}
+        self._calls_per_request: dict[int, tuple[APIRequest, int]] = {}
         self._headers = {"content-type": "application/json"}
 
     async def call(self, endpoint: Endpoint | str, request: APIRequest) -> Response:
@@ -148,8 +148,11 @@ class InstantService(OpenAIService):
         if self.latency:
             await asyncio.sleep(self.latency)
         if self.fail is not None:
+            # Keyed by identity, the request held with its count: a finished request freed
+            # would hand its id, and its count, to the next one built.
             key = id(request)
-            n = self._calls_per_request[key] = self._calls_per_request.get(key, 0) + 1
+            n = self._calls_per_request.get(key, (request, 0))[1] + 1
+            self._calls_per_request[key] = (request, n)
             error = self.fail(request, n)
             if error is not None:
                 raise error
