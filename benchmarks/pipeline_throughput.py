@@ -176,9 +176,29 @@ def cached_rerun(n: int, repeat: int) -> list[tuple[str, float]]:
             out = await asyncio.gather(*(one(r) for r in rows))
             assert all(r is not None for r in out)
 
+        async def bare_workers() -> None:
+            service = InstantService()
+            job = _job(service)
+            items = iter(rows)
+            out: list[Any] = []
+
+            async def worker() -> None:
+                for row in items:
+                    request = job.build(row)
+                    out.append(cache.get(cache_key(request, base_url=service.base_url)))
+                    await asyncio.sleep(0)  # (a get does not yield: let the others run)
+
+            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+            assert len(out) == n and all(r is not None for r in out)
+
         try:
-            return [("pipeline.run, every row cached", _best(n, repeat, ours)),
-                    ("bare gather + cache gets", _best(n, repeat, bare))]
+            best = {"ours": 0.0, "workers": 0.0, "bare": 0.0}
+            for _ in range(repeat):  # interleaved, best of each
+                for name, make in (("ours", ours), ("workers", bare_workers), ("bare", bare)):
+                    best[name] = max(best[name], _best(n, 1, make))
+            return [("pipeline.run, every row cached", best["ours"]),
+                    ("bare worker pool + cache gets", best["workers"]),
+                    ("bare gather + cache gets", best["bare"])]
         finally:
             cache.close()
 
@@ -304,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n   A rerun answered by the response cache: {n_cached:,} rows (best of {repeat})")
     pair = cached_rerun(n_cached, repeat)
     for name, rate in pair:
-        print(f"   {name:40} {rate:10,.0f} {rate / pair[1][1]:7.2f}x")
+        print(f"   {name:40} {rate:10,.0f} {rate / pair[2][1]:7.2f}x")
     print(f"   target >= 0.5x the bare loop: "
-          f"{'met' if pair[0][1] >= 0.5 * pair[1][1] else 'NOT met'}")
+          f"{'met' if pair[0][1] >= 0.5 * pair[2][1] else 'NOT met'}"
+          f" (against the worker pool: {pair[0][1] / pair[1][1]:.2f}x)")
 
     print(f"\n2. End to end: {n_http:,} requests over loopback HTTP to the simulator "
           f"(subprocess, no limits, no latency; it and this process each on a core of "

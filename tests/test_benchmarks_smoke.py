@@ -29,6 +29,21 @@ def test_limiter_benchmark_runs_quick() -> None:
         assert out.count(row) >= 4, f"{row!r} should appear in the legend and all 3 tables"
 
 
+@pytest.mark.timeout(300)
+def test_pipeline_throughput_runs_quick_with_every_baseline() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/pipeline_throughput.py", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=270, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    for row in ("pipeline.run (default chain)", "bare worker pool (64 tasks, next())",
+                "bare asyncio.gather + semaphore", "added per row:",
+                "pipeline.run, every row cached", "bare worker pool + cache gets",
+                "bare gather + cache gets", "pipeline.run [httpx]", "pipeline.run [aiohttp]",
+                "3. Memory:"):
+        assert row in out, f"{row!r} missing from:\n{out}"
+
+
 @pytest.mark.timeout(180)
 def test_fault_matrix_runs_quick_and_finds_no_wrong_or_twice_paid_answer() -> None:
     result = subprocess.run(
