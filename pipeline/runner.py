@@ -482,16 +482,63 @@ async def run(rows: Iterable[Any] | AsyncIterable[Any], job: Job, *,
                              reasks=reasks, stages=user_stages(stages))
         flow = default_flow(job, options, cache=opened_cache, status=status,
                             total=_total(rows), guard=guard)
-        # Kept as columns as each record finishes (RecordColumns.add: what slim() keeps),
-        # so a long run never holds every body nor every record.
-        await flow.each(rows if isinstance(rows, AsyncIterable) else iter(rows),
-                        collected.add)
+        # Kept as columns as records finish (RecordColumns.add: what slim() keeps), so a
+        # long run never holds every body nor every record; the ones an event-loop pass
+        # finished are added together at its end.
+        sink = _PassSink(collected.add, asyncio.get_running_loop())
+        try:
+            await flow.each(rows if isinstance(rows, AsyncIterable) else iter(rows), sink)
+        finally:
+            sink.flush()  # what finished before a cancel or a failure is kept too
     finally:
         if owned and opened_cache is not None:
             opened_cache.close()
+    sink.raise_failure()
     collected.finish()
     return Results(status=status, stopped=guard.stopped, schema=job.schema,
                    responses_kept=keep_responses, columns=collected)
+
+
+class _PassSink:
+    """Hands the records one pass of the event loop finished to ``add`` together, once
+    the pass is over (``loop.call_soon``), rather than one at a time between the pass's
+    HTTP reads and writes: run back to back, ``RecordColumns.add`` stays in the CPU's
+    caches (over loopback HTTP it cost about 9 us a row added one at a time, 4-5 us
+    together). A failure of ``add`` is raised by the next record's call, in its worker
+    (which fails the run), and by :meth:`raise_failure`; no record is dropped for it.
+    """
+
+    __slots__ = ("_add", "_failure", "_loop", "_pending")
+
+    def __init__(self, add: Callable[[Record], None], loop: asyncio.AbstractEventLoop) -> None:
+        self._add = add
+        self._loop = loop
+        self._pending: list[Record] = []
+        self._failure: BaseException | None = None
+
+    def __call__(self, record: Record) -> None:
+        if self._failure is not None:
+            raise self._failure
+        pending = self._pending
+        if not pending:
+            self._loop.call_soon(self.flush)
+        pending.append(record)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        add = self._add
+        for i, record in enumerate(pending):
+            try:
+                add(record)
+            except Exception as exc:  # a bug: fail the run (see __call__), keep the rest
+                if self._failure is None:
+                    self._failure = exc
+                self._pending.extend(pending[i + 1:])
+                return
+
+    def raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
 
 @overload

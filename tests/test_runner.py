@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import pickle
 
 import pytest
@@ -36,6 +37,54 @@ async def test_run_answers_every_row_in_input_order():
     assert results[3].row == ROWS[3]
     assert results.status.succeeded == 20 and results.status.failed == 0
     assert service.calls == 20
+
+
+async def test_every_finished_record_reaches_the_results_once_a_loop_pass_at_a_time(monkeypatch):
+    # run() adds the records one event-loop pass finished together, at the pass's end:
+    # every row arrives once, in order, and nothing finished is left behind.
+    from pipeline.core.columns import RecordColumns
+
+    original = RecordColumns.add
+    added: list[int] = []
+
+    def add(self, record):
+        added.append(record.index)
+        original(self, record)
+
+    monkeypatch.setattr(RecordColumns, "add", add)
+    loop = asyncio.get_running_loop()
+    marks: list[int] = []
+
+    def mark():  # one per loop pass while the run goes on: how many were added by then
+        marks.append(len(added))
+        if len(added) < 200:
+            loop.call_soon(mark)
+
+    loop.call_soon(mark)
+    rows = [{"text": f"row {i}"} for i in range(200)]
+    results = await run(rows, _job(InstantService()), concurrency=16)
+    assert sorted(added) == list(range(200))
+    assert [r.index for r in results] == list(range(200))
+    batches = [b - a for a, b in itertools.pairwise(marks) if b > a]
+    assert batches and max(batches) > 1  # (InstantService answers many in one pass)
+
+
+async def test_a_failure_keeping_a_record_fails_the_run_not_the_event_loop(monkeypatch):
+    # A bug in keeping results (RecordColumns.add raising) must fail run(), not vanish into
+    # the event loop's exception handler while the run reports success.
+    from pipeline.core.columns import RecordColumns
+
+    original = RecordColumns.add
+
+    def add(self, record):
+        if record.index == 7:
+            raise RuntimeError("cannot keep row 7")
+        original(self, record)
+
+    monkeypatch.setattr(RecordColumns, "add", add)
+    service = InstantService()
+    with pytest.raises(RuntimeError, match="cannot keep row 7"):
+        await run([{"text": f"row {i}"} for i in range(50)], _job(service), concurrency=4)
 
 
 async def test_a_bad_row_fails_alone_with_a_clear_error():

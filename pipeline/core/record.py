@@ -137,7 +137,7 @@ def kept_parts(response: Response, requested_model: str | None = None) -> KeptPa
     come back as one shared string each."""
     body = response.body
     if type(response) is not Response or type(body) is not dict or \
-            not _plain(body, _BODY_KEYS):
+            not (body.keys() <= _BODY_KEYS or _plain(body, _BODY_KEYS)):
         return None
     kind = "chat"
     content = refusal = reason = None
@@ -145,12 +145,13 @@ def kept_parts(response: Response, requested_model: str | None = None) -> KeptPa
     data, choices = body.get("data"), body.get("choices")
     if type(choices) is list and len(choices) == 1 and data is None:
         choice = choices[0]
-        if type(choice) is not dict or not _plain(choice, _CHOICE_KEYS):
+        if type(choice) is not dict or \
+                not (choice.keys() <= _CHOICE_KEYS or _plain(choice, _CHOICE_KEYS)):
             return None
         message, text = choice.get("message"), choice.get("text")
         if type(message) is dict and text is None:
             content, refusal = message.get("content"), message.get("refusal")
-            if not _plain(message, _MESSAGE_KEYS) or \
+            if not (message.keys() <= _MESSAGE_KEYS or _plain(message, _MESSAGE_KEYS)) or \
                     message.get("role") not in (None, "assistant") or \
                     not isinstance(content, _TEXT) or \
                     not isinstance(refusal, _TEXT):
@@ -164,7 +165,8 @@ def kept_parts(response: Response, requested_model: str | None = None) -> KeptPa
             return None
     elif type(data) is list and len(data) == 1 and choices is None:
         first = data[0]
-        if type(first) is not dict or not _plain(first, _EMBEDDING_KEYS) or \
+        if type(first) is not dict or \
+                not (first.keys() <= _EMBEDDING_KEYS or _plain(first, _EMBEDDING_KEYS)) or \
                 type(first.get("embedding")) is not list:
             return None
         kind, embedding = "embedding", first["embedding"]
@@ -176,7 +178,7 @@ def kept_parts(response: Response, requested_model: str | None = None) -> KeptPa
     raw = body.get("usage")
     prompt = completion = total = cached = 0
     if raw is not None:
-        if type(raw) is not dict or not _plain(raw, _USAGE_KEYS):
+        if type(raw) is not dict or not (raw.keys() <= _USAGE_KEYS or _plain(raw, _USAGE_KEYS)):
             return None  # counts that are not plain: keep them as they came
         prompt = raw.get("prompt_tokens", 0)
         completion = raw.get("completion_tokens", 0)
@@ -186,7 +188,8 @@ def kept_parts(response: Response, requested_model: str | None = None) -> KeptPa
             return None  # Response.usage ignores such counts: so must we
         details = raw.get("prompt_tokens_details")
         if details is not None:
-            if type(details) is not dict or not _plain(details, _CACHED_KEYS):
+            if type(details) is not dict or \
+                    not (details.keys() <= _CACHED_KEYS or _plain(details, _CACHED_KEYS)):
                 return None
             cached = details.get("cached_tokens") or 0
             if type(cached) is not int:
@@ -197,15 +200,16 @@ def kept_parts(response: Response, requested_model: str | None = None) -> KeptPa
     names = _NAMES
     if name is not None:
         name = names.get(name) or _name(name)
-    return (kind, name, _name(requested_model), content, refusal,
+    asked = requested_model if requested_model is None else \
+        names.get(requested_model) or _name(requested_model)
+    return (kind, name, asked, content, refusal,
             reason if reason is None else names.get(reason) or _name(reason),
             embedding, raw is not None, prompt, completion, total, cached)
 
 
 def _plain(mapping: dict[Any, Any], known: frozenset[str] = frozenset()) -> bool:
-    """Whether every key of ``mapping`` outside ``known`` holds nothing (None, 0, empty)."""
-    if mapping.keys() <= known:  # the usual case, checked in C
-        return True
+    """Whether every key of ``mapping`` outside ``known`` holds nothing (None, 0, empty).
+    (kept_parts checks ``mapping.keys() <= known``, the usual case, in C before calling.)"""
     for key, value in mapping.items():
         if key not in known and value is not None and value != 0 and value != [] and \
                 value != {} and not (isinstance(value, dict) and _plain(value)):

@@ -180,7 +180,7 @@ class Prices:
     0.075
     """
 
-    __slots__ = ("_said", "_table", "batch_share", "source")
+    __slots__ = ("_misses", "_said", "_table", "batch_share", "source")
 
     def __init__(self, table: Mapping[str, Any] | None = None, *, defaults: bool = True,
                  source: str | None = None, batch_share: float = 0.5) -> None:
@@ -199,6 +199,9 @@ class Prices:
                 raise ConfigError(f"a model name must be a non-empty string, got {model!r}")
             base[model] = ModelPrice.of(price, model)
         self._table = base
+        # Names not in the table, with their family's price (None: unpriced): the snapshot
+        # suffix is cut once a name, not once a row.
+        self._misses: dict[str, ModelPrice | None] = {}
         self._said: set[str] = set()
         if source is None:
             source = PRICES_AS_OF if defaults and not table else \
@@ -241,8 +244,12 @@ class Prices:
             return None
         found = self._table.get(model)
         if found is None:
-            family = _SNAPSHOT.sub("", model)
-            found = self._table.get(family)
+            misses = self._misses
+            if model in misses:
+                return misses[model]
+            found = self._table.get(_SNAPSHOT.sub("", model))
+            if len(misses) < 10_000:
+                misses[model] = found
         return found
 
     def __getitem__(self, model: str) -> ModelPrice:

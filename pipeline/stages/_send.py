@@ -186,7 +186,13 @@ class call(Stage):
                     routed.released(route, lease)
                 return record
         record.attempts += 1
-        limit = self.attempt_timeout(request)
+        limit = self.timeout  # attempt_timeout(request), its usual case inline
+        if limit is None:
+            limit = self._latencies.timeout()
+            if limit is None:
+                limit = self.attempt_timeout(request)
+        else:
+            limit = float(limit)
         try:
             if limit is None:
                 response = await send(self.endpoint or request.path, request)
