@@ -69,6 +69,20 @@ async def test_every_finished_record_reaches_the_results_once_a_loop_pass_at_a_t
     assert batches and max(batches) > 1  # (InstantService answers many in one pass)
 
 
+async def test_a_pass_that_never_waits_holds_at_most_a_few_finished_records():
+    # Cache hits never wait on the network: one pass can finish a whole rerun. The sink
+    # must hand records on as it goes, not hold every one until the pass ends.
+    from pipeline.runner import _PASS_MOST, _PassSink
+
+    added: list[int] = []
+    sink = _PassSink(lambda record: added.append(record.index), asyncio.get_running_loop())
+    for i in range(1_000):
+        sink(Record(index=i))
+        assert i + 1 - len(added) < _PASS_MOST
+    await asyncio.sleep(0)  # the pass ends: the rest go
+    assert added == list(range(1_000))
+
+
 async def test_a_failure_keeping_a_record_fails_the_run_not_the_event_loop(monkeypatch):
     # A bug in keeping results (RecordColumns.add raising) must fail run(), not vanish into
     # the event loop's exception handler while the run reports success.
