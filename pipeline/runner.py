@@ -509,8 +509,9 @@ class _PassSink:
     HTTP reads and writes: run back to back, ``RecordColumns.add`` stays in the CPU's
     caches (over loopback HTTP it cost about 9 us a row added one at a time, 4-5 us
     together). At most :data:`_PASS_MOST` wait: a pass that never waits on the network
-    (a rerun the cache answers) would otherwise hold every record it finished. A failure of ``add`` is raised by the next record's call, in its worker
-    (which fails the run), and by :meth:`raise_failure`; no record is dropped for it.
+    (a rerun the cache answers) would otherwise hold every record it finished. A failure
+    of ``add`` is raised by the next record's call, in its worker (which fails the run),
+    and by :meth:`raise_failure`; no record is dropped for it.
     """
 
     __slots__ = ("_add", "_failure", "_loop", "_pending")
