@@ -44,6 +44,17 @@ def test_pipeline_throughput_runs_quick_with_every_baseline() -> None:
         assert row in out, f"{row!r} missing from:\n{out}"
 
 
+@pytest.mark.timeout(120)
+def test_e2e_breakdown_prints_every_step() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/e2e_breakdown.py", "--rows", "300", "--rounds", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=100, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for row in ("bare gather", "bare pool", "build | call", "+ acquire", "+ retry, track",
+                "+ columns (one at a time)", "pipeline.run"):
+        assert f"   {row} " in result.stdout, f"{row!r} missing from:\n{result.stdout}"
+
+
 @pytest.mark.timeout(180)
 def test_fault_matrix_runs_quick_and_finds_no_wrong_or_twice_paid_answer() -> None:
     result = subprocess.run(
