@@ -162,3 +162,56 @@ def test_an_answer_not_fitting_the_schema_has_its_own_row_not_other_api_errors()
     assert rows["re-asks (answers not fitting the schema)"] == "1"
     assert rows["other API errors"] == "0"
     assert status.as_dict()["schema_errors"] == 1
+
+
+# Answers the status counts in one pass (StatusTracker._count_plain) or the long way
+# (paid_tokens, record_model, record_cached_tokens, Prices.cost): both must agree, on every
+# combination of these.
+_USAGES = [None, "garbage", {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+           {"prompt_tokens": 0, "completion_tokens": 0}, {"prompt_tokens": True},
+           {"prompt_tokens": "12", "completion_tokens": 5}, {"prompt_tokens": 10,
+                                                             "total_tokens": 1.5},
+           *({"prompt_tokens": 2_000, "completion_tokens": 7,
+              "prompt_tokens_details": details}
+             for details in (None, [], {}, {"cached_tokens": -5}, {"cached_tokens": 0},
+                             {"cached_tokens": 4}, {"cached_tokens": 5_000},
+                             {"cached_tokens": True}, {"cached_tokens": None}))]
+_MODELS = [None, "", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "m", 7]
+
+
+def test_the_one_pass_count_of_an_answer_agrees_with_the_long_way():
+    import itertools
+
+    from pipeline.core.request import APIRequest, Response
+    from pipeline.errors import APIError
+    from pipeline.pricing.cost import Prices
+
+    class LongWay(StatusTracker):
+        def _count_plain(self, record: Record) -> bool:
+            return False
+
+    own = Prices({"m": {"input": 1.0, "output": 2.0, "cached_input": 0.5}})
+    fast_used = 0
+    for usage, asked, named, cached, failed, discarded, batch, prices in itertools.product(
+            _USAGES, _MODELS, _MODELS, (False, True), (False, True), (0, 3),
+            (None, "batch_1"), (Prices(), None, own)):
+        body: dict = {"model": named, "choices": []}
+        if usage is not None:
+            body["usage"] = usage
+        request_body = {} if asked is None else {"model": asked}
+        counts = []
+        for kind in (StatusTracker, LongWay):
+            tracker = kind()
+            tracker.prices = prices
+            record = Record(
+                index=0, request=APIRequest(path="chat/completions", body=request_body),
+                response=Response(status=200, body=body), cached=cached,
+                discarded_prompt_tokens=discarded, batch_id=batch,
+                error=APIError("boom", status=500) if failed else None)
+            tracker._count_paid(record)
+            counts.append((tracker.prompt_tokens, tracker.completion_tokens,
+                           tracker.unpriced, round(tracker.cost, 15)))
+        case = (usage, asked, named, cached, failed, discarded, batch, prices)
+        assert counts[0] == counts[1], case
+        fast_used += StatusTracker()._count_plain(record)
+    assert fast_used > 1_000  # the one pass did count most of the plain answers

@@ -209,10 +209,12 @@ def kept_parts(response: Response, requested_model: str | None = None) -> KeptPa
 
 def _plain(mapping: dict[Any, Any], known: frozenset[str] = frozenset()) -> bool:
     """Whether every key of ``mapping`` outside ``known`` holds nothing (None, 0, empty).
-    (kept_parts checks ``mapping.keys() <= known``, the usual case, in C before calling.)"""
-    for key, value in mapping.items():
-        if key not in known and value is not None and value != 0 and value != [] and \
-                value != {} and not (isinstance(value, dict) and _plain(value)):
+    (kept_parts checks ``mapping.keys() <= known``, the usual case, in C before calling;
+    here only the other keys are read: OpenAI's ``logprobs: null``, ``annotations: []``.)"""
+    for key in mapping.keys() - known:
+        value = mapping[key]
+        if value is not None and value != 0 and value != [] and value != {} and \
+                not (isinstance(value, dict) and _plain(value)):
             return False
     return True
 

@@ -17,6 +17,7 @@ from pipeline.core.checks import percentile
 from pipeline.core.display import html_table
 from pipeline.core.protocols import LimiterLike
 from pipeline.core.record import Record
+from pipeline.core.request import Response
 from pipeline.errors import APIError, RateLimitError, SchemaValidationError, TransportError
 from pipeline.pricing.cost import Prices, record_cached_tokens, record_model, usd
 
@@ -175,6 +176,8 @@ class StatusTracker:
     def _count_paid(self, record: Record) -> None:
         # Every answer billed for this row: kept, thrown away by a re-ask, or the last one
         # that did not fit its schema (the same rule as Prices.record_cost).
+        if self._count_plain(record):
+            return
         paid = record.paid_tokens()
         if paid is not None:
             self.prompt_tokens += paid[0]
@@ -196,6 +199,49 @@ class StatusTracker:
                               else "(answers without usage)")
         else:
             self.cost += cost
+
+    def _count_plain(self, record: Record) -> bool:
+        # The usual row in one pass over its answer: one plain answer, sent (not cached),
+        # no error, nothing thrown away, usage in plain ints, the default Prices. What
+        # paid_tokens, record_model, record_cached_tokens and Prices.cost would count (each
+        # reads the body again; this runs for every row). False: not such a row, count it
+        # the long way.
+        response = record.response
+        if type(response) is not Response or record.error is not None or record.cached or \
+                record.discarded_prompt_tokens or record.discarded_completion_tokens:
+            return False
+        body = response.body
+        raw = body.get("usage") if type(body) is dict else None
+        if type(raw) is not dict:
+            return False
+        prompt = raw.get("prompt_tokens", 0)
+        completion = raw.get("completion_tokens", 0)
+        if type(prompt) is not int or type(completion) is not int or \
+                type(raw.get("total_tokens", 0)) is not int:
+            return False
+        prices = self.prices
+        if prices is not None and type(prices) is not Prices:
+            return False
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        if prices is None or (prompt == 0 and completion == 0):
+            return True
+        request = record.request
+        asked = request.body.get("model") if request is not None and \
+            isinstance(request.body, dict) else None
+        model = asked if isinstance(asked, str) and asked else body.get("model")
+        if not isinstance(model, str) or not model:
+            model = None
+        details = raw.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if type(details) is dict else None
+        cost = prices.cost(model, prompt, completion,
+                           cached_tokens=cached if type(cached) is int and cached > 0 else 0,
+                           say=False, batch=record.batch_id is not None)
+        if cost is None:
+            self.unpriced.add(model or "(no model)")
+        else:
+            self.cost += cost
+        return True
 
     # ---------------------------------------------------------------- reading
     @property
