@@ -25,6 +25,7 @@ import asyncio, os, sys, time
 import pipeline
 from pipeline.simulator import Simulator
 n, transport = int(sys.argv[1]), sys.argv[2]
+print("tree", os.path.dirname(os.path.dirname(os.path.abspath(pipeline.__file__))))
 rows = [{"text": f"row {i}"} for i in range(n)]
 with Simulator(process=True, seed=1) as sim:
     cores = sorted(os.sched_getaffinity(0))
@@ -66,9 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     ratios: dict[str, list[float]] = {"A": [], "B": []}
     for round_ in range(args.rounds):
         for name, tree in trees.items():
+            # Run in the tree: `python -c` puts the working directory first on sys.path,
+            # ahead of PYTHONPATH, so a child started here would import this directory's
+            # pipeline whichever tree it was given (and every A/B compare a tree with itself).
             env = {**os.environ, "PYTHONPATH": tree}
             out = subprocess.run([sys.executable, "-c", _CHILD, str(args.rows), args.transport],
-                                 capture_output=True, text=True, env=env, check=True)
+                                 capture_output=True, text=True, env=env, check=True, cwd=tree)
+            lines = out.stdout.split("\n")
+            used = next(line.split(" ", 1)[1] for line in lines if line.startswith("tree "))
+            if os.path.realpath(used) != os.path.realpath(tree):
+                raise SystemExit(f"tree {name} ran the pipeline in {used}, not {tree}")
             ratios[name].append(float(out.stdout.split()[-1]))
         print(f"round {round_ + 1}: A {ratios['A'][-1]:.3f}x  B {ratios['B'][-1]:.3f}x",
               flush=True)
