@@ -45,6 +45,18 @@ def test_pipeline_throughput_runs_quick_with_every_baseline() -> None:
 
 
 @pytest.mark.timeout(120)
+def test_ab_end_to_end_runs_each_tree_it_is_given() -> None:
+    # Each child must import the tree it was given (not the working directory's, which
+    # `python -c` puts first on sys.path): the script checks, and says which ran.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ab_end_to_end.py"), str(ROOT), str(ROOT),
+         "--rounds", "1", "--rows", "200"],
+        cwd=ROOT.parent, capture_output=True, text=True, timeout=100, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "round 1: A " in result.stdout and " B " in result.stdout
+
+
+@pytest.mark.timeout(120)
 def test_e2e_breakdown_prints_every_step() -> None:
     result = subprocess.run(
         [sys.executable, "benchmarks/e2e_breakdown.py", "--rows", "300", "--rounds", "1"],
