@@ -19,12 +19,14 @@ once a round, interleaved, and the table gives each one's median. Steps:
    a time in the worker.
 7. ``pipeline.run``: all of it (its records kept a loop pass at a time).
 
-On the 2-core development machine (2026-12-05, aiohttp): the bare loops 200-210 us a
-request, ``build | call`` +2-10 us, the limiter +11-14, retry and track +4-8, the columns
-+9-13 one at a time (4-5 a loop pass at a time). Each of these costs three to four times
-what it does in process (``pipeline_throughput.py``'s machinery part): between two of a
+On the 2-core development machine (2026-12-05, aiohttp): the bare loops 200-230 us a
+request, ``build | call`` +2-10 us, the limiter +5-14, retry and track +4-8, the columns
++9-14 one at a time (4-5 a loop pass at a time). Each of these costs two to four times what
+it does in process (``pipeline_throughput.py``'s machinery part): between two of a
 request's steps the HTTP client runs some 200 us of its own code, and ours then runs from
-cold CPU caches.
+cold CPU caches. (Before ``service.call`` cut the cycle httpx leaves between a response
+and its stream, the garbage collector's passes over those cycles cost a run 16-20 us a
+request more.)
 """
 
 from __future__ import annotations
