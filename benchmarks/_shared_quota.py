@@ -295,6 +295,19 @@ def run_end_to_end(contender: str, setting: str, processes: int, rows: int, rps:
         notes = [f"process {i} exit {proc.returncode}: {last_line(run_dir / f'stderr{i}.txt')}"
                  for i, proc in enumerate(procs) if proc.returncode not in normal and not cut]
         log = sim.log()
+    return score(log, contender, setting, processes, rows, rps, elapsed,
+                 # The INFO that reads "before" is counted in "after": one command of ours.
+                 redis_commands=None if contender == "none" else after - before - 1,
+                 said=sum(said_answered(contender, out) for out in outs), cut=cut,
+                 notes=notes)
+
+
+def score(log: list[Any], contender: str, setting: str, processes: int, rows: int, rps: int,
+          elapsed: float, *, redis_commands: int | None, said: int, cut: bool,
+          notes: list[str]) -> RunResult:
+    """One cell's row from the simulator's log (``Simulator.log()``): rows answered (distinct
+    bodies with an ``ok`` answer), paid twice, 429s, wall from the first request to the last
+    answer."""
     billed = collections.Counter(e.body_hash for e in log if e.outcome == "ok")
     first = min((e.arrival for e in log), default=0.0)
     last = max((e.arrival + e.latency for e in log if e.outcome == "ok"), default=first)
@@ -304,9 +317,7 @@ def run_end_to_end(contender: str, setting: str, processes: int, rows: int, rps:
         rate_limited=sum(1 for e in log if e.status == 429),
         other_errors=sum(1 for e in log if e.status not in (200, 429)), requests=len(log),
         wall=last - first, minimum=rows / rps, elapsed=elapsed,
-        # The INFO that reads "before" is counted in "after": one command of ours.
-        redis_commands=None if contender == "none" else after - before - 1,
-        said=sum(said_answered(contender, out) for out in outs), cut=cut, notes=notes)
+        redis_commands=redis_commands, said=said, cut=cut, notes=notes)
 
 
 HEADER = (f"{'contender':<22}{'setting':<12}{'procs':>5}{'answered':>10}{'2x':>4}"

@@ -28,6 +28,9 @@ Then, with ``import ray``::
                          compute=ray.data.ActorPoolStrategy(size=8),
                          batch_size=256, batch_format="pandas")
 
+``benchmarks/ray_shared_quota.py`` runs 1, 2 and 4 actors on one quota against the simulator
+beside a hand-written ``map_batches`` class, scored from the simulator's log.
+
 (The module is ``pipeline.ray_data``, not ``pipeline.ray``: ``from pipeline import ray``
 would hide the ``ray`` package itself in the user's namespace, and the name says which part
 of Ray it serves.)

@@ -122,3 +122,37 @@ def test_memory_benchmark_runs_every_case() -> None:
                 "run(a list of rows)", "run_frame (pandas)"):
         assert out.count(row) == 1, f"{row!r} missing from:\n{out}"
     assert "peak MB" in out and "B/row" in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_ray_shared_quota_runs_each_contender_and_pays_no_row_twice() -> None:
+    # Ray Data actors on one Redis key: ours (AnswerBatches) and the hand-written class,
+    # against one simulator; every count comes from the simulator's log.
+    pytest.importorskip("ray.data", reason='ray is not installed: pip install '
+                        '"ratelimited-pipeline[ray]"')
+    pytest.importorskip("pyrate_limiter", reason="pyrate-limiter (a peer) is not installed")
+    if REDIS_SERVER is None:
+        pytest.skip(SKIP_REASON)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/ray_shared_quota.py", "--actors", "2", "--rows", "200",
+         "--rps", "50"],
+        cwd=ROOT, capture_output=True, text=True, timeout=210, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    for column in ("answered", "2x", "429s", "x min", "cmds/req", "target"):
+        assert column in out, f"column {column!r} missing from:\n{out}"
+    rows = {}
+    for line in out.splitlines():
+        for label in ("ours AnswerBatches", "by hand, no limiter", "by hand, pyrate Redis"):
+            if line.startswith(label):
+                setting = "not told" if "not told" in line else "told right"
+                rows[label, setting] = line[len(label):].split()
+    assert set(rows) == {("ours AnswerBatches", "not told"), ("ours AnswerBatches", "told right"),
+                         ("by hand, no limiter", "not told"),
+                         ("by hand, pyrate Redis", "told right")}, out
+    for fields in rows.values():
+        # setting (2 words), actors, answered, 2x, ...: every row answered, none paid twice.
+        assert fields[2:5] == ["2", "200/200", "0"], out
+    # Ours stays inside the quota; told right, not one 429 (the bucket starts empty).
+    assert rows["ours AnswerBatches", "told right"][5] == "0", out

@@ -5,7 +5,7 @@ columns lined up row for row; a bad row fails alone; a batch that cannot run com
 failed with the reason instead of raising; and under a real local Ray (``ray.init``) the
 workers answer every row once through a limiter shared in a real redis-server: four actors
 against one simulator stay within the shared quota in every 1 s window (the documented bound
-of ``RedisLimiter``); how much of the quota they use is printed (benchmarks/shared_limiter.py
+of ``RedisLimiter``); how much of the quota they use is printed (benchmarks/ray_shared_quota.py
 holds that target). Your own stages reach the workers and their data comes back as columns.
 """
 
@@ -230,7 +230,7 @@ def test_four_ray_actors_share_one_quota_against_one_simulator(
           f"{bound:.0f}), utilisation {used:.1%} over {span:.1f} s")
     assert peak <= bound
     # (The utilisation, printed, is 0.95-1.0 on a quiet machine and falls when the machine
-    # cannot keep four actors busy: benchmarks/shared_limiter.py holds that target.)
+    # cannot keep four actors busy: benchmarks/ray_shared_quota.py measures it.)
 
 
 @pytest.mark.slow
