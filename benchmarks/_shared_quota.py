@@ -116,46 +116,54 @@ async def build_acquire(limiter: str, redis_url: str, key: str,
     return (lambda: acquire(1)), nothing
 
 
+async def send_row(client: Any, url: str, row: dict[str, str], gate: asyncio.Semaphore,
+                   acquire: Callable[[], Awaitable[Any]] | None,
+                   seen: collections.Counter[str]) -> bool:
+    """One row as the peer script sends it: acquire (if it has a limiter), ``POST``, a 429
+    waits its ``retry-after`` and tries again (429s, counted in ``seen``, do not count
+    against the six attempts: the run's budget bounds them); ``True`` once answered."""
+    import httpx
+
+    body = {"model": MODEL, "messages": [{"role": "user", "content": prompt(row)}],
+            "max_tokens": MAX_TOKENS}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    failures = 0
+    while failures < 6:
+        async with gate:
+            if acquire is not None:
+                await acquire()
+            try:
+                response = await client.post(url, json=body, headers=headers)
+            except httpx.TransportError:
+                failures += 1
+                await asyncio.sleep(0.5 * 2 ** failures)
+                continue
+        if response.status_code == 200:
+            return True
+        if response.status_code == 429:
+            seen["429"] += 1
+            wait = retry_after(response.headers)
+            await asyncio.sleep(1.0 if wait is None else wait)
+            continue
+        failures += 1
+        if response.status_code < 500:
+            return False
+        await asyncio.sleep(0.5 * 2 ** failures)
+    return False
+
+
 async def client_main(args: argparse.Namespace, rows: list[dict[str, str]]) -> dict[str, int]:
     """Send every row (see the module docstring); what this client says it saw."""
     import httpx
 
     acquire, close = await build_acquire(args.client, args.redis_url, args.key, args.rps)
     url = args.base_url.rstrip("/") + "/chat/completions"
-    headers = {"Authorization": f"Bearer {KEY}"}
     gate = asyncio.Semaphore(CONCURRENCY)
     seen = collections.Counter[str]()
-
-    async def one(client: httpx.AsyncClient, row: dict[str, str]) -> bool:
-        body = {"model": MODEL, "messages": [{"role": "user", "content": prompt(row)}],
-                "max_tokens": MAX_TOKENS}
-        failures = 0
-        while failures < 6:  # 429s do not count: the budget of the run bounds them
-            async with gate:
-                if acquire is not None:
-                    await acquire()
-                try:
-                    response = await client.post(url, json=body, headers=headers)
-                except httpx.TransportError:
-                    failures += 1
-                    await asyncio.sleep(0.5 * 2 ** failures)
-                    continue
-            if response.status_code == 200:
-                return True
-            if response.status_code == 429:
-                seen["429"] += 1
-                wait = retry_after(response.headers)
-                await asyncio.sleep(1.0 if wait is None else wait)
-                continue
-            failures += 1
-            if response.status_code < 500:
-                return False
-            await asyncio.sleep(0.5 * 2 ** failures)
-        return False
-
     limits_ = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(timeout=httpx.Timeout(60.0), limits=limits_) as client:
-        done = await asyncio.gather(*(one(client, row) for row in rows))
+        done = await asyncio.gather(*(send_row(client, url, row, gate, acquire, seen)
+                                      for row in rows))
     await close()
     return {"answered": sum(done), "failed": len(done) - sum(done), "429s": seen["429"]}
 

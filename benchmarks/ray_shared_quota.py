@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import logging
 import os
 import pathlib
@@ -64,8 +65,9 @@ class ByHand:
     """The ``map_batches`` class a user writes without this library (see the docstring).
 
     One event loop, one httpx client and one limiter an actor, kept across batches; each row
-    retried after a 429's ``retry-after`` (429s do not count against its attempts) and up to
-    five more times on other errors; a row that still fails is ``failed`` in ``status``.
+    sent as ``shared_limiter.py``'s peer script sends it (``_shared_quota.send_row``: a 429
+    retried after its ``retry-after``, other errors up to six attempts); a row that still
+    fails is ``failed`` in ``status``.
     """
 
     def __init__(self, limiter: str, base_url: str, redis_url: str, key: str,
@@ -89,36 +91,10 @@ class ByHand:
                 timeout=httpx.Timeout(60.0),
                 limits=httpx.Limits(max_connections=CONCURRENCY,
                                     max_keepalive_connections=CONCURRENCY))
-        gate = asyncio.Semaphore(CONCURRENCY)
-        headers = {"Authorization": f"Bearer {e2e.KEY}"}
-
-        async def one(row: dict[str, Any]) -> str:
-            body = {"model": e2e.MODEL, "max_tokens": e2e.MAX_TOKENS,
-                    "messages": [{"role": "user", "content": e2e.prompt(row)}]}
-            failures = 0
-            while failures < 6:
-                async with gate:
-                    if self.acquire is not None:
-                        await self.acquire()
-                    try:
-                        response = await self.client.post(self.url, json=body, headers=headers)
-                    except httpx.TransportError:
-                        failures += 1
-                        await asyncio.sleep(0.5 * 2 ** failures)
-                        continue
-                if response.status_code == 200:
-                    return "succeeded"
-                if response.status_code == 429:
-                    wait = e2e.retry_after(response.headers)
-                    await asyncio.sleep(1.0 if wait is None else wait)
-                    continue
-                failures += 1
-                if response.status_code < 500:
-                    break
-                await asyncio.sleep(0.5 * 2 ** failures)
-            return "failed"
-
-        return list(await asyncio.gather(*(one(row) for row in rows)))
+        gate, seen = asyncio.Semaphore(CONCURRENCY), collections.Counter[str]()
+        done = await asyncio.gather(*(e2e.send_row(self.client, self.url, row, gate,
+                                                   self.acquire, seen) for row in rows))
+        return ["succeeded" if ok else "failed" for ok in done]
 
 
 def run_cell(ray: Any, contender: str, setting: str, actors: int, rows: int, rps: int,
