@@ -151,6 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rps", type=int, default=100, help="the simulator's requests/s")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     args = parser.parse_args(argv)
+    try:  # bad arguments end here, in one line, before Ray or Redis starts
+        actor_counts = [int(a) for a in args.actors.split(",")]
+    except ValueError:
+        parser.error(f"--actors takes counts separated by commas, got {args.actors!r}")
+    chosen = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    unknown = sorted(set(chosen) - set(CONTENDERS))
+    if min(actor_counts) < 1 or args.rows < 1 or args.rps < 1:
+        parser.error("--actors, --rows and --rps must be positive")
+    if unknown or not chosen:
+        parser.error(f"--contenders: {', '.join(unknown) or 'none given'}; "
+                     f"choose from {', '.join(CONTENDERS)}")
     try:
         import ray
         import ray.data
@@ -183,12 +194,11 @@ def main(argv: list[str] | None = None) -> int:
               "(actors' start-up included); cmds/req: Redis commands per request received.")
         print(e2e.HEADER.replace("procs", "actrs"))
         print("-" * len(e2e.HEADER))
-        chosen = [c.strip() for c in args.contenders.split(",") if c.strip()]
         for setting in (e2e.NOT_TOLD, e2e.TOLD):
             for contender in chosen:
                 if setting not in CONTENDERS[contender]:
                     continue
-                for actors in (int(a) for a in args.actors.split(",")):
+                for actors in actor_counts:
                     result = run_cell(ray, contender, setting, actors, args.rows, args.rps,
                                       redis_url)
                     results.append(result)

@@ -156,3 +156,20 @@ def test_ray_shared_quota_runs_each_contender_and_pays_no_row_twice() -> None:
         assert fields[2:5] == ["2", "200/200", "0"], out
     # Ours stays inside the quota; told right, not one 429 (the bucket starts empty).
     assert rows["ours AnswerBatches", "told right"][5] == "0", out
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("args", "says"), [
+    (["--actors", "two"], "--actors takes counts"),
+    (["--actors", "0"], "must be positive"),
+    (["--rps", "-5"], "must be positive"),
+    (["--contenders", "pipeline,aiolimiter"], "--contenders: aiolimiter; choose from"),
+])
+def test_ray_shared_quota_refuses_bad_arguments_before_starting_anything(
+        args: list[str], says: str) -> None:
+    pytest.importorskip("redis", reason='redis-py is not installed: pip install '
+                        '"ratelimited-pipeline[redis]"')
+    result = subprocess.run([sys.executable, "benchmarks/ray_shared_quota.py", *args],
+                            cwd=ROOT, capture_output=True, text=True, timeout=50, check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert says in result.stderr and "Traceback" not in result.stderr, result.stderr
